@@ -1,0 +1,64 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * The process's Prometheus registry and every metric the project exports.
+ * One module so names, units and label sets are defined once
+ * (see ARCHITECTURE.md, "Names").
+ */
+export const metricsRegistry = new Registry();
+collectDefaultMetrics({ register: metricsRegistry });
+
+// Sub-millisecond buckets: a feature read is expected to take ~100 µs–2 ms.
+const latencyBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+export const requestDuration = new Histogram({
+  name: 'feature_gateway_request_duration_seconds',
+  help: 'GraphQL request duration by operation name (persisted operations by name, others as "(adhoc)").',
+  labelNames: ['operation'] as const,
+  buckets: latencyBuckets,
+  registers: [metricsRegistry],
+});
+
+export const storeReadDuration = new Histogram({
+  name: 'feature_store_read_duration_seconds',
+  help: 'Duration of one batched read against one store shard.',
+  labelNames: ['store', 'shard'] as const,
+  buckets: latencyBuckets,
+  registers: [metricsRegistry],
+});
+
+export const storeErrors = new Counter({
+  name: 'feature_store_errors_total',
+  help: 'Store calls that failed, by store and shard.',
+  labelNames: ['store', 'shard'] as const,
+  registers: [metricsRegistry],
+});
+
+export const batchSize = new Histogram({
+  name: 'feature_store_batch_size',
+  help: 'Entity ids per DataLoader batch (one store read of one feature view).',
+  labelNames: ['view'] as const,
+  buckets: [1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000],
+  registers: [metricsRegistry],
+});
+
+export const staleValues = new Counter({
+  name: 'feature_values_stale_total',
+  help: 'Feature view values read past their TTL (served as stale, features null).',
+  labelNames: ['view'] as const,
+  registers: [metricsRegistry],
+});
+
+export const missingValues = new Counter({
+  name: 'feature_values_missing_total',
+  help: 'Feature view values requested but absent from the store.',
+  labelNames: ['view'] as const,
+  registers: [metricsRegistry],
+});
+
+export const rejectedRequests = new Counter({
+  name: 'feature_gateway_rejected_requests_total',
+  help: 'Requests refused before execution, by error code.',
+  labelNames: ['code'] as const,
+  registers: [metricsRegistry],
+});

@@ -1,0 +1,86 @@
+/**
+ * The resolved feature registry: what every other part of the system derives
+ * its SDL, store keys, codecs and TTLs from (ARCHITECTURE.md, decision 1).
+ */
+
+export type ScalarTypeName = 'Int' | 'Float' | 'Boolean' | 'String';
+
+export interface FeatureType {
+  readonly scalar: ScalarTypeName;
+  /** A non-empty list of non-null scalars, written `[Float!]` in the registry. */
+  readonly list: boolean;
+}
+
+export interface Feature {
+  readonly name: string;
+  readonly type: FeatureType;
+  /** The type as written in the registry and in the SDL, e.g. `Float` or `[Float!]`. */
+  readonly typeName: string;
+  readonly description: string;
+}
+
+/** One version of a feature view: the unit that is stored, encoded and served. */
+export interface ViewVersion {
+  readonly viewName: string;
+  readonly entityName: string;
+  readonly version: number;
+  readonly active: boolean;
+  readonly ttlSeconds: number;
+  readonly features: readonly Feature[];
+}
+
+export interface FeatureView {
+  readonly name: string;
+  readonly entityName: string;
+  readonly description: string;
+  readonly owner: string;
+  readonly tags: readonly string[];
+  readonly ttlSeconds: number;
+  /** The raw event topic the view is materialized from, when it has one. */
+  readonly source: string | null;
+  readonly activeVersion: number;
+  /** Versions 1..n in order. */
+  readonly versions: readonly ViewVersion[];
+}
+
+export interface Entity {
+  readonly name: string;
+  /** The GraphQL object type, e.g. `User`. */
+  readonly typeName: string;
+  /** Root field names, e.g. `user` and `users`. */
+  readonly singularField: string;
+  readonly pluralField: string;
+  readonly description: string;
+  readonly views: readonly FeatureView[];
+}
+
+export interface Registry {
+  /** The file the registry was read from (for messages). */
+  readonly file: string;
+  readonly entities: readonly Entity[];
+}
+
+export function activeVersionOf(view: FeatureView): ViewVersion {
+  const found = view.versions[view.activeVersion - 1];
+  if (!found) throw new Error(`feature view ${view.name} has no version ${view.activeVersion}`);
+  return found;
+}
+
+export function findEntity(registry: Registry, name: string): Entity | undefined {
+  return registry.entities.find((e) => e.name === name);
+}
+
+export function findView(registry: Registry, viewName: string): FeatureView | undefined {
+  for (const entity of registry.entities) {
+    const view = entity.views.find((v) => v.name === viewName);
+    if (view) return view;
+  }
+  return undefined;
+}
+
+export function formatTtl(seconds: number): string {
+  if (seconds % 86400 === 0) return `${seconds / 86400}d`;
+  if (seconds % 3600 === 0) return `${seconds / 3600}h`;
+  if (seconds % 60 === 0) return `${seconds / 60}m`;
+  return `${seconds}s`;
+}

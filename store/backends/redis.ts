@@ -1,0 +1,157 @@
+import { Redis } from 'ioredis';
+import { log } from '../../runtime/log.js';
+import { storeErrors, storeReadDuration } from '../../runtime/metrics.js';
+import { StoreUnavailableError } from '../online-store.js';
+import type { ByteBackend, ByteEntry } from './byte-backend.js';
+import { HashRing } from './hash-ring.js';
+
+export interface RedisBackendOptions {
+  /** One URL: a single node. Several: client-side sharding over them. */
+  readonly urls: readonly string[];
+  /** Upper bound on one command; a hung shard fails the call after this. */
+  readonly commandTimeoutMs: number;
+  readonly connectTimeoutMs?: number;
+}
+
+/** One shard: one ioredis client and the label metrics and errors use. */
+interface Shard {
+  readonly name: string;
+  readonly client: Redis;
+}
+
+/**
+ * Redis, on one node or sharded over N nodes by a consistent-hash ring.
+ * Every batch becomes one MGET (reads) or one pipeline (writes) per shard,
+ * the shards called in parallel.
+ *
+ * Failure behaviour is chosen for serving: the offline queue is off, so a
+ * call to a disconnected shard fails at once instead of waiting for a
+ * reconnect, and `commandTimeoutMs` bounds a shard that accepts but hangs.
+ * ioredis keeps reconnecting in the background, so serving recovers by
+ * itself when the node comes back.
+ */
+export class RedisBackend implements ByteBackend {
+  readonly kind: string;
+  private readonly shards: Shard[];
+  private readonly ring: HashRing<number>;
+
+  constructor(options: RedisBackendOptions) {
+    if (options.urls.length === 0) throw new Error('RedisBackend needs at least one URL');
+    this.kind = options.urls.length === 1 ? 'redis' : 'sharded-redis';
+    this.shards = options.urls.map((url) => {
+      const name = shardName(url);
+      const client = new Redis(url, {
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        commandTimeout: options.commandTimeoutMs,
+        connectTimeout: options.connectTimeoutMs ?? 2000,
+        retryStrategy: (attempt) => Math.min(50 * attempt, 1000),
+        lazyConnect: false,
+      });
+      let lastLogged = 0;
+      client.on('error', (error: Error) => {
+        // ioredis emits an error on every failed reconnect attempt; one line per 5 s per shard is enough.
+        const now = Date.now();
+        if (now - lastLogged > 5000) {
+          lastLogged = now;
+          log.warn({ store: this.kind, shard: name, err: error.message }, 'redis shard error');
+        }
+      });
+      client.on('ready', () => log.info({ store: this.kind, shard: name }, 'redis shard ready'));
+      return { name, client };
+    });
+    this.ring = new HashRing(this.shards.map((s, i) => ({ id: s.name, value: i })));
+  }
+
+  get shardNames(): string[] {
+    return this.shards.map((s) => s.name);
+  }
+
+  /** Which shard holds `key` (for tests and diagnostics). */
+  shardOf(key: string): string {
+    return this.shards[this.ring.nodeFor(key)]!.name;
+  }
+
+  async getMany(keys: readonly string[]): Promise<(Buffer | null)[]> {
+    if (keys.length === 0) return [];
+    if (this.shards.length === 1) return this.mget(this.shards[0]!, keys);
+    const groups = this.groupByShard(keys);
+    const out: (Buffer | null)[] = new Array(keys.length);
+    await Promise.all(
+      groups.map(async (group, shardIndex) => {
+        if (group.length === 0) return;
+        const values = await this.mget(this.shards[shardIndex]!, group.map((i) => keys[i]!));
+        group.forEach((keyIndex, j) => (out[keyIndex] = values[j] ?? null));
+      }),
+    );
+    return out;
+  }
+
+  async setMany(entries: readonly ByteEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const groups = this.groupByShard(entries.map((e) => e.key));
+    await Promise.all(
+      groups.map(async (group, shardIndex) => {
+        if (group.length === 0) return;
+        const shard = this.shards[shardIndex]!;
+        const pipeline = shard.client.pipeline();
+        for (const i of group) {
+          const entry = entries[i]!;
+          pipeline.set(entry.key, entry.value, 'PXAT', entry.expireAtMs);
+        }
+        const results = await this.call(shard, () => pipeline.exec());
+        const failed = results?.find(([error]) => error);
+        if (failed?.[0]) throw this.unavailable(shard, failed[0]);
+      }),
+    );
+  }
+
+  async ping(): Promise<void> {
+    await Promise.all(this.shards.map((shard) => this.call(shard, () => shard.client.ping())));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.shards.map((s) => s.client.quit().catch(() => s.client.disconnect())));
+  }
+
+  private async mget(shard: Shard, keys: readonly string[]): Promise<(Buffer | null)[]> {
+    const started = performance.now();
+    const values = await this.call(shard, () => shard.client.mgetBuffer(...keys));
+    storeReadDuration.observe({ store: this.kind, shard: shard.name }, (performance.now() - started) / 1000);
+    return values;
+  }
+
+  private async call<T>(shard: Shard, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (error) {
+      throw this.unavailable(shard, error);
+    }
+  }
+
+  private unavailable(shard: Shard, error: unknown): StoreUnavailableError {
+    storeErrors.inc({ store: this.kind, shard: shard.name });
+    const reason = error instanceof Error ? error.message : String(error);
+    return new StoreUnavailableError(this.kind, shard.name, reason);
+  }
+
+  /** Indexes of `keys` per shard; one array per shard, empty where it holds none. */
+  private groupByShard(keys: readonly string[]): number[][] {
+    const groups: number[][] = this.shards.map(() => []);
+    if (this.shards.length === 1) {
+      groups[0] = keys.map((_, i) => i);
+      return groups;
+    }
+    keys.forEach((key, i) => groups[this.ring.nodeFor(key)]!.push(i));
+    return groups;
+  }
+}
+
+function shardName(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || '6379'}`;
+  } catch {
+    throw new Error(`not a Redis URL: ${JSON.stringify(url)} (expected redis://host:port)`);
+  }
+}

@@ -1,0 +1,67 @@
+import type { ViewVersion } from '../schema/types.js';
+import type { ByteBackend, ByteEntry } from './backends/byte-backend.js';
+import { CodecError, codecFor } from './codec.js';
+import { expiryOf, isStale } from './freshness.js';
+import { storeKey } from './keys.js';
+import { CorruptValueError, type FeatureRow, type OnlineStore, type StoredFeatures } from './online-store.js';
+
+/**
+ * The one OnlineStore implementation over any ByteBackend: key naming, the
+ * value codec, expiry at write and freshness at read are decided here once,
+ * so every engine behaves alike and the contract tests hold for all.
+ */
+export class CodecStore implements OnlineStore {
+  constructor(
+    readonly backend: ByteBackend,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get kind(): string {
+    return this.backend.kind;
+  }
+
+  async read(view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null)[]> {
+    const keys = ids.map((id) => storeKey(view, id));
+    const blobs = await this.backend.getMany(keys);
+    const codec = codecFor(view);
+    const now = this.now();
+    return blobs.map((blob, i) => {
+      if (blob === null) return null;
+      let decoded;
+      try {
+        decoded = codec.decode(blob);
+      } catch (error) {
+        throw new CorruptValueError(keys[i]!, error instanceof Error ? error.message : String(error));
+      }
+      return { values: decoded.values, eventTimeMs: decoded.eventTimeMs, stale: isStale(view, decoded.eventTimeMs, now) };
+    });
+  }
+
+  async write(view: ViewVersion, rows: readonly FeatureRow[]): Promise<void> {
+    const codec = codecFor(view);
+    const now = this.now();
+    const entries: ByteEntry[] = [];
+    for (const row of rows) {
+      if (!Number.isSafeInteger(row.eventTimeMs) || row.eventTimeMs < 0) {
+        throw new CodecError(`${view.viewName} v${view.version}`, `entity ${row.entityId}: event time must be a non-negative integer of ms, got ${row.eventTimeMs}`);
+      }
+      const expireAtMs = expiryOf(view, row.eventTimeMs);
+      // Already past retention: storing it would only make it readable as "stale" for no one.
+      if (expireAtMs <= now) continue;
+      entries.push({
+        key: storeKey(view, row.entityId),
+        value: codec.encode({ values: row.values, eventTimeMs: row.eventTimeMs, position: row.position }),
+        expireAtMs,
+      });
+    }
+    await this.backend.setMany(entries);
+  }
+
+  ping(): Promise<void> {
+    return this.backend.ping();
+  }
+
+  close(): Promise<void> {
+    return this.backend.close();
+  }
+}

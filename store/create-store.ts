@@ -1,0 +1,31 @@
+import { EmbeddedBackend } from './backends/embedded.js';
+import { RedisBackend } from './backends/redis.js';
+import { CodecStore } from './codec-store.js';
+
+export type StoreConfig =
+  | { readonly kind: 'embedded' }
+  | { readonly kind: 'redis'; readonly urls: readonly string[]; readonly commandTimeoutMs: number };
+
+/** Builds the configured online store: embedded by default, Redis (one node or sharded) when URLs are given. */
+export function createStore(config: StoreConfig, now: () => number = Date.now): CodecStore {
+  switch (config.kind) {
+    case 'embedded':
+      return new CodecStore(new EmbeddedBackend(now), now);
+    case 'redis':
+      return new CodecStore(new RedisBackend({ urls: config.urls, commandTimeoutMs: config.commandTimeoutMs }), now);
+  }
+}
+
+/** Waits until the store answers a ping, up to `timeoutMs`; returns whether it did. */
+export async function waitForStore(store: { ping(): Promise<void> }, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await store.ping();
+      return true;
+    } catch {
+      if (Date.now() >= deadline) return false;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}

@@ -1,0 +1,55 @@
+import type { ViewVersion } from '../schema/types.js';
+import type { FeatureValues, SourcePosition } from './codec.js';
+
+/**
+ * The seam between serving and storage. Designed for Redis, Redis Cluster
+ * and Aerospike alike: every call works on one feature-view version and a
+ * batch of entities, so an adapter can turn it into one multi-get or
+ * pipeline per shard (ARCHITECTURE.md, decision 2).
+ */
+export interface OnlineStore {
+  /** e.g. `embedded`, `redis`, `sharded-redis`: the `store` label of metrics. */
+  readonly kind: string;
+  /** Values of `view` for `ids`, in the order of `ids`; null where none is stored. */
+  read(view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null)[]>;
+  /** Upserts rows; each expires from the store at eventTime + retention (see `expiryOf`). */
+  write(view: ViewVersion, rows: readonly FeatureRow[]): Promise<void>;
+  /** Resolves when every shard answers; rejects with StoreUnavailableError otherwise. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface FeatureRow {
+  readonly entityId: string;
+  readonly values: FeatureValues;
+  readonly eventTimeMs: number;
+  readonly position?: SourcePosition;
+}
+
+/** A value as read, with its freshness decided at read time. */
+export interface StoredFeatures {
+  readonly values: FeatureValues;
+  readonly eventTimeMs: number;
+  /** Older than the view's TTL: served with null features (decision 3). */
+  readonly stale: boolean;
+}
+
+/** A store, or one shard of it, did not answer in time or refused the call. */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError';
+  constructor(
+    readonly store: string,
+    readonly shard: string,
+    readonly reason: string,
+  ) {
+    super(`online store ${store} shard ${shard} is unavailable: ${reason}`);
+  }
+}
+
+/** A stored value could not be decoded with the registry's schema for it. */
+export class CorruptValueError extends Error {
+  override name = 'CorruptValueError';
+  constructor(readonly key: string, readonly reason: string) {
+    super(`stored value ${key} cannot be decoded: ${reason}`);
+  }
+}
