@@ -48,7 +48,7 @@ const ttlUnitSeconds = { s: 1, m: 60, h: 3600, d: 86400 } as const;
 const maxTtlSeconds = 366 * 86400;
 
 const require = createRequire(import.meta.url);
-const validateShape = new Ajv({ allErrors: true, strict: true }).compile(
+const validateShape = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true }).compile(
   require(fromRoot('schema', 'registry.schema.json')) as object,
 );
 

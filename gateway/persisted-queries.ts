@@ -1,0 +1,94 @@
+import type { KeyValueCache } from '@apollo/utils.keyvaluecache';
+import { InMemoryLRUCache, PrefixingKeyValueCache } from '@apollo/utils.keyvaluecache';
+import { Kind, parse, type TypeNode } from 'graphql';
+import type { Admission } from '../runtime/graphql-http.js';
+import { ErrorCode } from '../runtime/errors.js';
+import { sha256Hex, type PersistedOperation, type PersistedQueryManifest } from '../schema/manifest.js';
+
+/**
+ * Persisted operations on the gateway (ARCHITECTURE.md, decision 4).
+ *
+ * Apollo Server's APQ reads operations from a cache by SHA-256 hash. Here
+ * that cache is backed first by the manifest (never evicted), then by an LRU
+ * of operations registered through APQ. In safelist mode registration is off
+ * and `admit` refuses anything that is not a manifest operation before
+ * Apollo Server parses a byte of it.
+ */
+export class PersistedQueries {
+  private readonly byId: ReadonlyMap<string, PersistedOperation>;
+
+  constructor(readonly manifest: PersistedQueryManifest, readonly safelist: boolean) {
+    this.byId = new Map(manifest.operations.map((op) => [op.id, op]));
+  }
+
+  /** The name of the manifest operation with this hash, if any (for metric labels). */
+  nameOf(hash: string | undefined): string | undefined {
+    return hash === undefined ? undefined : this.byId.get(hash)?.name;
+  }
+
+  /** The APQ cache Apollo Server reads and writes (keys are bare hashes). */
+  apqCache(): KeyValueCache<string> {
+    const registered = new InMemoryLRUCache<string>({ maxSize: 10 * 1024 * 1024 });
+    const byId = this.byId;
+    const safelist = this.safelist;
+    const cache: KeyValueCache<string> = {
+      async get(key) {
+        return byId.get(key)?.body ?? (safelist ? undefined : registered.get(key));
+      },
+      async set(key, value, options) {
+        if (!safelist && !byId.has(key)) await registered.set(key, value, options);
+      },
+      async delete(key) {
+        return registered.delete(key);
+      },
+    };
+    return PrefixingKeyValueCache.cacheDangerouslyDoesNotNeedPrefixesForIsolation(cache);
+  }
+
+  /** In safelist mode, refuses every operation that is not in the manifest. */
+  readonly admit: Admission = (operation) => {
+    if (!this.safelist) return undefined;
+    const hash = persistedHash(operation.extensions);
+    const known = typeof operation.query === 'string' ? this.byId.has(sha256Hex(operation.query)) : hash !== undefined && this.byId.has(hash);
+    if (known) return undefined;
+    return {
+      status: 400,
+      code: ErrorCode.NotInSafelist,
+      message:
+        'This gateway runs in safelist mode: only operations of its persisted-query manifest may run. ' +
+        'Send { "extensions": { "persistedQuery": { "version": 1, "sha256Hash": "<manifest id>" } }, "variables": … }.',
+    };
+  };
+
+  /** Variables that let each manifest operation be planned at start-up (ids that match nothing). */
+  warmupRequests(): { query: string; variables: Record<string, unknown> }[] {
+    return this.manifest.operations
+      .filter((op) => op.type === 'query')
+      .map((op) => {
+        const variables: Record<string, unknown> = {};
+        for (const def of parse(op.body).definitions) {
+          if (def.kind !== Kind.OPERATION_DEFINITION) continue;
+          for (const v of def.variableDefinitions ?? []) variables[v.variable.name.value] = placeholder(v.type);
+        }
+        return { query: op.body, variables };
+      });
+  }
+}
+
+function persistedHash(extensions: unknown): string | undefined {
+  const pq = (extensions as { persistedQuery?: { sha256Hash?: unknown } } | undefined)?.persistedQuery;
+  return typeof pq?.sha256Hash === 'string' ? pq.sha256Hash : undefined;
+}
+
+function placeholder(type: TypeNode): unknown {
+  switch (type.kind) {
+    case Kind.NON_NULL_TYPE: return placeholder(type.type);
+    case Kind.LIST_TYPE: return [placeholder(type.type)];
+    case Kind.NAMED_TYPE:
+      switch (type.name.value) {
+        case 'Int': case 'Float': return 0;
+        case 'Boolean': return false;
+        default: return '__warmup__';
+      }
+  }
+}

@@ -1,0 +1,171 @@
+import { ApolloServer, type BaseContext } from '@apollo/server';
+import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
+import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { ApolloGateway, LocalGraphQLDataSource, RemoteGraphQLDataSource, type GraphQLDataSource } from '@apollo/gateway';
+import { parse } from 'graphql';
+import type { Config } from '../runtime/config.js';
+import { ConfigError } from '../runtime/errors.js';
+import { createGraphQLHttpServer, listen, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
+import { log } from '../runtime/log.js';
+import { readManifest } from '../schema/manifest.js';
+import { entitySubgraphSdl } from '../schema/sdl.js';
+import type { Registry } from '../schema/types.js';
+import type { OnlineStore } from '../store/online-store.js';
+import { buildAllSubgraphs } from '../subgraphs/factory.js';
+import { composeSupergraph, type SubgraphDefinition } from './compose.js';
+import { limitsPlugin } from './limits.js';
+import { metricsPlugin } from './metrics-plugin.js';
+import { PersistedQueries } from './persisted-queries.js';
+
+/**
+ * The gateway: Apollo Server over @apollo/gateway's query planner, in one of
+ * two shapes with one code path (ARCHITECTURE.md, decision 5):
+ *
+ * - co-located (no SUBGRAPH_URLS): the entity subgraphs run in this process
+ *   and the planner calls them directly, with no network hop;
+ * - distributed: each subgraph is its own process, called over keep-alive
+ *   HTTP (the gateway's default fetcher keeps connections alive).
+ *
+ * Either way the supergraph is composed here from the registry's SDL.
+ */
+export interface GatewayOptions {
+  readonly config: Config;
+  readonly registry: Registry;
+  /** Required when co-located: the store the in-process subgraphs read. */
+  readonly store?: OnlineStore;
+}
+
+export interface RunningGateway extends RunningHttpServer {
+  readonly apollo: ApolloServer<BaseContext>;
+}
+
+export async function startGateway({ config, registry, store }: GatewayOptions): Promise<RunningGateway> {
+  const distributed = Object.keys(config.subgraphUrls).length > 0;
+  const services = new Map<string, GraphQLDataSource>();
+  const definitions: SubgraphDefinition[] = [];
+
+  if (distributed) {
+    for (const entity of registry.entities) {
+      const url = config.subgraphUrls[entity.name];
+      if (!url) throw new ConfigError('SUBGRAPH_URLS', `no URL for subgraph "${entity.name}" (every entity of the registry needs one)`);
+      definitions.push({ name: entity.name, typeDefs: parse(entitySubgraphSdl(entity)), url });
+      services.set(entity.name, new RemoteGraphQLDataSource({ url }));
+    }
+  } else {
+    if (!store) throw new Error('a co-located gateway needs a store for its subgraphs');
+    for (const subgraph of buildAllSubgraphs(registry, { store, maxBatchIds: config.maxBatchIds })) {
+      // The URL is never called: buildService below answers for it in-process.
+      definitions.push({ name: subgraph.name, typeDefs: subgraph.typeDefs, url: `in-process://${subgraph.name}` });
+      services.set(subgraph.name, new LocalGraphQLDataSource(subgraph.schema));
+    }
+  }
+
+  const supergraphSdl = composeSupergraph(definitions);
+  const gateway = new ApolloGateway({
+    supergraphSdl,
+    buildService: ({ name }) => {
+      const service = services.get(name);
+      if (!service) throw new Error(`no data source for subgraph ${name}`);
+      return service;
+    },
+  });
+
+  const persisted = new PersistedQueries(readManifest(config.manifestFile), config.safelist);
+  const apollo = new ApolloServer<BaseContext>({
+    gateway,
+    introspection: config.introspection,
+    includeStacktraceInErrorResponses: config.debugErrors,
+    persistedQueries: { cache: persisted.apqCache() },
+    // Bounds the parser's work on hostile input before validation runs.
+    parseOptions: { maxTokens: 20_000 },
+    plugins: [
+      limitsPlugin(config),
+      metricsPlugin((hash) => persisted.nameOf(hash)),
+      config.sandbox
+        ? ApolloServerPluginLandingPageLocalDefault({ embed: true, includeCookies: false })
+        : ApolloServerPluginLandingPageDisabled(),
+    ],
+    logger: apolloLogger(),
+  });
+  await apollo.start();
+  await warmUp(apollo, persisted);
+
+  const ready = async (): Promise<ReadyStatus> => {
+    const checks: Record<string, string> = { schema: 'composed' };
+    let ok = true;
+    if (distributed) {
+      await Promise.all(
+        Object.entries(config.subgraphUrls).map(async ([name, url]) => {
+          const result = await probe(new URL('/readyz', url).toString());
+          checks[`subgraph:${name}`] = result;
+          if (result !== 'ready') ok = false;
+        }),
+      );
+    } else {
+      try {
+        await withTimeout(store!.ping(), 1000, 'store ping timed out after 1000 ms');
+        checks.store = `${store!.kind}: reachable`;
+      } catch (error) {
+        checks.store = `${store!.kind}: ${(error as Error).message}`;
+        ok = false;
+      }
+    }
+    return { ready: ok, checks };
+  };
+
+  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit: persisted.admit });
+  const running = await listen(server, config.host, config.port);
+  return {
+    ...running,
+    apollo,
+    close: async () => {
+      await running.close();
+      await apollo.stop();
+    },
+  };
+}
+
+/**
+ * Runs each manifest operation once so Apollo Server's document store holds
+ * it parsed and validated and the gateway's plan cache holds its plan: the
+ * first real request then starts at execution (decision 4).
+ */
+async function warmUp(apollo: ApolloServer<BaseContext>, persisted: PersistedQueries): Promise<void> {
+  for (const request of persisted.warmupRequests()) {
+    const result = await apollo.executeOperation(request, { contextValue: {} });
+    if (result.body.kind === 'single' && result.body.singleResult.errors?.some((e) => e.extensions?.code === 'GRAPHQL_VALIDATION_FAILED')) {
+      throw new Error(`persisted operation does not validate against the supergraph: ${JSON.stringify(result.body.singleResult.errors)}`);
+    }
+  }
+  log.info({ operations: persisted.manifest.operations.length }, 'persisted operations parsed, validated and planned');
+}
+
+async function probe(url: string): Promise<string> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(1000) });
+    return response.ok ? 'ready' : `unready (HTTP ${response.status})`;
+  } catch (error) {
+    return `unreachable: ${(error as Error).message}`;
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(message)), ms);
+    }),
+  ]);
+}
+
+/** Apollo's logger interface over our JSON-lines logger. */
+function apolloLogger() {
+  const child = log.child({ component: 'apollo' });
+  return {
+    debug: (m: unknown) => child.debug(String(m)),
+    info: (m: unknown) => child.info(String(m)),
+    warn: (m: unknown) => child.warn(String(m)),
+    error: (m: unknown) => child.error(String(m)),
+  };
+}

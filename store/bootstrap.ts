@@ -1,0 +1,58 @@
+import { log } from '../runtime/log.js';
+import type { Config } from '../runtime/config.js';
+import type { Registry } from '../schema/types.js';
+import { createStore, waitForStore } from './create-store.js';
+import type { CodecStore } from './codec-store.js';
+import { demoRows } from './demo-data.js';
+import { readRowsFile, writeRows } from './rows.js';
+
+export interface OpenedStore {
+  readonly store: CodecStore;
+  /** Stops the demo writer (if any) and closes the store. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the configured store for a serving process. The embedded store starts
+ * empty, so it is seeded here: from `EMBEDDED_SEED_FILE`, or with the demo
+ * data; the demo writer then keeps short-TTL views fresh. Redis is never
+ * seeded implicitly: `npm run load` does that, on purpose.
+ */
+export async function openStore(config: Config, registry: Registry): Promise<OpenedStore> {
+  const store = createStore(config.store);
+  if (config.store.kind === 'redis' && !(await waitForStore(store, 5000))) {
+    log.warn({ store: store.kind }, 'store not reachable yet; serving starts unready and recovers when it answers');
+  }
+  if (config.embeddedSeedFile) {
+    const n = await writeRows(store, readRowsFile(registry, config.embeddedSeedFile));
+    log.info({ file: config.embeddedSeedFile, rows: n }, 'seeded store from file');
+  } else if (config.demoSeed) {
+    const n = await writeRows(store, demoRows(registry, { eventTimeMs: Date.now() }));
+    log.info({ rows: n }, 'seeded store with demo data');
+  }
+  let timer: NodeJS.Timeout | undefined;
+  if (config.demoWriter) timer = startDemoWriter(store, registry, config.demoWriteIntervalMs);
+  return {
+    store,
+    close: async () => {
+      if (timer) clearInterval(timer);
+      await store.close();
+    },
+  };
+}
+
+/**
+ * Rewrites every view whose TTL is at most an hour with new values and the
+ * current event time, so demo values stay fresh and visibly change.
+ */
+function startDemoWriter(store: CodecStore, registry: Registry, intervalMs: number): NodeJS.Timeout {
+  let generation = 0;
+  const timer = setInterval(() => {
+    generation++;
+    writeRows(store, demoRows(registry, { eventTimeMs: Date.now(), generation, views: (v) => v.ttlSeconds <= 3600 }))
+      .then((rows) => log.debug({ rows, generation }, 'demo writer refreshed values'))
+      .catch((error: Error) => log.warn({ err: error.message }, 'demo writer could not write'));
+  }, intervalMs);
+  timer.unref();
+  return timer;
+}

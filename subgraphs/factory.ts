@@ -1,0 +1,118 @@
+import { buildSubgraphSchema } from '@apollo/subgraph';
+import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
+import { GraphQLError, parse, type DocumentNode, type GraphQLResolveInfo, type GraphQLSchema } from 'graphql';
+import { ErrorCode } from '../runtime/errors.js';
+import { entitySubgraphSdl, versionFieldName } from '../schema/sdl.js';
+import type { Entity, Registry, ViewVersion } from '../schema/types.js';
+import { activeVersionOf } from '../schema/types.js';
+import type { OnlineStore, StoredFeatures } from '../store/online-store.js';
+import { LoaderScope } from './loaders.js';
+import { registryMetadata } from './registry-metadata.js';
+import { selectedFieldNames } from './selection.js';
+
+/**
+ * One factory for every entity subgraph: the SDL and the resolvers both come
+ * from the registry, so adding a view to the registry adds it to the graph.
+ */
+export interface EntitySubgraph {
+  readonly name: string;
+  readonly entity: Entity;
+  readonly sdl: string;
+  readonly typeDefs: DocumentNode;
+  readonly schema: GraphQLSchema;
+}
+
+export interface SubgraphDeps {
+  readonly store: OnlineStore;
+  readonly maxBatchIds: number;
+}
+
+/** What an entity field resolves to; views hang off it. */
+interface EntityRef {
+  readonly id: string;
+}
+
+/** The GraphQL shape of one view value (features spread in, plus metadata). */
+type ViewObject = Record<string, unknown> & { eventTime: string; stale: boolean };
+
+export function buildEntitySubgraph(registry: Registry, entityName: string, deps: SubgraphDeps): EntitySubgraph {
+  const entity = registry.entities.find((e) => e.name === entityName);
+  if (!entity) {
+    throw new Error(`no entity "${entityName}" in ${registry.file}; known: ${registry.entities.map((e) => e.name).join(', ')}`);
+  }
+  const sdl = entitySubgraphSdl(entity);
+  const typeDefs = parse(sdl);
+  const scope = new LoaderScope(deps.store);
+
+  // Field name on the entity type → the view version it reads.
+  const viewFields = new Map<string, ViewVersion>();
+  for (const view of entity.views) {
+    viewFields.set(view.name, activeVersionOf(view));
+    for (const version of view.versions) viewFields.set(versionFieldName(version), version);
+  }
+  const activeVersions = entity.views.map(activeVersionOf);
+
+  /**
+   * An entity exists when any of its views has a stored value (fresh or
+   * stale); otherwise the entity field is null. The check reads only the
+   * views the query selects (all active ones if it selects none), through
+   * the same loaders the view fields then hit, so it costs no extra read.
+   */
+  const resolveEntities = async (context: unknown, ids: readonly string[], info: GraphQLResolveInfo): Promise<(EntityRef | null)[]> => {
+    if (ids.length > deps.maxBatchIds) {
+      throw new GraphQLError(`${ids.length} ids requested; at most ${deps.maxBatchIds} per batch (MAX_BATCH_IDS)`, {
+        extensions: { code: ErrorCode.BatchTooLarge, max: deps.maxBatchIds },
+      });
+    }
+    const selected = [...selectedFieldNames(info, entity.typeName)]
+      .map((name) => viewFields.get(name))
+      .filter((v): v is ViewVersion => v !== undefined);
+    const views = selected.length > 0 ? [...new Set(selected)] : activeVersions;
+    const loaders = scope.for(context);
+    const perView = await Promise.all(views.map((view) => loaders.forView(view).loadMany(ids)));
+    return ids.map((id, i) => {
+      for (const values of perView) {
+        const v = values[i];
+        if (v instanceof Error) throw v;
+        if (v) return { id };
+      }
+      return null;
+    });
+  };
+
+  const entityResolvers: Record<string, unknown> = {
+    __resolveReference: async (ref: EntityRef, context: unknown, info: GraphQLResolveInfo) =>
+      (await resolveEntities(context, [ref.id], info))[0] ?? null,
+  };
+  for (const [field, view] of viewFields) {
+    entityResolvers[field] = async (parent: EntityRef, _args: unknown, context: unknown) =>
+      toViewObject(await scope.for(context).forView(view).load(parent.id));
+  }
+
+  const meta = registryMetadata(registry);
+  const resolvers = {
+    Query: {
+      [entity.singularField]: async (_: unknown, args: { id: string }, context: unknown, info: GraphQLResolveInfo) =>
+        (await resolveEntities(context, [args.id], info))[0] ?? null,
+      [entity.pluralField]: (_: unknown, args: { ids: string[] }, context: unknown, info: GraphQLResolveInfo) =>
+        resolveEntities(context, args.ids, info),
+      featureRegistry: () => meta,
+    },
+    [entity.typeName]: entityResolvers,
+  } as unknown as GraphQLResolverMap<unknown>;
+
+  const schema = buildSubgraphSchema({ typeDefs, resolvers });
+  return { name: entity.name, entity, sdl, typeDefs, schema };
+}
+
+export function buildAllSubgraphs(registry: Registry, deps: SubgraphDeps): EntitySubgraph[] {
+  return registry.entities.map((e) => buildEntitySubgraph(registry, e.name, deps));
+}
+
+/** Missing → null; stale → eventTime and `stale: true` with every feature null (decision 3). */
+function toViewObject(record: StoredFeatures | null): ViewObject | null {
+  if (record === null) return null;
+  const eventTime = new Date(record.eventTimeMs).toISOString();
+  if (record.stale) return { eventTime, stale: true };
+  return { ...record.values, eventTime, stale: false };
+}

@@ -1,0 +1,28 @@
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../runtime/config.js';
+import { log } from '../runtime/log.js';
+import { runUntilSignal } from '../runtime/process.js';
+import { loadRegistry } from '../schema/registry.js';
+import { openStore } from '../store/bootstrap.js';
+import { startSubgraph } from './server.js';
+
+/**
+ * `npm run subgraph -- --entity user [--port 4001]`: one entity subgraph in
+ * its own process (the distributed shape). Store settings as for the gateway.
+ */
+const { values } = parseArgs({ options: { entity: { type: 'string' }, port: { type: 'string' } } });
+if (!values.entity) {
+  console.error('usage: npm run subgraph -- --entity <user|item|merchant|…> [--port N]');
+  process.exit(2);
+}
+await runUntilSignal(async () => {
+  const config = loadConfig({ ...process.env, ...(values.port ? { PORT: values.port } : {}) });
+  const registry = loadRegistry(config.registryFile);
+  const opened = await openStore(config, registry);
+  const subgraph = await startSubgraph(config, registry, values.entity!, opened.store);
+  log.info({ subgraph: subgraph.name, url: subgraph.url, store: opened.store.kind }, 'subgraph listening');
+  return async () => {
+    await subgraph.close();
+    await opened.close();
+  };
+});
