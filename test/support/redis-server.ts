@@ -1,0 +1,143 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+/**
+ * A real `redis-server` (Debian's package) on a free loopback port, for the
+ * integration tests. Data lives in a temporary directory, so `restart()`
+ * after `stop()` comes back with the data saved at shutdown, as a real
+ * restart of a node with persistence would.
+ */
+export class RedisProcess {
+  private child: ChildProcess | null = null;
+  readonly dir: string;
+
+  private constructor(readonly port: number) {
+    this.dir = fs.mkdtempSync(path.join(process.env.FG_TEST_TMP ?? os.tmpdir(), `fg-redis-${port}-`));
+  }
+
+  static async start(): Promise<RedisProcess> {
+    const redis = new RedisProcess(await freePort());
+    await redis.restart();
+    return redis;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  get running(): boolean {
+    return this.child !== null;
+  }
+
+  async restart(): Promise<void> {
+    if (this.child) return;
+    const binary = process.env.REDIS_SERVER_BIN ?? 'redis-server';
+    const child = spawn(binary, [
+      '--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir,
+      '--save', '', '--appendonly', 'no', '--dbfilename', 'dump.rdb', '--protected-mode', 'yes',
+    ], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = child;
+    child.once('exit', () => {
+      if (this.child === child) this.child = null;
+    });
+    await waitForPort(this.port, 10_000);
+  }
+
+  /** SHUTDOWN SAVE: persists the data set, so `restart()` brings it back. */
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    await command(this.port, 'SHUTDOWN SAVE').catch(() => child.kill('SIGKILL'));
+    await exited;
+  }
+
+  /** Drops everything, for a clean slate between tests. */
+  async flush(): Promise<void> {
+    await command(this.port, 'FLUSHALL');
+  }
+
+  /** `INFO commandstats` as { command: calls }, e.g. { mget: 3 }. */
+  async commandCalls(): Promise<Record<string, number>> {
+    const info = await command(this.port, 'INFO commandstats');
+    const out: Record<string, number> = {};
+    for (const m of info.matchAll(/cmdstat_(\w+):calls=(\d+)/g)) out[m[1]!] = Number(m[2]);
+    return out;
+  }
+
+  async resetStats(): Promise<void> {
+    await command(this.port, 'CONFIG RESETSTAT');
+  }
+
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  async destroy(): Promise<void> {
+    await this.kill();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if ((await command(port, 'PING')).includes('PONG')) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** One inline command over a raw socket: no client library in the harness, so it cannot mask a client bug. */
+function command(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let data = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`redis ${port}: no answer to ${text}`));
+    }, 2000);
+    socket.on('connect', () => socket.write(`${text}\r\n`));
+    socket.on('data', (chunk) => {
+      data += chunk.toString();
+      // A bulk reply ($len) is complete once its payload has arrived; simple replies end at the first CRLF.
+      const bulk = /^\$(\d+)\r\n/.exec(data);
+      if (!bulk ? data.includes('\r\n') : data.length >= bulk[0].length + Number(bulk[1]) + 2) {
+        clearTimeout(timer);
+        socket.end();
+        resolve(data);
+      }
+    });
+    socket.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+  });
+}
