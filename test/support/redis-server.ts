@@ -32,6 +32,10 @@ export class RedisProcess {
     return this.child !== null;
   }
 
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   async restart(): Promise<void> {
     if (this.child) return;
     const binary = process.env.REDIS_SERVER_BIN ?? 'redis-server';

@@ -1,0 +1,66 @@
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../runtime/config.js';
+import { loadRegistry } from '../schema/registry.js';
+import { createStore, waitForStore } from './create-store.js';
+import { demoEntityCounts, demoRows } from './demo-data.js';
+import { readRowsFile, writeRows } from './rows.js';
+
+/**
+ * `npm run load -- --demo [--users N] [--items N] [--merchants N]`
+ * `npm run load -- --file rows.jsonl`
+ *
+ * Loads demo data or a JSON Lines file (format in store/rows.ts) into the
+ * store that REDIS_URL or REDIS_SHARD_URLS names. Prints one JSON line with
+ * the row count; exits 1 with `file:line: reason` on the first bad row.
+ */
+const usage = 'usage: npm run load -- (--demo [--users N] [--items N] [--merchants N] | --file rows.jsonl)';
+const { values } = parseArgs({
+  options: {
+    demo: { type: 'boolean' },
+    file: { type: 'string' },
+    users: { type: 'string' },
+    items: { type: 'string' },
+    merchants: { type: 'string' },
+  },
+});
+
+function count(name: 'users' | 'items' | 'merchants', fallback: number): number {
+  const text = values[name];
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) fail(`--${name} must be a non-negative integer, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+function fail(message: string): never {
+  console.error(JSON.stringify({ level: 'error', msg: message }));
+  process.exit(1);
+}
+
+if (Boolean(values.demo) === Boolean(values.file)) fail(usage);
+const config = loadConfig();
+if (config.store.kind === 'embedded') {
+  fail('the embedded store lives inside the serving process; set REDIS_URL or REDIS_SHARD_URLS to load into Redis');
+}
+const registry = loadRegistry(config.registryFile);
+const store = createStore(config.store);
+try {
+  if (!(await waitForStore(store, 5000))) fail(`store ${store.kind} is not reachable`);
+  const started = Date.now();
+  const rows = values.file
+    ? readRowsFile(registry, values.file)
+    : demoRows(registry, {
+        eventTimeMs: Date.now(),
+        counts: {
+          user: count('users', demoEntityCounts.user!),
+          item: count('items', demoEntityCounts.item!),
+          merchant: count('merchants', demoEntityCounts.merchant!),
+        },
+      });
+  const written = await writeRows(store, rows);
+  console.log(JSON.stringify({ level: 'info', msg: 'loaded rows', rows: written, store: store.kind, ms: Date.now() - started }));
+} catch (error) {
+  fail((error as Error).message);
+} finally {
+  await store.close();
+}
