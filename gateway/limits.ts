@@ -1,7 +1,7 @@
 import type { ApolloServerPlugin, BaseContext } from '@apollo/server';
 import {
   GraphQLError, Kind, visit,
-  type DocumentNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode,
+  type DocumentNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode, type ValueNode,
 } from 'graphql';
 import { ErrorCode } from '../runtime/errors.js';
 import { rejectedRequests } from '../runtime/metrics.js';
@@ -85,13 +85,22 @@ function largestList(document: DocumentNode, operation: OperationDefinitionNode,
   const consider = (n: number): void => {
     if (n > largest) largest = n;
   };
+  // A variable the request leaves out takes its default value, which can be a list too.
+  const defaults = new Map<string, ValueNode>();
+  for (const def of operation.variableDefinitions ?? []) if (def.defaultValue) defaults.set(def.variable.name.value, def.defaultValue);
   const scan = (node: OperationDefinitionNode | FragmentDefinitionNode): void => {
     visit(node, {
       Argument(arg) {
         if (arg.value.kind === Kind.LIST) consider(arg.value.values.length);
         if (arg.value.kind === Kind.VARIABLE) {
-          const value = variables[arg.value.name.value];
-          if (Array.isArray(value)) consider(value.length);
+          const name = arg.value.name.value;
+          if (Object.hasOwn(variables, name)) {
+            const value = variables[name];
+            if (Array.isArray(value)) consider(value.length);
+          } else {
+            const fallback = defaults.get(name);
+            if (fallback?.kind === Kind.LIST) consider(fallback.values.length);
+          }
         }
       },
     });

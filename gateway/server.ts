@@ -1,4 +1,4 @@
-import { ApolloServer, type BaseContext } from '@apollo/server';
+import { ApolloServer, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
 import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloGateway, LocalGraphQLDataSource, RemoteGraphQLDataSource, type GraphQLDataSource } from '@apollo/gateway';
@@ -33,13 +33,15 @@ export interface GatewayOptions {
   readonly registry: Registry;
   /** Required when co-located: the store the in-process subgraphs read. */
   readonly store?: OnlineStore;
+  /** Appended to the gateway's own Apollo Server plugins (tests use it to observe the request pipeline). */
+  readonly extraPlugins?: readonly ApolloServerPlugin<BaseContext>[];
 }
 
 export interface RunningGateway extends RunningHttpServer {
   readonly apollo: ApolloServer<BaseContext>;
 }
 
-export async function startGateway({ config, registry, store }: GatewayOptions): Promise<RunningGateway> {
+export async function startGateway({ config, registry, store, extraPlugins = [] }: GatewayOptions): Promise<RunningGateway> {
   const distributed = Object.keys(config.subgraphUrls).length > 0;
   const services = new Map<string, GraphQLDataSource>();
   const definitions: SubgraphDefinition[] = [];
@@ -84,6 +86,7 @@ export async function startGateway({ config, registry, store }: GatewayOptions):
       config.sandbox
         ? ApolloServerPluginLandingPageLocalDefault({ embed: true, includeCookies: false })
         : ApolloServerPluginLandingPageDisabled(),
+      ...extraPlugins,
     ],
     logger: apolloLogger(),
   });

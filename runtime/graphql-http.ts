@@ -179,7 +179,8 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer | nu
 
 function refuseBody(req: http.IncomingMessage, res: http.ServerResponse, limit: number): void {
   rejectedRequests.inc({ code: ErrorCode.BodyTooLarge });
-  // Close the connection rather than read an oversized body to its end.
+  // Answer at once and close the connection after the reply; whatever of the body is
+  // still arriving is discarded as it comes, never buffered.
   res.setHeader('connection', 'close');
   sendErrors(res, 413, ErrorCode.BodyTooLarge, `Request body exceeds ${limit} bytes (MAX_BODY_BYTES)`);
   req.resume();
