@@ -93,7 +93,8 @@ function reportShapeError(error: ErrorObject, at: (path: (string | number)[], me
       at(path, `missing property "${String(params.missingProperty)}"`, `"${String(params.missingProperty)}" to be set`);
       break;
     case 'additionalProperties':
-      at(path, `unknown property "${String(params.additionalProperty)}"`, 'only the properties registry.schema.json names');
+      // Point at the unknown key itself (the typo's line), not at the object holding it.
+      at([...path, String(params.additionalProperty)], `unknown property "${String(params.additionalProperty)}"`, 'only the properties registry.schema.json names');
       break;
     case 'type':
       at(path, `wrong value type`, `a value of type ${Array.isArray(params.type) ? params.type.join(' or ') : String(params.type)}`);
@@ -166,7 +167,11 @@ function checkSemantics(raw: RawRegistry, file: string, at: Report): Registry {
 /** An entity's fields are `id`, each view and each `<view>V<n>`: none may collide. */
 function checkEntityFieldNames(entity: Entity, index: number, raw: RawRegistry, at: Report): void {
   const fields = new Map<string, string>([['id', 'the key field']]);
+  const seenViews = new Set<string>();
   for (const view of entity.views) {
+    // A repeated view name is already reported as a duplicate; its fields would only repeat that, at the wrong index.
+    if (seenViews.has(view.name)) continue;
+    seenViews.add(view.name);
     const viewIndex = raw.views.findIndex((v) => v.name === view.name);
     const names = [view.name, ...view.versions.map((v) => `${view.name}V${v.version}`)];
     for (const name of names) {

@@ -120,7 +120,10 @@ function viewFieldDescription(view: FeatureView, version: ViewVersion, isActiveA
 }
 
 function describe(text: string): string {
-  return `"""${text.replace(/"""/g, '\\"""')}"""`;
+  const body = text.replace(/"""/g, '\\"""');
+  // A body ending in " or \ would run into the closing """ (e.g. `a"` + `"""` = `a""""`), so the
+  // close goes on its own line; a block string drops that trailing blank line, so the value is unchanged.
+  return /["\\]$/.test(body) ? `"""${body}\n"""` : `"""${body}"""`;
 }
 
 function indent(text: string): string {

@@ -115,13 +115,27 @@ class BinaryViewCodec implements ViewCodec {
     if (!ok) throw this.typeError(feature, value);
   }
 
+  private checkUint(what: string, value: number): void {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new CodecError(this.label, `${what} must be a non-negative integer up to 2^53 - 1, got ${String(value)}`);
+    }
+  }
+
   private typeError(feature: Feature, value: unknown): CodecError {
     const expected = feature.type.scalar === 'Int' ? `${feature.typeName} (32-bit integers)` : feature.typeName;
-    return new CodecError(this.label, `feature "${feature.name}" expects ${expected}, got ${JSON.stringify(value) ?? String(value)}`);
+    // JSON.stringify would print NaN and Infinity as "null" (a value that is allowed) and throw on a bigint.
+    const got = typeof value === 'number' || typeof value === 'bigint' ? String(value) : JSON.stringify(value) ?? String(value);
+    return new CodecError(this.label, `feature "${feature.name}" expects ${expected}, got ${got}`);
   }
 
   encode(record: EncodedRecord): Buffer {
     const values = this.check(record.values);
+    // The varints hold non-negative integers up to 2^53 - 1; anything else would decode as a different value.
+    this.checkUint('event time', record.eventTimeMs);
+    if (record.position) {
+      this.checkUint('source partition', record.position.partition);
+      this.checkUint('source offset', record.position.offset);
+    }
     const w = new Writer(64);
     w.u8(FORMAT);
     w.u8(record.position ? FLAG_POSITION : 0);

@@ -1,0 +1,180 @@
+import { test, describe, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadConfig } from '../../runtime/config.js';
+import { ConfigError } from '../../runtime/errors.js';
+import { fromRoot } from '../../runtime/paths.js';
+
+/** Asserts that `env` is rejected with a ConfigError naming `variable` (in `.variable` and in the message). */
+function rejects(env: Record<string, string>, variable: string, detail?: RegExp): void {
+  assert.throws(() => loadConfig(env), (e: unknown) => {
+    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${String(e)}`);
+    assert.equal(e.name, 'ConfigError');
+    assert.equal(e.variable, variable);
+    assert.ok(e.message.startsWith(`${variable}: `), e.message);
+    if (detail) assert.match(e.message, detail);
+    return true;
+  });
+}
+
+describe('loadConfig defaults', () => {
+  const config = loadConfig({});
+
+  test('port 4000 on loopback, registry and manifest from the repository', () => {
+    assert.equal(config.port, 4000);
+    assert.equal(config.host, '127.0.0.1');
+    assert.equal(config.registryFile, fromRoot('schema', 'registry.yaml'));
+    assert.equal(config.manifestFile, fromRoot('schema', 'persisted-query-manifest.json'));
+  });
+
+  test('embedded store with demo seed and writer on', () => {
+    assert.deepEqual(config.store, { kind: 'embedded' });
+    assert.equal(config.demoSeed, true);
+    assert.equal(config.demoWriter, true);
+    assert.equal(config.embeddedSeedFile, null);
+  });
+
+  test('co-located subgraphs, safelist off, introspection and sandbox on, limits set', () => {
+    assert.deepEqual(config.subgraphUrls, {});
+    assert.equal(config.safelist, false);
+    assert.equal(config.introspection, true);
+    assert.equal(config.sandbox, true);
+    assert.equal(config.debugErrors, false);
+    assert.equal(config.maxBatchIds, 1000);
+    assert.equal(config.maxQueryDepth, 12);
+    assert.equal(config.maxBodyBytes, 262_144);
+    assert.equal(config.demoWriteIntervalMs, 5000);
+  });
+
+  test('does not read process.env when an env object is given', () => {
+    const saved = process.env.PORT;
+    process.env.PORT = '4321';
+    try {
+      assert.equal(loadConfig({}).port, 4000);
+    } finally {
+      if (saved === undefined) delete process.env.PORT;
+      else process.env.PORT = saved;
+    }
+  });
+
+  test('an empty variable counts as unset', () => {
+    assert.equal(loadConfig({ PORT: '', REDIS_URL: '' }).port, 4000);
+    assert.deepEqual(loadConfig({ REDIS_URL: '' }).store, { kind: 'embedded' });
+  });
+
+  test('EMBEDDED_SEED_FILE turns the demo seed and writer off', () => {
+    const c = loadConfig({ EMBEDDED_SEED_FILE: '/tmp/seed.jsonl' });
+    assert.equal(c.embeddedSeedFile, '/tmp/seed.jsonl');
+    assert.equal(c.demoSeed, false);
+    assert.equal(c.demoWriter, false);
+  });
+});
+
+describe('loadConfig store', () => {
+  test('REDIS_URL gives a Redis store with one URL and no demo data', () => {
+    const c = loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' });
+    assert.deepEqual(c.store, { kind: 'redis', urls: ['redis://127.0.0.1:6379'], commandTimeoutMs: 250 });
+    assert.equal(c.demoSeed, false);
+    assert.equal(c.demoWriter, false);
+  });
+
+  test('REDIS_SHARD_URLS gives several, trimmed; STORE_TIMEOUT_MS applies', () => {
+    const c = loadConfig({ REDIS_SHARD_URLS: 'redis://10.0.0.1:6379, redis://10.0.0.2:6379/1 ,rediss://10.0.0.3:6380', STORE_TIMEOUT_MS: '100' });
+    assert.deepEqual(c.store, {
+      kind: 'redis',
+      urls: ['redis://10.0.0.1:6379', 'redis://10.0.0.2:6379/1', 'rediss://10.0.0.3:6380'],
+      commandTimeoutMs: 100,
+    });
+  });
+
+  test('both REDIS_URL and REDIS_SHARD_URLS is an error naming REDIS_SHARD_URLS', () => {
+    rejects({ REDIS_URL: 'redis://a:1', REDIS_SHARD_URLS: 'redis://b:2,redis://c:3' }, 'REDIS_SHARD_URLS', /REDIS_URL/);
+  });
+
+  test('a URL that is not a Redis URL names its variable', () => {
+    rejects({ REDIS_URL: 'localhost:6379' }, 'REDIS_URL', /not a Redis URL: "localhost:6379"/);
+    rejects({ REDIS_URL: 'http://localhost:6379' }, 'REDIS_URL');
+    rejects({ REDIS_SHARD_URLS: 'redis://a:1,b:2' }, 'REDIS_SHARD_URLS', /"b:2"/);
+    rejects({ REDIS_SHARD_URLS: ' , ' }, 'REDIS_SHARD_URLS', /comma-separated list/);
+  });
+
+  test('a bad STORE_TIMEOUT_MS names it', () => {
+    rejects({ STORE_TIMEOUT_MS: '0' }, 'STORE_TIMEOUT_MS');
+  });
+});
+
+describe('loadConfig errors name the variable', () => {
+  for (const port of ['abc', '-1', '65536', '80.5', '4000x']) {
+    test(`PORT=${port}`, () => rejects({ PORT: port }, 'PORT', /expected an integer from 0 to 65535/));
+  }
+
+  test('bad booleans', () => {
+    rejects({ SAFELIST: 'maybe' }, 'SAFELIST', /expected true or false, got "maybe"/);
+    rejects({ INTROSPECTION: '2' }, 'INTROSPECTION');
+    rejects({ DEMO_SEED: 'nope' }, 'DEMO_SEED');
+  });
+
+  test('booleans accept the usual spellings', () => {
+    for (const yes of ['1', 'true', 'TRUE', 'yes', 'on']) assert.equal(loadConfig({ SAFELIST: yes }).safelist, true, yes);
+    for (const no of ['0', 'false', 'False', 'no', 'off']) assert.equal(loadConfig({ INTROSPECTION: no }).introspection, false, no);
+  });
+
+  test('SUBGRAPH_URLS: good and bad', () => {
+    assert.deepEqual(loadConfig({ SUBGRAPH_URLS: 'user=http://127.0.0.1:4001/graphql, item=https://items.internal/graphql' }).subgraphUrls, {
+      user: 'http://127.0.0.1:4001/graphql',
+      item: 'https://items.internal/graphql',
+    });
+    rejects({ SUBGRAPH_URLS: 'user=localhost:4001' }, 'SUBGRAPH_URLS', /entity=http/);
+    rejects({ SUBGRAPH_URLS: 'http://127.0.0.1:4001/graphql' }, 'SUBGRAPH_URLS');
+    rejects({ SUBGRAPH_URLS: ',' }, 'SUBGRAPH_URLS');
+  });
+
+  test('limits out of range', () => {
+    rejects({ MAX_BATCH_IDS: '0' }, 'MAX_BATCH_IDS');
+    rejects({ MAX_QUERY_DEPTH: '1' }, 'MAX_QUERY_DEPTH');
+    rejects({ MAX_BODY_BYTES: '10' }, 'MAX_BODY_BYTES');
+  });
+});
+
+describe('loadConfig CONFIG_FILE', () => {
+  const dir = fs.mkdtempSync(path.join(process.env.FG_TEST_TMP ?? os.tmpdir(), 'config-test-'));
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const write = (name: string, content: string): string => {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, content);
+    return file;
+  };
+
+  test('values come from the JSON file, the environment wins', () => {
+    const file = write('config.json', JSON.stringify({
+      PORT: 5000,
+      HOST: '0.0.0.0',
+      SAFELIST: true,
+      MAX_BATCH_IDS: 50,
+      REDIS_SHARD_URLS: ['redis://10.0.0.1:6379', 'redis://10.0.0.2:6379'],
+    }));
+    const fromFile = loadConfig({ CONFIG_FILE: file });
+    assert.equal(fromFile.port, 5000);
+    assert.equal(fromFile.host, '0.0.0.0');
+    assert.equal(fromFile.safelist, true);
+    assert.equal(fromFile.maxBatchIds, 50);
+    assert.deepEqual(fromFile.store.kind === 'redis' && fromFile.store.urls, ['redis://10.0.0.1:6379', 'redis://10.0.0.2:6379']);
+
+    const overridden = loadConfig({ CONFIG_FILE: file, PORT: '6000', SAFELIST: 'false' });
+    assert.equal(overridden.port, 6000);
+    assert.equal(overridden.safelist, false);
+    assert.equal(overridden.maxBatchIds, 50);
+  });
+
+  test('a bad value in the file names its variable', () => {
+    rejects({ CONFIG_FILE: write('bad-port.json', JSON.stringify({ PORT: 'x' })) }, 'PORT');
+  });
+
+  test('a missing, malformed or non-object file names CONFIG_FILE', () => {
+    rejects({ CONFIG_FILE: path.join(dir, 'missing.json') }, 'CONFIG_FILE', /cannot read/);
+    rejects({ CONFIG_FILE: write('malformed.json', '{ "PORT": ') }, 'CONFIG_FILE', /cannot read/);
+    rejects({ CONFIG_FILE: write('array.json', '[1, 2]') }, 'CONFIG_FILE', /JSON object/);
+  });
+});
