@@ -1,7 +1,7 @@
 import type { KeyValueCache } from '@apollo/utils.keyvaluecache';
 import { InMemoryLRUCache, PrefixingKeyValueCache } from '@apollo/utils.keyvaluecache';
 import { Kind, parse, type TypeNode } from 'graphql';
-import type { Admission } from '../runtime/graphql-http.js';
+import type { Admission, IncomingOperation } from '../runtime/graphql-http.js';
 import { ErrorCode } from '../runtime/errors.js';
 import { sha256Hex, type PersistedOperation, type PersistedQueryManifest } from '../schema/manifest.js';
 
@@ -45,12 +45,23 @@ export class PersistedQueries {
     return PrefixingKeyValueCache.cacheDangerouslyDoesNotNeedPrefixesForIsolation(cache);
   }
 
+  /**
+   * The manifest id of the operation a request carries, by its query text
+   * (hashed) or by its APQ hash; undefined when it is not a manifest
+   * operation or its text and hash disagree.
+   */
+  manifestIdOf(operation: IncomingOperation): string | undefined {
+    const hash = persistedHash(operation.extensions);
+    if (typeof operation.query === 'string') {
+      const id = sha256Hex(operation.query);
+      return this.byId.has(id) && (hash === undefined || hash === id) ? id : undefined;
+    }
+    return hash !== undefined && this.byId.has(hash) ? hash : undefined;
+  }
+
   /** In safelist mode, refuses every operation that is not in the manifest. */
   readonly admit: Admission = (operation) => {
-    if (!this.safelist) return undefined;
-    const hash = persistedHash(operation.extensions);
-    const known = typeof operation.query === 'string' ? this.byId.has(sha256Hex(operation.query)) : hash !== undefined && this.byId.has(hash);
-    if (known) return undefined;
+    if (!this.safelist || this.manifestIdOf(operation) !== undefined) return undefined;
     return {
       status: 400,
       code: ErrorCode.NotInSafelist,

@@ -5,12 +5,14 @@ import { ApolloGateway, LocalGraphQLDataSource, RemoteGraphQLDataSource, type Gr
 import { parse } from 'graphql';
 import type { Config } from '../runtime/config.js';
 import { ConfigError } from '../runtime/errors.js';
-import { createGraphQLHttpServer, listen, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
+import { createGraphQLHttpServer, listen, type FastPath, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
 import { log } from '../runtime/log.js';
+import { fastPathRequests } from '../runtime/metrics.js';
 import { readManifest } from '../schema/manifest.js';
 import { entitySubgraphSdl } from '../schema/sdl.js';
 import type { Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
+import { CompiledOperations } from '../subgraphs/compiled-operations.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
 import { composeSupergraph, type SubgraphDefinition } from './compose.js';
 import { limitsPlugin } from './limits.js';
@@ -116,7 +118,19 @@ export async function startGateway({ config, registry, store, extraPlugins = [] 
     return { ready: ok, checks };
   };
 
-  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit: persisted.admit });
+  // Co-located only: the compiled operations read the store the in-process subgraphs read.
+  const compiled = !distributed && config.fastPath ? new CompiledOperations(registry, persisted.manifest, store!, config.maxBatchIds) : undefined;
+  const fastPath: FastPath | undefined = compiled && (async (operation) => {
+    const id = persisted.manifestIdOf(operation);
+    const op = id === undefined ? undefined : compiled.get(id);
+    if (!op) return undefined;
+    const body = await op.run(operation.variables, operation.operationName);
+    fastPathRequests.inc({ operation: op.name, outcome: body === undefined ? 'generic' : 'served' });
+    return body === undefined ? undefined : { body, operation: op.name };
+  });
+  if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
+
+  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit: persisted.admit, fastPath });
   const running = await listen(server, config.host, config.port);
   return {
     ...running,

@@ -18,6 +18,8 @@ export interface Config {
   /** Entity name → subgraph URL; empty means co-located subgraphs. */
   readonly subgraphUrls: Readonly<Record<string, string>>;
   readonly safelist: boolean;
+  /** Answer compiled persisted operations without the planner (co-located only). */
+  readonly fastPath: boolean;
   readonly introspection: boolean;
   readonly sandbox: boolean;
   readonly maxBatchIds: number;
@@ -61,6 +63,7 @@ export function loadConfig(env: Env = process.env): Config {
     store,
     subgraphUrls: subgraphs(get('SUBGRAPH_URLS')),
     safelist: bool(get, 'SAFELIST', false),
+    fastPath: bool(get, 'FAST_PATH', true),
     introspection: bool(get, 'INTROSPECTION', true),
     sandbox: bool(get, 'SANDBOX', true),
     maxBatchIds: int(get, 'MAX_BATCH_IDS', 1000, 1, 100_000),

@@ -62,3 +62,10 @@ export const rejectedRequests = new Counter({
   labelNames: ['code'] as const,
   registers: [metricsRegistry],
 });
+
+export const fastPathRequests = new Counter({
+  name: 'feature_gateway_fast_path_requests_total',
+  help: 'Persisted operations answered by their compiled plan ("served") or handed to the generic path ("generic").',
+  labelNames: ['operation', 'outcome'] as const,
+  registers: [metricsRegistry],
+});

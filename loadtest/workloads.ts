@@ -1,0 +1,55 @@
+import { mulberry32 } from '../store/demo-data.js';
+import type { PersistedOperation } from '../schema/manifest.js';
+import type { BodySource } from './runner.js';
+
+/**
+ * The benchmark's request mix, built from the persisted operations. Ids are
+ * drawn uniformly from the loaded data set by a seeded PRNG, so every system
+ * sees the same sequence of requests.
+ */
+export const dataSet = { users: 100_000, items: 10_000, merchants: 1_000 } as const;
+
+export interface Workload {
+  readonly name: 'W1' | 'W2' | 'W3';
+  readonly operation: string;
+  readonly description: string;
+  variables(random: () => number): Record<string, unknown>;
+}
+
+const pick = (random: () => number, n: number): string => String(1 + Math.floor(random() * n));
+
+export const workloads: readonly Workload[] = [
+  {
+    name: 'W1',
+    operation: 'UserClickRate',
+    description: 'clickRate of 3 random users',
+    variables: (r) => ({ ids: [pick(r, dataSet.users), pick(r, dataSet.users), pick(r, dataSet.users)] }),
+  },
+  {
+    name: 'W2',
+    operation: 'RankingFeatures',
+    description: "a user's clickStats + profile and itemStats of 20 candidate items (two subgraphs)",
+    variables: (r) => ({ user: pick(r, dataSet.users), items: Array.from({ length: 20 }, () => pick(r, dataSet.items)) }),
+  },
+  {
+    name: 'W3',
+    operation: 'FraudFeatures',
+    description: "a user's clickStats + profile and a merchant's riskStats",
+    variables: (r) => ({ user: pick(r, dataSet.users), merchant: pick(r, dataSet.merchants) }),
+  },
+];
+
+/** How a system wants the operation: by persisted id (our gateway, the raw baseline) or as text (stock Apollo). */
+export type RequestStyle = 'persisted' | 'text';
+
+export function bodySource(workload: Workload, operation: PersistedOperation, style: RequestStyle, seed: number): BodySource {
+  const random = mulberry32(seed);
+  const persisted = JSON.stringify({ version: 1, sha256Hash: operation.id });
+  const query = JSON.stringify(operation.body);
+  return () => {
+    const variables = JSON.stringify(workload.variables(random));
+    return style === 'persisted'
+      ? `{"extensions":{"persistedQuery":${persisted}},"variables":${variables}}`
+      : `{"query":${query},"variables":${variables}}`;
+  };
+}

@@ -1,0 +1,186 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { RunningGateway } from '../../gateway/server.js';
+import { fastPathRequests } from '../../runtime/metrics.js';
+import { readManifest } from '../../schema/manifest.js';
+import type { ViewVersion } from '../../schema/types.js';
+import { createStore } from '../../store/create-store.js';
+import type { CodecStore } from '../../store/codec-store.js';
+import { demoRows } from '../../store/demo-data.js';
+import { StoreUnavailableError, type OnlineStore, type StoredFeatures } from '../../store/online-store.js';
+import { writeRows } from '../../store/rows.js';
+import { registry, startTestGateway } from '../support/gateway.js';
+import { post, type Reply } from '../support/http.js';
+
+/**
+ * The differential test of the fast path: every persisted operation, with
+ * fresh, stale, missing and failing values and with bad variables, through
+ * the compiled plan and through the generic federated path (FAST_PATH=false)
+ * on the same store. Status, headers and body must be identical byte for
+ * byte, and the fast path must really have served the cases it claims.
+ */
+const NOW = Date.parse('2026-11-26T12:00:00.000Z');
+
+/** A store that can be told to fail, as a dead Redis shard would. */
+class SwitchableStore implements OnlineStore {
+  failing = false;
+  constructor(private readonly inner: OnlineStore) {}
+  get kind(): string {
+    return this.inner.kind;
+  }
+  read(view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null)[]> {
+    if (this.failing) return Promise.reject(new StoreUnavailableError('redis', '127.0.0.1:6390', 'Connection is closed.'));
+    return this.inner.read(view, ids);
+  }
+  write: OnlineStore['write'] = (view, rows) => this.inner.write(view, rows);
+  ping = (): Promise<void> => this.inner.ping();
+  close = (): Promise<void> => this.inner.close();
+}
+
+const manifest = readManifest();
+const idOf = (name: string): string => manifest.operations.find((o) => o.name === name)!.id;
+const bodyOf = (name: string): string => manifest.operations.find((o) => o.name === name)!.body;
+
+/** Variables per operation: fresh, stale, missing and mixed. Users 1-20 fresh, 21-25 stale, 26+ missing. */
+const cases: Record<string, Record<string, unknown>[]> = {
+  UserClickRate: [
+    { ids: ['1', '2', '3'] },
+    { ids: ['21', '22'] },
+    { ids: ['404', '405'] },
+    { ids: ['1', '21', '404', '1', '21'] },
+    { ids: [] },
+    { ids: ['profile-only'] },
+  ],
+  RankingFeatures: [
+    { user: '1', items: Array.from({ length: 20 }, (_, i) => String(i + 1)) },
+    { user: '21', items: ['21', '22', '404', '1'] },
+    { user: '404', items: ['404'] },
+    { user: 'profile-only', items: [] },
+  ],
+  FraudFeatures: [
+    { user: '1', merchant: '1' },
+    { user: '22', merchant: '21' },
+    { user: '404', merchant: '404' },
+  ],
+};
+
+/** Requests the fast path must hand to the generic path (which then answers with its errors). */
+const badVariables: Record<string, unknown>[] = [
+  {},
+  { ids: null },
+  { ids: 5 },
+  { ids: '1' },
+  { ids: [1, 2] },
+  { ids: [{}] },
+  { ids: Array.from({ length: 21 }, (_, i) => String(i)) }, // over MAX_BATCH_IDS=20
+  { user: 7, items: [] },
+];
+
+describe('fast path equals the generic federated path byte for byte', () => {
+  let inner: CodecStore;
+  let store: SwitchableStore;
+  let fast: RunningGateway;
+  let generic: RunningGateway;
+
+  before(async () => {
+    inner = createStore({ kind: 'embedded' }, () => NOW);
+    await writeRows(inner, demoRows(registry, { eventTimeMs: NOW - 5_000, counts: { user: 20, item: 20, merchant: 20 } }));
+    // Ids 21-25 are stale: users written 90 s ago (clickStats, TTL 60 s, is stale; profile, 7 d, is not),
+    // items and merchants 1 h 59 m ago (TTL 1 h; the store keeps them until 2 h).
+    const older = (ageMs: number, entity: string) =>
+      [...demoRows(registry, { eventTimeMs: NOW - ageMs, counts: { user: 25, item: 25, merchant: 25 } })]
+        .filter((r) => r.view.entityName === entity && Number(r.row.entityId) > 20);
+    await writeRows(inner, [...older(90_000, 'user'), ...older(7_140_000, 'item'), ...older(7_140_000, 'merchant')]);
+    const profile = registry.entities[0]!.views.find((v) => v.name === 'profile')!.versions[0]!;
+    await inner.write(profile, [{ entityId: 'profile-only', values: { sessionLength: 1, isPremium: true, country: 'DE', embedding: [0.5, -1e-7, 1e21] }, eventTimeMs: NOW - 1000 }]);
+    store = new SwitchableStore(inner);
+    fast = await startTestGateway(store, { FAST_PATH: 'true', MAX_BATCH_IDS: '20' });
+    generic = await startTestGateway(store, { FAST_PATH: 'false', MAX_BATCH_IDS: '20' });
+  });
+
+  after(async () => {
+    await fast.close();
+    await generic.close();
+    await inner.close();
+  });
+
+  async function both(body: unknown, headers: Record<string, string> = {}): Promise<[Reply, Reply]> {
+    return [await post(fast.url, body, headers), await post(generic.url, body, headers)];
+  }
+
+  function assertSame(a: Reply, b: Reply, label: string): void {
+    assert.equal(a.status, b.status, `${label}: status`);
+    assert.equal(a.headers.get('content-type'), b.headers.get('content-type'), `${label}: content-type`);
+    assert.equal(a.headers.get('cache-control'), b.headers.get('cache-control'), `${label}: cache-control`);
+    assert.equal(a.text, b.text, `${label}: body`);
+  }
+
+  async function served(name: string): Promise<number> {
+    const metric = await fastPathRequests.get();
+    return metric.values.find((v) => v.labels.operation === name && v.labels.outcome === 'served')?.value ?? 0;
+  }
+
+  for (const [name, variableSets] of Object.entries(cases)) {
+    test(`${name}: fresh, stale, missing and mixed values`, async () => {
+      for (const variables of variableSets) {
+        const before = await served(name);
+        const [a, b] = await both({ extensions: { persistedQuery: { version: 1, sha256Hash: idOf(name) } }, variables });
+        assertSame(a, b, `${name} ${JSON.stringify(variables)}`);
+        assert.equal(a.json.errors, undefined, a.text);
+        assert.equal(await served(name), before + 1, `${name} ${JSON.stringify(variables)} was not served by the fast path`);
+      }
+    });
+
+    test(`${name}: sent as query text, and with operationName`, async () => {
+      const variables = variableSets[0]!;
+      const before = await served(name);
+      const [a, b] = await both({ query: bodyOf(name), variables, operationName: name });
+      assertSame(a, b, `${name} as text`);
+      assert.equal(await served(name), before + 1);
+    });
+  }
+
+  test('the data really covers fresh, stale and missing values', async () => {
+    const reply = await post(fast.url, { extensions: { persistedQuery: { version: 1, sha256Hash: idOf('RankingFeatures') } }, variables: { user: '21', items: ['21', '404', '1'] } });
+    const { user, items } = reply.json.data;
+    assert.equal(user.clickStats.stale, true);
+    assert.equal(user.clickStats.clickRate, null);
+    assert.equal(items[0].itemStats.stale, true);
+    assert.equal(items[1], null);
+    assert.equal(items[2].itemStats.stale, false);
+    assert.equal(typeof items[2].itemStats.ctr, 'number');
+  });
+
+  test('bad variables are handed to the generic path and answered identically', async () => {
+    for (const variables of badVariables) {
+      for (const name of ['UserClickRate', 'RankingFeatures']) {
+        const before = await served(name);
+        const [a, b] = await both({ extensions: { persistedQuery: { version: 1, sha256Hash: idOf(name) } }, variables });
+        assertSame(a, b, `${name} ${JSON.stringify(variables)}`);
+        assert.equal(await served(name), before, `${name} ${JSON.stringify(variables)} must not be served by the fast path`);
+      }
+    }
+  });
+
+  test('a mismatched operationName and a non-JSON Accept take the generic path', async () => {
+    const body = { extensions: { persistedQuery: { version: 1, sha256Hash: idOf('UserClickRate') } }, variables: { ids: ['1'] } };
+    const [a, b] = await both({ ...body, operationName: 'Other' });
+    assertSame(a, b, 'operationName mismatch');
+    const [c, d] = await both(body, { accept: 'application/graphql-response+json' });
+    assertSame(c, d, 'graphql-response+json');
+    assert.match(c.headers.get('content-type') ?? '', /graphql-response\+json/);
+  });
+
+  test('a failing store: both paths answer with the same STORE_UNAVAILABLE error', async () => {
+    store.failing = true;
+    try {
+      for (const name of Object.keys(cases)) {
+        const [a, b] = await both({ extensions: { persistedQuery: { version: 1, sha256Hash: idOf(name) } }, variables: cases[name]![0] });
+        assertSame(a, b, `${name} with the store down`);
+        assert.equal(a.json.errors[0].extensions.code, 'STORE_UNAVAILABLE');
+      }
+    } finally {
+      store.failing = false;
+    }
+  });
+});
