@@ -7,6 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh || exit 1
 bash scripts/ensure-redis.sh || exit 1
+bash scripts/ensure-kafka.sh || exit 1
 npm run --silent build || exit 1
 
 export FG_TEST_TMP
