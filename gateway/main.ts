@@ -1,4 +1,6 @@
+import cluster from 'node:cluster';
 import { loadConfig } from '../runtime/config.js';
+import { ConfigError } from '../runtime/errors.js';
 import { log } from '../runtime/log.js';
 import { runUntilSignal } from '../runtime/process.js';
 import { loadRegistry } from '../schema/registry.js';
@@ -9,22 +11,52 @@ import { startGateway } from './server.js';
  * `npm start`: the gateway. Without SUBGRAPH_URLS the subgraphs run in this
  * process on the configured store (embedded and seeded with demo data by
  * default); with SUBGRAPH_URLS it plans over the subgraph processes.
+ *
+ * WORKERS=N (N > 1) runs N identical gateway processes sharing the port
+ * through node:cluster; the gateway is stateless, so this is plain
+ * replication. It needs a shared store: the embedded one lives inside one
+ * process.
  */
-await runUntilSignal(async () => {
-  const config = loadConfig();
-  const registry = loadRegistry(config.registryFile);
-  const distributed = Object.keys(config.subgraphUrls).length > 0;
-  const opened: OpenedStore | undefined = distributed ? undefined : await openStore(config, registry);
-  const gateway = await startGateway({ config, registry, store: opened?.store });
-  log.info(
-    { url: gateway.url, shape: distributed ? 'distributed' : 'co-located', store: opened?.store.kind ?? 'in subgraphs', safelist: config.safelist },
-    'feature gateway listening',
-  );
-  if (process.stdout.isTTY || process.env.npm_lifecycle_event === 'start') {
-    console.error(`\n  Feature gateway ready at ${gateway.url}  (open it in a browser for Apollo Sandbox)\n`);
+const config = loadConfig();
+if (config.workers > 1 && cluster.isPrimary) {
+  if (config.store.kind === 'embedded' && Object.keys(config.subgraphUrls).length === 0) {
+    throw new ConfigError('WORKERS', 'several workers need a shared store: set REDIS_URL or REDIS_SHARD_URLS (the embedded store lives in one process)');
   }
-  return async () => {
-    await gateway.close();
-    await opened?.close();
-  };
-});
+  await runUntilSignal(async () => {
+    const workers = Array.from({ length: config.workers }, () => cluster.fork());
+    let stopping = false;
+    cluster.on('exit', (worker, code, signal) => {
+      if (stopping) return;
+      // A worker that dies is replaced; the others keep serving meanwhile.
+      log.error({ worker: worker.process.pid, code, signal }, 'gateway worker exited; starting a new one');
+      cluster.fork();
+    });
+    log.info({ workers: workers.length, port: config.port }, 'gateway primary started its workers');
+    return async () => {
+      stopping = true;
+      await Promise.all(Object.values(cluster.workers ?? {}).map((w) => new Promise<void>((resolve) => {
+        if (!w || w.isDead()) return resolve();
+        w.once('exit', () => resolve());
+        w.process.kill('SIGTERM');
+      })));
+    };
+  });
+} else {
+  await runUntilSignal(async () => {
+    const registry = loadRegistry(config.registryFile);
+    const distributed = Object.keys(config.subgraphUrls).length > 0;
+    const opened: OpenedStore | undefined = distributed ? undefined : await openStore(config, registry);
+    const gateway = await startGateway({ config, registry, store: opened?.store });
+    log.info(
+      { url: gateway.url, shape: distributed ? 'distributed' : 'co-located', store: opened?.store.kind ?? 'in subgraphs', safelist: config.safelist },
+      'feature gateway listening',
+    );
+    if (cluster.isPrimary && (process.stdout.isTTY || process.env.npm_lifecycle_event === 'start')) {
+      console.error(`\n  Feature gateway ready at ${gateway.url}  (open it in a browser for Apollo Sandbox)\n`);
+    }
+    return async () => {
+      await gateway.close();
+      await opened?.close();
+    };
+  });
+}

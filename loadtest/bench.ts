@@ -35,7 +35,7 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '1' },
     connections: { type: 'string', default: '32' },
     workloads: { type: 'string', default: 'W1,W2,W3' },
-    systems: { type: 'string', default: 'feature-gateway,raw,stock' },
+    systems: { type: 'string', default: 'feature-gateway,feature-gateway-x2,raw,stock' },
     out: { type: 'string', default: fromRoot('loadtest', 'results') },
   },
 });
@@ -104,13 +104,14 @@ async function main(): Promise<void> {
     });
 
     const systems: System[] = [];
-    if (chosenSystems.includes('feature-gateway')) {
+    // feature-gateway: one process; feature-gateway-x2: two node:cluster workers on the same port.
+    for (const [name, workers] of [['feature-gateway', 1], ['feature-gateway-x2', 2]] as const) {
+      if (!chosenSystems.includes(name)) continue;
       const port = await freePort();
-      // The gateway keeps plenty of room for the benchmark's batches and never falls back to demo data.
-      node('gateway/main.js', [], { PORT: String(port), REDIS_URL: redis.url, DEMO_SEED: 'false', DEMO_WRITER: 'false' });
+      node('gateway/main.js', [], { PORT: String(port), REDIS_URL: redis.url, WORKERS: String(workers) });
       const url = `http://127.0.0.1:${port}/graphql`;
       await waitFor(url.replace('/graphql', '/readyz'));
-      systems.push({ name: 'feature-gateway', url, style: 'persisted', processes: [] });
+      systems.push({ name, url, style: 'persisted', processes: [] });
     }
     if (chosenSystems.includes('raw')) {
       const port = await freePort();

@@ -20,6 +20,8 @@ export interface Config {
   readonly safelist: boolean;
   /** Answer compiled persisted operations without the planner (co-located only). */
   readonly fastPath: boolean;
+  /** Gateway processes sharing the port (node:cluster); 1 = no cluster. */
+  readonly workers: number;
   readonly introspection: boolean;
   readonly sandbox: boolean;
   readonly maxBatchIds: number;
@@ -64,6 +66,7 @@ export function loadConfig(env: Env = process.env): Config {
     subgraphUrls: subgraphs(get('SUBGRAPH_URLS')),
     safelist: bool(get, 'SAFELIST', false),
     fastPath: bool(get, 'FAST_PATH', true),
+    workers: int(get, 'WORKERS', 1, 1, 64),
     introspection: bool(get, 'INTROSPECTION', true),
     sandbox: bool(get, 'SANDBOX', true),
     maxBatchIds: int(get, 'MAX_BATCH_IDS', 1000, 1, 100_000),

@@ -87,10 +87,6 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
   }
 
   async function graphql(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
-    const headers = new HeaderMap();
-    for (const [key, value] of Object.entries(req.headers)) {
-      if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
-    }
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > options.maxBodyBytes) return refuseBody(req, res, options.maxBodyBytes);
 
@@ -100,7 +96,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
       const raw = await readBody(req, options.maxBodyBytes);
       if (raw === null) return refuseBody(req, res, options.maxBodyBytes);
       const text = raw.toString('utf8');
-      if ((headers.get('content-type') ?? '').includes('json')) {
+      if ((req.headers['content-type'] ?? '').includes('json')) {
         try {
           body = JSON.parse(text);
         } catch (error) {
@@ -126,7 +122,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
       return sendErrors(res, refusal.status, refusal.code, refusal.message);
     }
 
-    if (options.fastPath && req.method === 'POST' && operation === body && acceptsPlainJson(headers.get('accept'))) {
+    if (options.fastPath && req.method === 'POST' && operation === body && acceptsPlainJson(req.headers.accept)) {
       const started = performance.now();
       const fast = await options.fastPath(operation);
       if (fast) {
@@ -142,6 +138,11 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
       }
     }
 
+    // Built only here: the fast path above needs none of it.
+    const headers = new HeaderMap();
+    for (const [key, value] of Object.entries(req.headers)) {
+      if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
+    }
     const httpGraphQLRequest: HTTPGraphQLRequest = { method: req.method ?? 'GET', headers, search: url.search, body };
     const response = await options.apollo.executeHTTPGraphQLRequest({ httpGraphQLRequest, context: async () => ({}) });
     for (const [key, value] of response.headers) res.setHeader(key, value);

@@ -47,6 +47,8 @@ export class RedisBackend implements ByteBackend {
         connectTimeout: options.connectTimeoutMs ?? 2000,
         retryStrategy: (attempt) => Math.min(50 * attempt, 1000),
         lazyConnect: false,
+        // Commands issued in one tick (the reads of several views of one request) leave in one write.
+        enableAutoPipelining: true,
       });
       let lastLogged = 0;
       client.on('error', (error: Error) => {
