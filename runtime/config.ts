@@ -32,6 +32,9 @@ export interface Config {
   readonly demoWriteIntervalMs: number;
   readonly embeddedSeedFile: string | null;
   readonly debugErrors: boolean;
+  /** Kafka bootstrap servers; null: the embedded event log (in-process only). */
+  readonly kafkaBrokers: readonly string[] | null;
+  readonly materializerGroup: string;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -77,6 +80,8 @@ export function loadConfig(env: Env = process.env): Config {
     demoWriteIntervalMs: int(get, 'DEMO_WRITE_INTERVAL_MS', 5000, 100, 3_600_000),
     embeddedSeedFile: get('EMBEDDED_SEED_FILE') ?? null,
     debugErrors: bool(get, 'DEBUG_ERRORS', false),
+    kafkaBrokers: brokers(get('KAFKA_BROKERS')),
+    materializerGroup: get('MATERIALIZER_GROUP') ?? 'feature-materializer',
   };
 }
 
@@ -121,6 +126,15 @@ function bool(get: (n: string) => string | undefined, name: string, fallback: bo
 function list(name: string, text: string): string[] {
   const items = text.split(',').map((s) => s.trim()).filter(Boolean);
   if (items.length === 0) throw new ConfigError(name, 'expected a comma-separated list');
+  return items;
+}
+
+function brokers(text: string | undefined): string[] | null {
+  if (!text) return null;
+  const items = list('KAFKA_BROKERS', text);
+  for (const item of items) {
+    if (!/^[^\s:/]+:\d{1,5}$/.test(item)) throw new ConfigError('KAFKA_BROKERS', `expected host:port[,host:port…], got ${JSON.stringify(item)}`);
+  }
   return items;
 }
 

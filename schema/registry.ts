@@ -3,7 +3,8 @@ import { createRequire } from 'node:module';
 import { Ajv, type ErrorObject } from 'ajv';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { fromRoot } from '../runtime/paths.js';
-import type { Entity, Feature, FeatureType, FeatureView, Registry, ScalarTypeName, ViewVersion } from './types.js';
+import { parseAggregate, parseEvents, parseMaterialization, type RawAggregate, type RawEvent, type RawMaterializedView } from './materialization.js';
+import type { Entity, EventSchema, Feature, FeatureType, FeatureView, Materialization, Registry, ScalarTypeName, ViewVersion } from './types.js';
 
 /**
  * Reads the registry file, checks its shape against `registry.schema.json`
@@ -52,14 +53,14 @@ const validateShape = new Ajv({ allErrors: true, strict: true, allowUnionTypes: 
   require(fromRoot('schema', 'registry.schema.json')) as object,
 );
 
-interface RawFeature { name: string; type: string; description?: string }
+interface RawFeature { name: string; type: string; description?: string; aggregate?: RawAggregate }
 interface RawVersion { version: number; features: RawFeature[] }
-interface RawView {
+interface RawView extends RawMaterializedView {
   name: string; entity: string; description: string; owner: string; tags?: string[];
   ttl: string | number; source?: string; activeVersion?: number; versions: RawVersion[];
 }
 interface RawEntity { name: string; type: string; key: 'id'; plural?: string; description: string }
-interface RawRegistry { entities: RawEntity[]; views: RawView[] }
+interface RawRegistry { entities: RawEntity[]; views: RawView[]; events?: RawEvent[] }
 
 export function parseRegistry(text: string, file: string): Registry {
   const lineCounter = new LineCounter();
@@ -120,6 +121,7 @@ function checkSemantics(raw: RawRegistry, file: string, at: Report): Registry {
     checkUnique(typeNames, e.type, i, ['entities', i, 'type'], 'entity type', at);
   });
 
+  const events = parseEvents(raw.events, at);
   const viewNames = new Map<string, number>();
   const views: FeatureView[] = [];
   raw.views.forEach((v, i) => {
@@ -130,6 +132,7 @@ function checkSemantics(raw: RawRegistry, file: string, at: Report): Registry {
       at([...path, 'entity'], `view "${v.name}" is on unknown entity "${v.entity}"`, `one of the declared entities: ${[...entityNames.keys()].join(', ')}`);
     }
     const ttlSeconds = parseTtl(v.ttl, [...path, 'ttl'], at);
+    const materialization = parseMaterialization(v, events, path, at);
     const versions: ViewVersion[] = [];
     const activeVersion = v.activeVersion ?? v.versions.length;
     v.versions.forEach((raw, j) => {
@@ -138,17 +141,17 @@ function checkSemantics(raw: RawRegistry, file: string, at: Report): Registry {
           j === 0 ? `versions must start at 1, found ${raw.version}` : `version gap: version ${raw.version} follows version ${j}`,
           `version ${j + 1} (versions are numbered 1, 2, 3, … without gaps)`);
       }
-      const features = raw.features.map((f, k) => parseFeature(f, [...path, 'versions', j, 'features', k], at));
+      const features = raw.features.map((f, k) => parseFeature(f, [...path, 'versions', j, 'features', k], at, materialization, events));
       const seen = new Map<string, number>();
       raw.features.forEach((f, k) => checkUnique(seen, f.name, k, [...path, 'versions', j, 'features', k, 'name'], 'feature', at));
-      versions.push({ viewName: v.name, entityName: v.entity, version: j + 1, active: j + 1 === activeVersion, ttlSeconds, features });
+      versions.push({ viewName: v.name, entityName: v.entity, version: j + 1, active: j + 1 === activeVersion, ttlSeconds, features, materialization });
     });
     if (activeVersion < 1 || activeVersion > v.versions.length) {
       at([...path, 'activeVersion'], `active version ${activeVersion} does not exist`, `a version between 1 and ${v.versions.length}`);
     }
     views.push({
       name: v.name, entityName: v.entity, description: v.description, owner: v.owner, tags: v.tags ?? [],
-      ttlSeconds, source: v.source ?? null, activeVersion, versions,
+      ttlSeconds, source: v.source ?? null, materialization, activeVersion, versions,
     });
   });
 
@@ -161,7 +164,7 @@ function checkSemantics(raw: RawRegistry, file: string, at: Report): Registry {
     views: views.filter((v) => v.entityName === e.name),
   }));
   raw.entities.forEach((e, i) => checkEntityFieldNames(entities[i]!, i, raw, at));
-  return { file, entities };
+  return { file, entities, events };
 }
 
 /** An entity's fields are `id`, each view and each `<view>V<n>`: none may collide. */
@@ -186,7 +189,7 @@ function checkEntityFieldNames(entity: Entity, index: number, raw: RawRegistry, 
   }
 }
 
-function parseFeature(raw: RawFeature, path: (string | number)[], at: Report): Feature {
+function parseFeature(raw: RawFeature, path: (string | number)[], at: Report, materialization: Materialization | null, events: readonly EventSchema[]): Feature {
   checkName(raw.name, [...path, 'name'], 'feature name', at);
   if (reservedFeatureNames.has(raw.name)) {
     at([...path, 'name'], `feature name "${raw.name}" is reserved`, `a name other than ${[...reservedFeatureNames].join(', ')}`);
@@ -195,7 +198,9 @@ function parseFeature(raw: RawFeature, path: (string | number)[], at: Report): F
   if (!type) {
     at([...path, 'type'], `unknown type "${raw.type}"`, `one of ${scalarTypes.join(', ')}, or a list of one of them such as [Float!]`);
   }
-  return { name: raw.name, type: type ?? { scalar: 'String', list: false }, typeName: raw.type, description: raw.description ?? '' };
+  const resolvedType = type ?? { scalar: 'String' as const, list: false };
+  const aggregate = parseAggregate(raw.aggregate, { name: raw.name, type: resolvedType, typeName: raw.type }, materialization, events, path, at);
+  return { name: raw.name, type: resolvedType, typeName: raw.type, description: raw.description ?? '', aggregate };
 }
 
 export function parseType(text: string): FeatureType | null {

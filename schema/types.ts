@@ -17,6 +17,52 @@ export interface Feature {
   /** The type as written in the registry and in the SDL, e.g. `Float` or `[Float!]`. */
   readonly typeName: string;
   readonly description: string;
+  /** How the materializer computes it from its view's source events; null for views loaded in batch. */
+  readonly aggregate: Aggregate | null;
+}
+
+/** A primitive accumulator over the events of a window. */
+export type Measure =
+  | { readonly fn: 'count'; readonly where: string | null }
+  | { readonly fn: 'sum' | 'min' | 'max' | 'last'; readonly of: string; readonly where: string | null };
+
+/** A feature's aggregation: a measure, an average, or the ratio of two measures (clickRate = clicks / impressions). */
+export type Aggregate =
+  | Measure
+  | { readonly fn: 'avg'; readonly of: string; readonly where: string | null }
+  | { readonly fn: 'ratio'; readonly numerator: Measure; readonly denominator: Measure };
+
+export type EventFieldType = 'String' | 'Int' | 'Float' | 'Boolean' | 'Timestamp';
+
+export interface EventField {
+  readonly name: string;
+  readonly type: EventFieldType;
+  readonly optional: boolean;
+  readonly description: string;
+}
+
+/** A raw event topic and the schema every event on it must satisfy. */
+export interface EventSchema {
+  readonly topic: string;
+  readonly description: string;
+  /** The field producers key (partition) by. */
+  readonly key: string;
+  /** The event-time field (type Timestamp: ms since the epoch, or ISO-8601). */
+  readonly timestamp: string;
+  readonly partitions: number;
+  readonly fields: readonly EventField[];
+}
+
+/** How a view is computed from a raw event topic (views without it are loaded in batch). */
+export interface Materialization {
+  readonly source: string;
+  /** The event field holding the entity id. */
+  readonly entityKey: string;
+  readonly windowMs: number;
+  /** Sliding windows advance by `slideMs`; tumbling ones have slideMs === windowMs. */
+  readonly slideMs: number;
+  /** Events up to this much older than the entity's newest event still count; older ones are late. */
+  readonly allowedLatenessMs: number;
 }
 
 /** One version of a feature view: the unit that is stored, encoded and served. */
@@ -27,6 +73,7 @@ export interface ViewVersion {
   readonly active: boolean;
   readonly ttlSeconds: number;
   readonly features: readonly Feature[];
+  readonly materialization: Materialization | null;
 }
 
 export interface FeatureView {
@@ -38,6 +85,7 @@ export interface FeatureView {
   readonly ttlSeconds: number;
   /** The raw event topic the view is materialized from, when it has one. */
   readonly source: string | null;
+  readonly materialization: Materialization | null;
   readonly activeVersion: number;
   /** Versions 1..n in order. */
   readonly versions: readonly ViewVersion[];
@@ -58,6 +106,7 @@ export interface Registry {
   /** The file the registry was read from (for messages). */
   readonly file: string;
   readonly entities: readonly Entity[];
+  readonly events: readonly EventSchema[];
 }
 
 export function activeVersionOf(view: FeatureView): ViewVersion {

@@ -1,16 +1,18 @@
 import type { ViewVersion } from '../schema/types.js';
-import type { ByteBackend, ByteEntry } from './backends/byte-backend.js';
+import { stateVersion, type ByteBackend, type ByteEntry, type CasEntry } from './backends/byte-backend.js';
 import { CodecError, codecFor } from './codec.js';
 import { expiryOf, isStale } from './freshness.js';
-import { storeKey } from './keys.js';
-import { CorruptValueError, type FeatureRow, type OnlineStore, type StoredFeatures } from './online-store.js';
+import { stateKey, storeKey } from './keys.js';
+import {
+  CorruptValueError, type FeatureRow, type MaterializedState, type MaterializedStore, type MaterializedWrite, type StoredFeatures,
+} from './online-store.js';
 
 /**
  * The one OnlineStore implementation over any ByteBackend: key naming, the
  * value codec, expiry at write and freshness at read are decided here once,
  * so every engine behaves alike and the contract tests hold for all.
  */
-export class CodecStore implements OnlineStore {
+export class CodecStore implements MaterializedStore {
   constructor(
     readonly backend: ByteBackend,
     private readonly now: () => number = Date.now,
@@ -55,6 +57,30 @@ export class CodecStore implements OnlineStore {
       });
     }
     await this.backend.setMany(entries);
+  }
+
+  async readStates(view: ViewVersion, ids: readonly string[]): Promise<(MaterializedState | null)[]> {
+    const blobs = await this.backend.getMany(ids.map((id) => stateKey(view, id)));
+    return blobs.map((blob) => {
+      if (blob === null) return null;
+      const text = blob.toString('utf8');
+      const end = text.indexOf('\n');
+      return { version: stateVersion(text), state: text.slice(end + 1) };
+    });
+  }
+
+  async writeMaterialized(view: ViewVersion, rows: readonly MaterializedWrite[]): Promise<boolean[]> {
+    const codec = codecFor(view);
+    const entries: CasEntry[] = rows.map((row) => ({
+      valueKey: storeKey(view, row.entityId),
+      stateKey: stateKey(view, row.entityId),
+      expectedVersion: row.expectedVersion,
+      state: `${row.expectedVersion + 1}\n${row.state}`,
+      stateExpireAtMs: row.stateExpireAtMs,
+      value: row.value ? codec.encode(row.value) : null,
+      valueExpireAtMs: row.value ? expiryOf(view, row.value.eventTimeMs) : 0,
+    }));
+    return this.backend.compareAndSet(entries);
   }
 
   ping(): Promise<void> {

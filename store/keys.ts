@@ -8,3 +8,8 @@ export function keyPrefix(view: ViewVersion): string {
 export function storeKey(view: ViewVersion, entityId: string): string {
   return keyPrefix(view) + entityId;
 }
+
+/** The materializer's window state of a value: `fvs:{view}:v{version}:{entityId}`, routed to the value's shard. */
+export function stateKey(view: ViewVersion, entityId: string): string {
+  return `fvs:${view.viewName}:v${view.version}:${entityId}`;
+}

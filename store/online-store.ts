@@ -19,6 +19,34 @@ export interface OnlineStore {
   close(): Promise<void>;
 }
 
+/**
+ * What the materializer needs on top of reads and writes: each value's
+ * window state, read and replaced by compare-and-set, atomically with the
+ * value (ARCHITECTURE.md, decision 6).
+ */
+export interface MaterializedStore extends OnlineStore {
+  readStates(view: ViewVersion, ids: readonly string[]): Promise<(MaterializedState | null)[]>;
+  /** One answer per row: true if written, false if the state changed since it was read (re-read and retry). */
+  writeMaterialized(view: ViewVersion, rows: readonly MaterializedWrite[]): Promise<boolean[]>;
+}
+
+export interface MaterializedState {
+  /** Incremented by every write; the compare-and-set compares it. */
+  readonly version: number;
+  /** The window state, JSON (materializer/windows.ts). */
+  readonly state: string;
+}
+
+export interface MaterializedWrite {
+  readonly entityId: string;
+  readonly expectedVersion: number;
+  readonly state: string;
+  /** Absolute expiry of the state (it must outlive its window). */
+  readonly stateExpireAtMs: number;
+  /** The new value; null writes the state alone. */
+  readonly value: { readonly values: FeatureValues; readonly eventTimeMs: number; readonly position: SourcePosition } | null;
+}
+
 export interface FeatureRow {
   readonly entityId: string;
   readonly values: FeatureValues;

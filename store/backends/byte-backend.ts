@@ -9,6 +9,14 @@ export interface ByteBackend {
   /** One value per key, in order; null where absent or expired. */
   getMany(keys: readonly string[]): Promise<(Buffer | null)[]>;
   setMany(entries: readonly ByteEntry[]): Promise<void>;
+  /**
+   * For each entry, atomically: if the version at the head of the stored
+   * state (see `stateVersion`; absent state = version 0) equals
+   * `expectedVersion`, write the state and (when given) the value, and answer
+   * true; otherwise write nothing and answer false. The materializer's
+   * optimistic concurrency and exactly-once guard rest on this.
+   */
+  compareAndSet(entries: readonly CasEntry[]): Promise<boolean[]>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -18,4 +26,24 @@ export interface ByteEntry {
   readonly value: Buffer;
   /** Absolute expiry, ms since the epoch. */
   readonly expireAtMs: number;
+}
+
+export interface CasEntry {
+  /** The value key and the state key live on the same shard (see RedisBackend's routing). */
+  readonly valueKey: string;
+  readonly stateKey: string;
+  readonly expectedVersion: number;
+  readonly value: ByteEntry['value'] | null;
+  readonly valueExpireAtMs: number;
+  /** `<version>\n<json>`: the version is what the next compare-and-set compares. */
+  readonly state: string;
+  readonly stateExpireAtMs: number;
+}
+
+/** The version at the head of a stored state (`<version>\n…`), 0 for none. */
+export function stateVersion(state: string | Buffer | null): number {
+  if (state === null) return 0;
+  const text = typeof state === 'string' ? state : state.toString('utf8', 0, Math.min(state.length, 24));
+  const end = text.indexOf('\n');
+  return Number(end < 0 ? text : text.slice(0, end)) || 0;
 }

@@ -1,5 +1,5 @@
 import { storeReadDuration } from '../../runtime/metrics.js';
-import type { ByteBackend, ByteEntry } from './byte-backend.js';
+import { stateVersion, type ByteBackend, type ByteEntry, type CasEntry } from './byte-backend.js';
 
 /**
  * The in-process store: a Map with absolute expiry. It is the zero-setup
@@ -30,6 +30,18 @@ export class EmbeddedBackend implements ByteBackend {
 
   async setMany(entries: readonly ByteEntry[]): Promise<void> {
     for (const { key, value, expireAtMs } of entries) this.entries.set(key, { value, expireAtMs });
+  }
+
+  async compareAndSet(entries: readonly CasEntry[]): Promise<boolean[]> {
+    const now = this.now();
+    return entries.map((e) => {
+      const current = this.entries.get(e.stateKey);
+      const stored = current && current.expireAtMs > now ? current.value : null;
+      if (stateVersion(stored) !== e.expectedVersion) return false;
+      this.entries.set(e.stateKey, { value: Buffer.from(e.state), expireAtMs: e.stateExpireAtMs });
+      if (e.value) this.entries.set(e.valueKey, { value: e.value, expireAtMs: e.valueExpireAtMs });
+      return true;
+    });
   }
 
   async ping(): Promise<void> {}

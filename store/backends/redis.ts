@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { log } from '../../runtime/log.js';
 import { storeErrors, storeReadDuration } from '../../runtime/metrics.js';
 import { StoreUnavailableError } from '../online-store.js';
-import type { ByteBackend, ByteEntry } from './byte-backend.js';
+import type { ByteBackend, ByteEntry, CasEntry } from './byte-backend.js';
 import { HashRing } from './hash-ring.js';
 
 export interface RedisBackendOptions {
@@ -71,7 +71,7 @@ export class RedisBackend implements ByteBackend {
 
   /** Which shard holds `key` (for tests and diagnostics). */
   shardOf(key: string): string {
-    return this.shards[this.ring.nodeFor(key)]!.name;
+    return this.shards[this.ring.nodeFor(routingKey(key))]!.name;
   }
 
   async getMany(keys: readonly string[]): Promise<(Buffer | null)[]> {
@@ -108,6 +108,29 @@ export class RedisBackend implements ByteBackend {
     );
   }
 
+  async compareAndSet(entries: readonly CasEntry[]): Promise<boolean[]> {
+    const out: boolean[] = new Array(entries.length).fill(false);
+    const groups = this.groupByShard(entries.map((e) => e.stateKey));
+    await Promise.all(
+      groups.map(async (group, shardIndex) => {
+        if (group.length === 0) return;
+        const shard = this.shards[shardIndex]!;
+        const pipeline = shard.client.pipeline();
+        for (const i of group) {
+          const e = entries[i]!;
+          pipeline.eval(casScript, 2, e.stateKey, e.valueKey, String(e.expectedVersion), e.state, String(e.stateExpireAtMs), e.value ?? '', String(e.valueExpireAtMs));
+        }
+        const results = await this.call(shard, () => pipeline.exec());
+        group.forEach((entryIndex, j) => {
+          const [error, result] = results?.[j] ?? [new Error('no reply')];
+          if (error) throw this.unavailable(shard, error);
+          out[entryIndex] = result === 1;
+        });
+      }),
+    );
+    return out;
+  }
+
   async ping(): Promise<void> {
     await Promise.all(this.shards.map((shard) => this.call(shard, () => shard.client.ping())));
   }
@@ -137,17 +160,40 @@ export class RedisBackend implements ByteBackend {
     return new StoreUnavailableError(this.kind, shard.name, reason);
   }
 
-  /** Indexes of `keys` per shard; one array per shard, empty where it holds none. */
+  /**
+   * Indexes of `keys` per shard; one array per shard, empty where it holds none.
+   * A key is routed by what follows its first ':' so that a value
+   * (`fv:view:v1:id`) and its materializer state (`fvs:view:v1:id`) share a shard.
+   */
   private groupByShard(keys: readonly string[]): number[][] {
     const groups: number[][] = this.shards.map(() => []);
     if (this.shards.length === 1) {
       groups[0] = keys.map((_, i) => i);
       return groups;
     }
-    keys.forEach((key, i) => groups[this.ring.nodeFor(key)]!.push(i));
+    keys.forEach((key, i) => groups[this.ring.nodeFor(routingKey(key))]!.push(i));
     return groups;
   }
 }
+
+function routingKey(key: string): string {
+  return key.slice(key.indexOf(':') + 1);
+}
+
+/**
+ * Compare-and-set of a materialized value and its state, atomic on the
+ * server. KEYS: state, value. ARGV: expected version, new state, state expiry
+ * (ms), new value ('' = keep), value expiry (ms). The version is the state's
+ * first line.
+ */
+const casScript = `
+local current = redis.call('GET', KEYS[1])
+local version = 0
+if current then version = tonumber(string.match(current, '^(%d+)')) or 0 end
+if version ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[5]) end
+return 1`;
 
 function shardName(url: string): string {
   try {

@@ -16,10 +16,11 @@ function viewOf(features: readonly (readonly [string, string])[], viewName = 'te
     version,
     active: true,
     ttlSeconds: 60,
+    materialization: null,
     features: features.map(([name, typeName]): Feature => {
       const type = parseType(typeName);
       assert.ok(type, `test setup: type ${typeName}`);
-      return { name, type, typeName, description: '' };
+      return { name, type, typeName, description: '', aggregate: null };
     }),
   };
 }

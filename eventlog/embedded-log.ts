@@ -1,0 +1,184 @@
+import { EventEmitter } from 'node:events';
+import { log } from '../runtime/log.js';
+import { hash32 } from '../store/backends/hash-ring.js';
+import type {
+  ConsumerOptions, EventLog, LogRecord, OutgoingRecord, RecordBatch, Tail, TailOptions, TransactionalConsumer,
+} from './event-log.js';
+
+/**
+ * An in-process, partitioned, transactional log with Kafka's semantics where
+ * the materializer depends on them: records of one key stay in one partition
+ * and in order; a consumer group's offsets and the records a batch produces
+ * are committed together (in-process, one synchronous step, so atomic);
+ * readers see committed records only; partitions of a topic are shared among
+ * the live consumers of a group. For `npm start` and fast tests; Kafka is the
+ * production log.
+ */
+export class EmbeddedLog implements EventLog {
+  readonly kind = 'embedded';
+  private readonly topics = new Map<string, LogRecord[][]>();
+  /** group → "topic/partition" → next offset to read */
+  private readonly committed = new Map<string, Map<string, number>>();
+  private readonly groups = new Map<string, Set<EmbeddedConsumer>>();
+  private readonly appended = new EventEmitter();
+  private roundRobin = 0;
+
+  constructor(private readonly defaultPartitions = 3) {
+    this.appended.setMaxListeners(0);
+  }
+
+  async createTopics(topics: readonly { topic: string; partitions: number }[]): Promise<void> {
+    for (const { topic, partitions } of topics) {
+      if (!this.topics.has(topic)) this.topics.set(topic, Array.from({ length: partitions }, () => []));
+    }
+  }
+
+  async produce(records: readonly OutgoingRecord[]): Promise<void> {
+    this.append(records);
+  }
+
+  /** Appends atomically: every record, or (on an unknown topic) none. */
+  append(records: readonly OutgoingRecord[]): LogRecord[] {
+    for (const r of records) this.partitionsOf(r.topic);
+    const now = Date.now();
+    const written = records.map((r) => {
+      const partitions = this.partitionsOf(r.topic);
+      const partition = r.key === null ? this.roundRobin++ % partitions.length : hash32(r.key) % partitions.length;
+      const records = partitions[partition]!;
+      const record: LogRecord = {
+        topic: r.topic, partition, offset: records.length, key: r.key,
+        value: typeof r.value === 'string' ? Buffer.from(r.value) : r.value, timestampMs: now, headers: r.headers ?? {},
+      };
+      records.push(record);
+      return record;
+    });
+    for (const record of written) this.appended.emit('record', record);
+    if (written.length > 0) this.appended.emit('appended');
+    return written;
+  }
+
+  consumer(options: ConsumerOptions): TransactionalConsumer {
+    return new EmbeddedConsumer(this, options);
+  }
+
+  async tail(options: TailOptions): Promise<Tail> {
+    const topics = new Set(options.topics);
+    const listener = (record: LogRecord): void => {
+      if (topics.has(record.topic)) options.onRecord(record);
+    };
+    this.appended.on('record', listener);
+    return { stop: async () => void this.appended.off('record', listener) };
+  }
+
+  async close(): Promise<void> {
+    for (const members of this.groups.values()) for (const c of [...members]) await c.stop();
+    this.appended.removeAllListeners();
+  }
+
+  // --- for EmbeddedConsumer ---------------------------------------------------------------
+
+  partitionsOf(topic: string): LogRecord[][] {
+    let partitions = this.topics.get(topic);
+    if (!partitions) {
+      // Like Kafka with auto-creation off, but friendlier for the embedded default: DLQ and
+      // change topics appear on first use with the default partition count.
+      partitions = Array.from({ length: this.defaultPartitions }, () => []);
+      this.topics.set(topic, partitions);
+    }
+    return partitions;
+  }
+
+  offsetOf(group: string, topic: string, partition: number, fromBeginning: boolean): number {
+    const committed = this.committed.get(group)?.get(`${topic}/${partition}`);
+    if (committed !== undefined) return committed;
+    return fromBeginning ? 0 : this.partitionsOf(topic)[partition]!.length;
+  }
+
+  /** The transaction: outputs appended and the group's offset moved, in one synchronous step. */
+  commit(group: string, topic: string, partition: number, nextOffset: number, outputs: readonly OutgoingRecord[]): void {
+    for (const r of outputs) this.partitionsOf(r.topic);
+    let offsets = this.committed.get(group);
+    if (!offsets) this.committed.set(group, (offsets = new Map()));
+    offsets.set(`${topic}/${partition}`, nextOffset);
+    this.append(outputs);
+  }
+
+  join(consumer: EmbeddedConsumer): void {
+    let members = this.groups.get(consumer.options.groupId);
+    if (!members) this.groups.set(consumer.options.groupId, (members = new Set()));
+    members.add(consumer);
+  }
+
+  leave(consumer: EmbeddedConsumer): void {
+    this.groups.get(consumer.options.groupId)?.delete(consumer);
+  }
+
+  /** Partitions of `topic` this member owns: round-robin over the group's members, by join order. */
+  assignment(consumer: EmbeddedConsumer, topic: string): number[] {
+    const members = [...(this.groups.get(consumer.options.groupId) ?? [])];
+    const index = members.indexOf(consumer);
+    if (index < 0) return [];
+    return this.partitionsOf(topic).map((_, p) => p).filter((p) => p % members.length === index);
+  }
+
+  onAppend(listener: () => void): () => void {
+    this.appended.on('appended', listener);
+    return () => this.appended.off('appended', listener);
+  }
+}
+
+class EmbeddedConsumer implements TransactionalConsumer {
+  private running = false;
+  private loop: Promise<void> | null = null;
+  private wake: (() => void) | null = null;
+  private unsubscribe: (() => void) | null = null;
+
+  constructor(private readonly logStore: EmbeddedLog, readonly options: ConsumerOptions) {}
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    this.logStore.join(this);
+    this.unsubscribe = this.logStore.onAppend(() => this.wake?.());
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.wake?.();
+    this.unsubscribe?.();
+    await this.loop;
+    this.logStore.leave(this);
+  }
+
+  private async run(): Promise<void> {
+    const { groupId, topics, handler, fromBeginning } = this.options;
+    while (this.running) {
+      let worked = false;
+      for (const topic of topics) {
+        for (const partition of this.logStore.assignment(this, topic)) {
+          if (!this.running) return;
+          const records = this.logStore.partitionsOf(topic)[partition]!;
+          const from = this.logStore.offsetOf(groupId, topic, partition, fromBeginning);
+          if (from >= records.length) continue;
+          const batch: RecordBatch = { topic, partition, records: records.slice(from, from + 500) };
+          try {
+            const outputs = await handler(batch);
+            if (!this.running) return; // stopped mid-batch: like a crash, nothing is committed
+            this.logStore.commit(groupId, topic, partition, batch.records[batch.records.length - 1]!.offset + 1, outputs);
+          } catch (error) {
+            // The batch is not committed and will be delivered again, as Kafka would after a failed transaction.
+            log.error({ err: (error as Error).message, topic, partition }, 'embedded consumer: batch failed; retrying');
+            await new Promise((r) => setTimeout(r, 200));
+          }
+          worked = true;
+        }
+      }
+      if (!worked) await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, 100).unref();
+      });
+    }
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * The seam between the materializer and a partitioned, transactional event
+ * log: Apache Kafka in production and tests, an embedded in-process log for
+ * the zero-setup `npm start` and unit tests. Both pass the same contract
+ * tests (test/integration/event-log-contract.test.ts).
+ *
+ * The one idea: a consumer handles a batch of one partition and returns the
+ * records to produce; the log then commits those records and the batch's
+ * consumer offset in ONE transaction (ARCHITECTURE.md, decision 6). A crash
+ * before that commit leaves neither, and the batch is delivered again.
+ */
+export interface LogRecord {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: number;
+  readonly key: string | null;
+  readonly value: Buffer;
+  readonly timestampMs: number;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export interface RecordBatch {
+  readonly topic: string;
+  readonly partition: number;
+  readonly records: readonly LogRecord[];
+}
+
+export interface OutgoingRecord {
+  readonly topic: string;
+  readonly key: string | null;
+  readonly value: Buffer | string;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** What a batch handler returns: the records to commit together with the batch's offsets. */
+export type BatchHandler = (batch: RecordBatch) => Promise<readonly OutgoingRecord[]>;
+
+export interface TransactionalConsumer {
+  /** Resolves once the consumer has joined its group and started. */
+  start(): Promise<void>;
+  /** Stops after the batch in hand is committed (or abandoned). */
+  stop(): Promise<void>;
+}
+
+export interface ConsumerOptions {
+  readonly groupId: string;
+  readonly topics: readonly string[];
+  readonly handler: BatchHandler;
+  /** Unique per process; the log uses it to fence a zombie instance of the same consumer. */
+  readonly instanceId: string;
+  /** Where a group without committed offsets starts. */
+  readonly fromBeginning: boolean;
+}
+
+/** A reader of every partition of some topics from the current end, for fan-out (no group, no commits). */
+export interface TailOptions {
+  readonly topics: readonly string[];
+  readonly onRecord: (record: LogRecord) => void;
+}
+
+export interface Tail {
+  stop(): Promise<void>;
+}
+
+export interface EventLog {
+  readonly kind: 'kafka' | 'embedded';
+  createTopics(topics: readonly { topic: string; partitions: number }[]): Promise<void>;
+  /** Non-transactional produce (event generators, tests). Keyed records of one key go to one partition. */
+  produce(records: readonly OutgoingRecord[]): Promise<void>;
+  consumer(options: ConsumerOptions): TransactionalConsumer;
+  /** Reads committed records only. */
+  tail(options: TailOptions): Promise<Tail>;
+  close(): Promise<void>;
+}

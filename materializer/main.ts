@@ -1,0 +1,47 @@
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../runtime/config.js';
+import { ConfigError } from '../runtime/errors.js';
+import { log } from '../runtime/log.js';
+import { metricsRegistry } from '../runtime/metrics.js';
+import { runUntilSignal } from '../runtime/process.js';
+import { loadRegistry } from '../schema/registry.js';
+import { createStore, waitForStore } from '../store/create-store.js';
+import { KafkaLog } from '../eventlog/kafka-log.js';
+import { startMaterializer } from './run.js';
+
+/**
+ * `npm run materializer [-- --port 9464]`: consumes the registry's raw event
+ * topics from Kafka (KAFKA_BROKERS) into the configured Redis store, exactly
+ * once. Start several in the same MATERIALIZER_GROUP to share partitions.
+ * `--port` serves /metrics and /healthz.
+ */
+const { values } = parseArgs({ options: { port: { type: 'string' } } });
+await runUntilSignal(async () => {
+  const config = loadConfig();
+  if (!config.kafkaBrokers) throw new ConfigError('KAFKA_BROKERS', 'the materializer process reads Kafka: set KAFKA_BROKERS=host:port (npm start runs an embedded log in-process instead)');
+  if (config.store.kind === 'embedded') throw new ConfigError('REDIS_URL', 'the materializer process needs a shared store: set REDIS_URL or REDIS_SHARD_URLS');
+  const registry = loadRegistry(config.registryFile);
+  const store = createStore(config.store);
+  if (!(await waitForStore(store, 10_000))) log.warn({ store: store.kind }, 'store not reachable yet; batches fail and are retried until it is');
+  const eventLog = new KafkaLog({ brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}` });
+  const running = await startMaterializer({ registry, store, log: eventLog, groupId: config.materializerGroup, instanceId: String(process.pid) });
+  log.info({ topics: running.materializer.topics, group: config.materializerGroup, brokers: config.kafkaBrokers }, 'materializer running');
+
+  let server: http.Server | undefined;
+  if (values.port) {
+    server = http.createServer((req, res) => {
+      if (req.url === '/metrics') {
+        metricsRegistry.metrics().then((body) => res.writeHead(200, { 'content-type': metricsRegistry.contentType }).end(body));
+      } else if (req.url === '/healthz') res.writeHead(200).end('{"status":"ok"}');
+      else res.writeHead(404).end();
+    });
+    server.listen(Number(values.port), config.host);
+  }
+  return async () => {
+    server?.close();
+    await running.stop();
+    await eventLog.close();
+    await store.close();
+  };
+});
