@@ -17,8 +17,8 @@ import type {
 export class EmbeddedLog implements EventLog {
   readonly kind = 'embedded';
   private readonly topics = new Map<string, LogRecord[][]>();
-  /** group → "topic/partition" → next offset to read */
-  private readonly committed = new Map<string, Map<string, number>>();
+  /** group → "topic/partition" → next offset to read, and the handler's checkpoint */
+  private readonly committed = new Map<string, Map<string, { offset: number; checkpoint: string | null }>>();
   private readonly groups = new Map<string, Set<EmbeddedConsumer>>();
   private readonly appended = new EventEmitter();
   private roundRobin = 0;
@@ -88,18 +88,18 @@ export class EmbeddedLog implements EventLog {
     return partitions;
   }
 
-  offsetOf(group: string, topic: string, partition: number, fromBeginning: boolean): number {
+  offsetOf(group: string, topic: string, partition: number, fromBeginning: boolean): { offset: number; checkpoint: string | null } {
     const committed = this.committed.get(group)?.get(`${topic}/${partition}`);
     if (committed !== undefined) return committed;
-    return fromBeginning ? 0 : this.partitionsOf(topic)[partition]!.length;
+    return { offset: fromBeginning ? 0 : this.partitionsOf(topic)[partition]!.length, checkpoint: null };
   }
 
   /** The transaction: outputs appended and the group's offset moved, in one synchronous step. */
-  commit(group: string, topic: string, partition: number, nextOffset: number, outputs: readonly OutgoingRecord[]): void {
+  commit(group: string, topic: string, partition: number, nextOffset: number, outputs: readonly OutgoingRecord[], checkpoint: string | null): void {
     for (const r of outputs) this.partitionsOf(r.topic);
     let offsets = this.committed.get(group);
     if (!offsets) this.committed.set(group, (offsets = new Map()));
-    offsets.set(`${topic}/${partition}`, nextOffset);
+    offsets.set(`${topic}/${partition}`, { offset: nextOffset, checkpoint });
     this.append(outputs);
   }
 
@@ -161,12 +161,12 @@ class EmbeddedConsumer implements TransactionalConsumer {
           if (!this.running) return;
           const records = this.logStore.partitionsOf(topic)[partition]!;
           const from = this.logStore.offsetOf(groupId, topic, partition, fromBeginning);
-          if (from >= records.length) continue;
-          const batch: RecordBatch = { topic, partition, records: records.slice(from, from + 500) };
+          if (from.offset >= records.length) continue;
+          const batch: RecordBatch = { topic, partition, records: records.slice(from.offset, from.offset + 500) };
           try {
-            const outputs = await handler(batch);
+            const result = await handler(batch, from.checkpoint);
             if (!this.running) return; // stopped mid-batch: like a crash, nothing is committed
-            this.logStore.commit(groupId, topic, partition, batch.records[batch.records.length - 1]!.offset + 1, outputs);
+            this.logStore.commit(groupId, topic, partition, batch.records[batch.records.length - 1]!.offset + 1, result.records, result.checkpoint);
           } catch (error) {
             // The batch is not committed and will be delivered again, as Kafka would after a failed transaction.
             log.error({ err: (error as Error).message, topic, partition }, 'embedded consumer: batch failed; retrying');

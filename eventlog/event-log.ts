@@ -32,8 +32,20 @@ export interface OutgoingRecord {
   readonly headers?: Readonly<Record<string, string>>;
 }
 
-/** What a batch handler returns: the records to commit together with the batch's offsets. */
-export type BatchHandler = (batch: RecordBatch) => Promise<readonly OutgoingRecord[]>;
+/**
+ * A batch handler gets the partition's checkpoint (an opaque string the
+ * handler returned for the previous committed batch, null at first) and
+ * returns the records to commit together with the batch's offsets, and the
+ * new checkpoint, committed with them (Kafka: the offset commit's metadata).
+ * The materializer keeps the partition's stream time there, so lateness is
+ * decided the same way when a batch is redelivered after a crash.
+ */
+export type BatchHandler = (batch: RecordBatch, checkpoint: string | null) => Promise<BatchResult>;
+
+export interface BatchResult {
+  readonly records: readonly OutgoingRecord[];
+  readonly checkpoint: string | null;
+}
 
 export interface TransactionalConsumer {
   /** Resolves once the consumer has joined its group and started. */
@@ -50,6 +62,8 @@ export interface ConsumerOptions {
   readonly instanceId: string;
   /** Where a group without committed offsets starts. */
   readonly fromBeginning: boolean;
+  /** Called when the consumer stopped for good (a non-retriable error); a process usually exits so it is restarted. */
+  readonly onFatal?: (error: Error) => void;
 }
 
 /** A reader of every partition of some topics from the current end, for fan-out (no group, no commits). */

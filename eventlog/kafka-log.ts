@@ -24,6 +24,9 @@ export const lagGauge = new Gauge({
   registers: [metricsRegistry],
 });
 
+/** Records per produce request inside a transaction (~300 bytes each: far below 1 MB). */
+const outputSlice = 500;
+
 export interface KafkaLogOptions {
   readonly brokers: readonly string[];
   readonly clientId: string;
@@ -112,13 +115,15 @@ export class KafkaLog implements EventLog {
 class KafkaTransactionalConsumer implements TransactionalConsumer {
   private readonly consumer: Consumer;
   private readonly producers = new Map<string, Producer>();
+  /** Checkpoints committed with each owned partition's offsets; dropped on rebalance or failure and re-read. */
+  private readonly checkpoints = new Map<string, string | null>();
   private started = false;
 
   constructor(private readonly kafka: Kafka, private readonly options: ConsumerOptions) {
     this.consumer = kafka.consumer({
       groupId: options.groupId,
       readUncommitted: false,
-      sessionTimeout: 10_000,
+      sessionTimeout: 6_000,
       heartbeatInterval: 1000,
       rebalanceTimeout: 20_000,
       maxWaitTimeInMs: 50,
@@ -129,6 +134,13 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
+      log.error({ err: payload.error.message, restart: payload.restart, group: this.options.groupId }, 'kafka consumer crashed');
+      // kafkajs restarts the consumer after retriable errors; after any other, stopping silently would stall the group.
+      if (!payload.restart) this.options.onFatal?.(payload.error);
+    });
+    // After a rebalance a partition may come back with offsets another process committed.
+    this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.checkpoints.clear());
     await this.consumer.connect();
     for (const topic of this.options.topics) await this.consumer.subscribe({ topic, fromBeginning: this.options.fromBeginning });
     await this.consumer.run({
@@ -138,19 +150,31 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
       eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
         if (batch.isEmpty() || !isRunning() || isStale()) return;
         const records = batch.messages.map((m) => toLogRecord(batch.topic, batch.partition, m));
-        const outputs = await this.options.handler({ topic: batch.topic, partition: batch.partition, records });
+        const tp = `${batch.topic}/${batch.partition}`;
+        if (!this.checkpoints.has(tp)) this.checkpoints.set(tp, await this.committedCheckpoint(batch.topic, batch.partition));
+        let result;
+        try {
+          result = await this.options.handler({ topic: batch.topic, partition: batch.partition, records }, this.checkpoints.get(tp) ?? null);
+        } catch (error) {
+          this.checkpoints.delete(tp);
+          throw error;
+        }
+        const outputs = result.records;
         if (!isRunning() || isStale()) return; // the partition moved: leave the batch to its new owner
         const last = records[records.length - 1]!.offset;
         const producer = await this.producerFor(batch.topic, batch.partition);
         const tx = await producer.transaction();
         try {
-          if (outputs.length > 0) await tx.sendBatch({ topicMessages: toTopicMessages(outputs), acks: -1 });
-          await tx.sendOffsets({
-            consumerGroupId: this.options.groupId,
-            topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: String(last + 1) }] }],
-          });
+          // In slices: one produce request must stay under the broker's message.max.bytes.
+          for (let i = 0; i < outputs.length; i += outputSlice) {
+            await tx.sendBatch({ topicMessages: toTopicMessages(outputs.slice(i, i + outputSlice)), acks: -1 });
+          }
+          const committed = { partition: batch.partition, offset: String(last + 1), metadata: result.checkpoint };
+          await tx.sendOffsets({ consumerGroupId: this.options.groupId, topics: [{ topic: batch.topic, partitions: [committed] }] });
           await tx.commit();
+          this.checkpoints.set(tp, result.checkpoint);
         } catch (error) {
+          this.checkpoints.delete(tp);
           await tx.abort().catch(() => undefined);
           // A fenced or broken producer is rebuilt on the next batch.
           this.producers.delete(`${batch.topic}/${batch.partition}`);
@@ -170,6 +194,17 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
     await this.consumer.disconnect();
     for (const producer of this.producers.values()) await producer.disconnect().catch(() => undefined);
     this.producers.clear();
+  }
+
+  private async committedCheckpoint(topic: string, partition: number): Promise<string | null> {
+    const admin = this.kafka.admin();
+    await admin.connect();
+    try {
+      const [offsets] = await admin.fetchOffsets({ groupId: this.options.groupId, topics: [topic] });
+      return offsets?.partitions.find((p) => p.partition === partition)?.metadata || null;
+    } finally {
+      await admin.disconnect();
+    }
   }
 
   private async producerFor(topic: string, partition: number): Promise<Producer> {

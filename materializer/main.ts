@@ -25,7 +25,11 @@ await runUntilSignal(async () => {
   const store = createStore(config.store);
   if (!(await waitForStore(store, 10_000))) log.warn({ store: store.kind }, 'store not reachable yet; batches fail and are retried until it is');
   const eventLog = new KafkaLog({ brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}` });
-  const running = await startMaterializer({ registry, store, log: eventLog, groupId: config.materializerGroup, instanceId: String(process.pid) });
+  const running = await startMaterializer({
+    registry, store, log: eventLog, groupId: config.materializerGroup, instanceId: String(process.pid),
+    // Exit so the supervisor (systemd, Kubernetes, the test) restarts us; the group hands our partitions on meanwhile.
+    onFatal: () => process.exit(1),
+  });
   log.info({ topics: running.materializer.topics, group: config.materializerGroup, brokers: config.kafkaBrokers }, 'materializer running');
 
   let server: http.Server | undefined;

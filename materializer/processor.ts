@@ -4,7 +4,7 @@ import type { EventSchema, Registry, ViewVersion } from '../schema/types.js';
 import { expiryOf } from '../store/freshness.js';
 import type { MaterializedStore, MaterializedWrite } from '../store/online-store.js';
 import { encodeChange, type FeatureChange } from '../eventlog/change-event.js';
-import type { LogRecord, OutgoingRecord, RecordBatch } from '../eventlog/event-log.js';
+import type { BatchResult, LogRecord, OutgoingRecord, RecordBatch } from '../eventlog/event-log.js';
 import { InvalidEventError, validateEvent, type ValidEvent } from './events.js';
 import { emptyState, entityIdOf, ViewAggregator, type WindowState } from './windows.js';
 
@@ -74,14 +74,22 @@ export class Materializer {
     return [...this.aggregators.keys()];
   }
 
-  readonly handle = async (batch: RecordBatch): Promise<OutgoingRecord[]> => {
+  /**
+   * The batch handler. The checkpoint is the partition's stream time (the
+   * newest event time seen in it), committed with the offsets; each event is
+   * judged late or not against the stream time before it.
+   */
+  readonly handle = async (batch: RecordBatch, checkpoint: string | null): Promise<BatchResult> => {
     const outputs: OutgoingRecord[] = [];
     const schema = this.schemas.get(batch.topic);
-    const valid: { record: LogRecord; event: ValidEvent }[] = [];
+    const valid: Valid[] = [];
+    let streamTime = checkpoint === null ? null : Number(checkpoint);
     for (const record of batch.records) {
       try {
         if (!schema) throw new InvalidEventError(`topic ${batch.topic} has no event schema in the registry`);
-        valid.push({ record, event: validateEvent(schema, record.value) });
+        const event = validateEvent(schema, record.value);
+        valid.push({ record, event, streamTime });
+        if (streamTime === null || event.ts > streamTime) streamTime = event.ts;
       } catch (error) {
         if (!(error instanceof InvalidEventError)) throw error;
         eventsTotal.inc({ topic: batch.topic, view: '', outcome: 'invalid' });
@@ -91,12 +99,12 @@ export class Materializer {
     for (const aggregator of this.aggregators.get(batch.topic) ?? []) {
       outputs.push(...(await this.materialize(aggregator, batch, valid)));
     }
-    return outputs;
+    return { records: outputs, checkpoint: streamTime === null ? null : String(streamTime) };
   };
 
-  private async materialize(aggregator: ViewAggregator, batch: RecordBatch, valid: readonly { record: LogRecord; event: ValidEvent }[]): Promise<OutgoingRecord[]> {
+  private async materialize(aggregator: ViewAggregator, batch: RecordBatch, valid: readonly Valid[]): Promise<OutgoingRecord[]> {
     const view = aggregator.view;
-    const byEntity = new Map<string, { record: LogRecord; event: ValidEvent }[]>();
+    const byEntity = new Map<string, Valid[]>();
     for (const item of valid) {
       const id = entityIdOf(aggregator.spec, item.event);
       if (id === null) continue;
@@ -141,7 +149,7 @@ export class Materializer {
   }
 
   /** Applies one entity's events of the batch to its state; says what to produce and whether the state changed. */
-  private applyAll(aggregator: ViewAggregator, state: WindowState, id: string, items: readonly { record: LogRecord; event: ValidEvent }[], batch: RecordBatch) {
+  private applyAll(aggregator: ViewAggregator, state: WindowState, id: string, items: readonly Valid[], batch: RecordBatch) {
     const view = aggregator.view;
     const labels = { topic: batch.topic, view: `${view.viewName}:v${view.version}` };
     const before = aggregator.value(state);
@@ -149,16 +157,16 @@ export class Materializer {
     let changed = false;
     let lastApplied: LogRecord | null = null;
     const replayed = new Set<string>();
-    for (const { record, event } of items) {
+    for (const { record, event, streamTime } of items) {
       const tag = `${record.topic}/${record.partition}/${record.offset}`;
-      const outcome = aggregator.apply(state, event, record);
+      const outcome = aggregator.apply(state, event, record, streamTime);
       eventsTotal.inc({ ...labels, outcome });
       if (outcome === 'applied') {
         changed = true;
         lastApplied = record;
       } else if (outcome === 'late') {
         changed = true;
-        outputs.push(deadLetter(record, lateReason(aggregator, state, event)));
+        outputs.push(deadLetter(record, lateReason(aggregator, streamTime!, event)));
       } else {
         replayed.add(tag);
         // Redelivered after a crash before commit: what it caused then was never committed; produce it again.
@@ -184,9 +192,16 @@ export class Materializer {
   }
 }
 
-function lateReason(aggregator: ViewAggregator, state: WindowState, event: ValidEvent): string {
+/** A valid event with its partition's stream time just before it. */
+interface Valid {
+  readonly record: LogRecord;
+  readonly event: ValidEvent;
+  readonly streamTime: number | null;
+}
+
+function lateReason(aggregator: ViewAggregator, streamTime: number, event: ValidEvent): string {
   return `late for ${aggregator.view.viewName} v${aggregator.view.version}: event time ${new Date(event.ts).toISOString()} is more than ` +
-    `${aggregator.spec.allowedLatenessMs} ms older than the entity's newest event (${new Date(state.maxTs ?? 0).toISOString()})`;
+    `${aggregator.spec.allowedLatenessMs} ms older than the partition's stream time (${new Date(streamTime).toISOString()})`;
 }
 
 /** The original bytes, with the reason and where they came from in headers. */

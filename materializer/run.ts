@@ -22,6 +22,7 @@ export async function startMaterializer(options: {
   groupId: string;
   instanceId: string;
   materializer?: MaterializerOptions;
+  onFatal?: (error: Error) => void;
 }): Promise<RunningMaterializer> {
   const { registry, store, log } = options;
   const materializer = new Materializer(registry, store, options.materializer);
@@ -37,6 +38,7 @@ export async function startMaterializer(options: {
     handler: materializer.handle,
     instanceId: options.instanceId,
     fromBeginning: true,
+    ...(options.onFatal ? { onFatal: options.onFatal } : {}),
   });
   await consumer.start();
   return { materializer, stop: () => consumer.stop() };

@@ -8,7 +8,8 @@ import type { EventValue, ValidEvent } from './events.js';
  * Events fall into buckets `slide` wide (tumbling windows: slide = size).
  * The value is read "as of" the entity's newest event: the buckets of the
  * last `size`, i.e. those starting after bucket(maxTs) − size. An event older
- * than maxTs − allowedLateness is late: it is not applied and is reported.
+ * than its partition's stream time − allowedLateness is late: it is not
+ * applied and is reported.
  * Buckets that can no longer be in a window or receive an on-time event are
  * evicted, so the state stays bounded by size/slide buckets.
  *
@@ -70,14 +71,21 @@ export class ViewAggregator {
     }));
   }
 
-  /** Applies one event unless it was applied before or is late. Mutates `state`. */
-  apply(state: WindowState, event: ValidEvent, position: SourcePositionOf): ApplyOutcome {
+  /**
+   * Applies one event unless it was applied before or is late. Mutates `state`.
+   * `streamTimeMs` is the source partition's stream time before this event
+   * (the newest event time seen in that partition): lateness is judged against
+   * the partition's own order, so it does not depend on how far other
+   * partitions feeding the same entity have got, and a redelivered batch is
+   * judged exactly as before.
+   */
+  apply(state: WindowState, event: ValidEvent, position: SourcePositionOf, streamTimeMs: number | null): ApplyOutcome {
     const tp = `${position.topic}/${position.partition}`;
     const last = state.offsets[tp];
     if (last !== undefined && position.offset <= last) return 'duplicate';
     state.offsets[tp] = position.offset;
     const { windowMs, slideMs, allowedLatenessMs } = this.spec;
-    if (state.maxTs !== null && event.ts < state.maxTs - allowedLatenessMs) {
+    if (streamTimeMs !== null && event.ts < streamTimeMs - allowedLatenessMs) {
       state.recentLate.push(`${tp}/${position.offset}`);
       if (state.recentLate.length > recentLateLimit) state.recentLate.splice(0, state.recentLate.length - recentLateLimit);
       return 'late';

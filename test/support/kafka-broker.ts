@@ -225,7 +225,8 @@ export class KafkaBroker {
       ...jvmOptions(256),
       `-Dlog4j2.configurationFile=${path.join(this.dir, 'log4j2.properties')}`,
       '-cp', path.join(libsDir, '*'),
-      'kafka.tools.StorageTool', 'format', '--cluster-id', clusterId, '--config', this.propertiesFile,
+      // `--cluster-id=<id>` in one argument: a base64url id may start with '-', which the parser would read as an option.
+      'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '--config', this.propertiesFile,
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));

@@ -1,0 +1,714 @@
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { ApolloServer, BaseContext } from '@apollo/server';
+import {
+  GraphQLEnumType, GraphQLError, GraphQLID, GraphQLInt, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLSchema, GraphQLString,
+  Kind, OperationTypeNode, assertValidSchema, buildASTSchema, createSourceEventStream, getOperationAST, isObjectType, parse, print, printSchema, validate, visit,
+  type ASTNode, type DocumentNode, type ExecutionArgs, type FragmentDefinitionNode, type GraphQLFieldConfigMap,
+  type GraphQLFieldResolver, type GraphQLFormattedError, type GraphQLResolveInfo, type SelectionNode, type VariableDefinitionNode,
+} from 'graphql';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { changeTopic, decodeChange, type FeatureChange } from '../eventlog/change-event.js';
+import type { EventLog, LogRecord, Tail } from '../eventlog/event-log.js';
+import type { Config } from '../runtime/config.js';
+import { ErrorCode } from '../runtime/errors.js';
+import type { Admission } from '../runtime/graphql-http.js';
+import { log as rootLog } from '../runtime/log.js';
+import {
+  rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionQueuedEvents, subscriptionsActive,
+} from '../runtime/metrics.js';
+import type { Entity, Registry } from '../schema/types.js';
+import { selectionDepth } from './limits.js';
+
+/**
+ * GraphQL subscriptions of live feature changes, over graphql-ws on the
+ * gateway's own HTTP server and path (`ws://host:port/graphql`).
+ *
+ * @apollo/gateway cannot execute subscriptions, so the gateway hosts them
+ * itself, on a schema that is the gateway's client-facing API schema (taken
+ * from ApolloGateway after it loaded, and rebuilt on every schema update)
+ * plus, generated from the registry:
+ *
+ *     enum EntityType { USER ITEM MERCHANT }
+ *     type FeatureChange { entity id view version eventTime user item merchant }
+ *     type Subscription { featureChanged(entity: EntityType!, ids: [ID!]!, views: [String!]): FeatureChange! }
+ *
+ * The change feed is the `feature-updates` topic, tailed once per gateway
+ * and fanned out by (entity, id) to the matching subscriptions. The entity
+ * field of an event (`user { … }`) is resolved THROUGH THE GATEWAY: its
+ * selection is printed into `query ($id: ID!) { user(id: $id) { … } }` and
+ * run with `apollo.executeOperation`, so a subscriber gets exactly what it
+ * selected, planned and served like any query, in either deployment shape.
+ *
+ * Slow subscribers: each subscription has a bounded queue
+ * (SUBSCRIPTION_QUEUE_SIZE). graphql-ws sends one event at a time and waits
+ * for the socket to take it, so a client that stops reading stalls only its
+ * own queue; when the queue is full the OLDEST queued event is dropped and
+ * counted in `subscription_events_dropped_total`. The newest change of an
+ * entity is therefore never lost to a full queue, and memory per
+ * subscription is bounded (queued events are the small change records; the
+ * entity is resolved only when an event is about to be sent).
+ */
+
+/** Error codes of subscriptions (besides the HTTP ones reused here: BATCH_TOO_LARGE, QUERY_TOO_DEEP, …). */
+export const SubscriptionErrorCode = {
+  TooManySubscriptions: 'TOO_MANY_SUBSCRIPTIONS',
+  OperationNotSupported: 'OPERATION_NOT_SUPPORTED',
+  BadUserInput: 'BAD_USER_INPUT',
+  ParseFailed: 'GRAPHQL_PARSE_FAILED',
+  ValidationFailed: 'GRAPHQL_VALIDATION_FAILED',
+  OperationResolutionFailure: 'OPERATION_RESOLUTION_FAILURE',
+} as const;
+
+/** Where the API schema comes from: ApolloGateway (structurally, so tests may pass their own). */
+export interface SchemaSource {
+  readonly schema?: GraphQLSchema | undefined;
+  onSchemaLoadOrUpdate(callback: (context: { apiSchema: GraphQLSchema; coreSupergraphSdl: string }) => void): () => void;
+}
+
+export interface SubscriptionsOptions {
+  /** The gateway's HTTP server: the WebSocket upgrade is handled on it. */
+  readonly server: http.Server;
+  readonly apollo: ApolloServer<BaseContext>;
+  readonly gateway: SchemaSource;
+  readonly registry: Registry;
+  readonly config: Pick<Config, 'maxBatchIds' | 'maxQueryDepth' | 'maxBodyBytes' | 'subscriptionQueueSize' | 'maxSubscriptionsPerConnection' | 'debugErrors'>;
+  readonly eventLog: EventLog;
+  /** Safelist admission, applied to each subscribe message as to each HTTP request. */
+  readonly admit?: Admission;
+  /** Default `/graphql`. */
+  readonly path?: string;
+}
+
+export interface SubscriptionStats {
+  /** Open subscriptions. */
+  readonly active: number;
+  /** Open WebSocket connections. */
+  readonly connections: number;
+  /** Events waiting in all queues. */
+  readonly queued: number;
+  /** The fullest queue's length. */
+  readonly deepestQueue: number;
+  readonly queueCapacity: number;
+  /** Events dropped from full queues of this gateway since it started. */
+  readonly dropped: number;
+}
+
+export interface Subscriptions {
+  stats(): SubscriptionStats;
+  close(): Promise<void>;
+}
+
+const log = rootLog.child({ component: 'subscriptions' });
+
+export async function attachSubscriptions(options: SubscriptionsOptions): Promise<Subscriptions> {
+  const { server, apollo, gateway, registry, config, eventLog, admit } = options;
+  const path = options.path ?? '/graphql';
+  const hub = new ChangeHub(registry, config.subscriptionQueueSize);
+  const resolveEntity = entityResolver(apollo);
+
+  if (!gateway.schema) throw new Error('subscriptions need the gateway schema: attach them after apollo.start()');
+  let schema = buildSubscriptionSchema(gateway.schema, registry, hub, resolveEntity, config.maxBatchIds);
+  const stopWatchingSchema = gateway.onSchemaLoadOrUpdate(({ apiSchema }) => {
+    try {
+      schema = buildSubscriptionSchema(apiSchema, registry, hub, resolveEntity, config.maxBatchIds);
+    } catch (error) {
+      log.error({ err: (error as Error).message }, 'subscription schema not rebuilt after a schema update; keeping the previous one');
+    }
+  });
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxBodyBytes });
+  const disposer = useServer<Record<string, unknown>>(
+    {
+      isProd: !config.debugErrors,
+      onConnect: () => true,
+      onSubscribe: async (ctx, _id, payload) => {
+        const refuse = (code: string, message: string, extensions: Record<string, unknown> = {}): GraphQLError[] => {
+          rejectedRequests.inc({ code });
+          return [new GraphQLError(message, { extensions: { code, ...extensions } })];
+        };
+        // graphql-ws registers the subscription before this hook: the count includes this one.
+        if (Object.keys(ctx.subscriptions).length > config.maxSubscriptionsPerConnection) {
+          return refuse(
+            SubscriptionErrorCode.TooManySubscriptions,
+            `This connection already has ${config.maxSubscriptionsPerConnection} subscriptions, the most allowed ` +
+              '(MAX_SUBSCRIPTIONS_PER_CONNECTION); complete one first or open another connection',
+            { max: config.maxSubscriptionsPerConnection },
+          );
+        }
+        const refusal = admit?.(payload);
+        if (refusal) return refuse(refusal.code, refusal.message);
+
+        let document: DocumentNode;
+        try {
+          document = parse(payload.query, { maxTokens: 20_000 });
+        } catch (error) {
+          return [withCode(error, SubscriptionErrorCode.ParseFailed)];
+        }
+        const current = schema;
+        const invalid = validate(current, document);
+        if (invalid.length > 0) return invalid.map((e) => withCode(e, SubscriptionErrorCode.ValidationFailed));
+        const operation = getOperationAST(document, payload.operationName ?? undefined);
+        if (!operation) {
+          return refuse(
+            SubscriptionErrorCode.OperationResolutionFailure,
+            payload.operationName ? `Unknown operation named "${payload.operationName}".` : 'Must provide operation name if query contains multiple operations.',
+          );
+        }
+        if (operation.operation !== OperationTypeNode.SUBSCRIPTION) {
+          return refuse(
+            SubscriptionErrorCode.OperationNotSupported,
+            `Only subscriptions are served over WebSocket; send ${operation.operation} operations to POST /graphql`,
+          );
+        }
+        const fragments = new Map<string, FragmentDefinitionNode>();
+        for (const def of document.definitions) if (def.kind === Kind.FRAGMENT_DEFINITION) fragments.set(def.name.value, def);
+        const depth = selectionDepth(operation.selectionSet, fragments, new Set());
+        if (depth > config.maxQueryDepth) {
+          return refuse(ErrorCode.QueryTooDeep, `Query depth ${depth} exceeds the limit of ${config.maxQueryDepth} (MAX_QUERY_DEPTH)`, {
+            max: config.maxQueryDepth,
+          });
+        }
+
+        const contextValue: SubscriptionContext = { entityQueries: new Map() };
+        const args: ExecutionArgs = {
+          schema: current,
+          document,
+          operationName: payload.operationName ?? undefined,
+          variableValues: payload.variables ?? undefined,
+          contextValue,
+          fieldResolver: responseKeyResolver,
+        };
+        // Variables and arguments are checked here, so a bad subscription gets an `error`
+        // message (not a `next` with errors). The stream this opens is kept in the context
+        // and handed back when graphql-ws subscribes with these args.
+        const source = await createSourceEventStream(args);
+        if (!(Symbol.asyncIterator in source)) {
+          return (source.errors ?? [new GraphQLError('subscription failed')]).map((e) => withCode(e, SubscriptionErrorCode.BadUserInput));
+        }
+        return args;
+      },
+      onError: (_ctx, id, _payload, errors) => {
+        log.debug({ id, errors: errors.map((e) => e.message) }, 'subscription refused or failed');
+      },
+    },
+    wss,
+  );
+
+  let closing: Promise<void> | null = null;
+  const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const { pathname } = new URL(req.url ?? '/', 'http://localhost');
+    if (pathname !== path || closing) {
+      socket.end(`HTTP/1.1 ${closing ? '503 Service Unavailable' : '404 Not Found'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (client) => {
+      refuseServerMessages(client);
+      wss.emit('connection', client, req);
+    });
+  };
+  server.on('upgrade', onUpgrade);
+
+  let tail: Tail;
+  try {
+    tail = await eventLog.tail({ topics: [changeTopic], onRecord: (record) => hub.onRecord(record) });
+  } catch (error) {
+    server.off('upgrade', onUpgrade);
+    stopWatchingSchema();
+    await disposer.dispose();
+    throw error;
+  }
+
+  return {
+    stats: () => hub.stats(wss.clients.size),
+    close: () =>
+      (closing ??= (async () => {
+        server.off('upgrade', onUpgrade);
+        stopWatchingSchema();
+        await tail.stop();
+        // Clients get 1001 "Going away"; one that does not answer the close handshake
+        // (e.g. it stopped reading) is cut off after a second rather than ws's 30 s.
+        const cutOff = setTimeout(() => {
+          for (const client of wss.clients) client.terminate();
+        }, 1000);
+        try {
+          await disposer.dispose();
+        } finally {
+          clearTimeout(cutOff);
+        }
+        hub.closeAll();
+      })()),
+  };
+}
+
+// --- the schema -----------------------------------------------------------------------------
+
+interface SubscriptionContext {
+  /** The stream opened while the subscribe message was checked; reused when graphql-ws subscribes. */
+  stream?: ChangeStream;
+  /** Per entity field (by response key): the printed gateway query for its selection. */
+  readonly entityQueries: Map<string, EntityQuery>;
+}
+
+type EntityResolver = (entity: Entity, change: FeatureChange, context: SubscriptionContext, info: GraphQLResolveInfo) => Promise<unknown>;
+
+interface FeatureChangedArgs {
+  readonly entity: string;
+  readonly ids: readonly string[];
+  readonly views?: readonly string[] | null;
+}
+
+/** GraphQL enum value of an entity name: `user` → `USER`, `adCampaign` → `AD_CAMPAIGN`. */
+export function entityEnumValue(entityName: string): string {
+  return entityName.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+const reservedChangeFields = new Set(['entity', 'id', 'view', 'version', 'eventTime']);
+
+/**
+ * The API schema plus EntityType, FeatureChange and Subscription, all
+ * generated from the registry. The API schema is copied through its SDL
+ * first: Apollo Server wraps the resolvers of the gateway schema's own type
+ * objects (for its plugins), and those wrappers would bypass the
+ * response-key resolver the entity fields need here.
+ */
+function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registry, hub: ChangeHub, resolveEntity: EntityResolver, maxBatchIds: number): GraphQLSchema {
+  const apiSchema = buildASTSchema(parse(printSchema(gatewaySchema)));
+  for (const name of ['EntityType', 'FeatureChange', 'Subscription']) {
+    if (apiSchema.getType(name)) throw new Error(`the API schema already has a type ${name}; subscriptions cannot add theirs`);
+  }
+  if (apiSchema.getSubscriptionType()) throw new Error('the API schema already has a subscription type');
+
+  const entityType = new GraphQLEnumType({
+    name: 'EntityType',
+    description: 'An entity type of the feature registry.',
+    values: Object.fromEntries(registry.entities.map((e) => [entityEnumValue(e.name), { value: e.name, description: e.description }])),
+  });
+
+  const changeFields: GraphQLFieldConfigMap<FeatureChange, SubscriptionContext> = {
+    entity: { type: new GraphQLNonNull(entityType), description: 'The entity type whose feature value changed.', resolve: (c) => c.entity },
+    id: { type: new GraphQLNonNull(GraphQLID), description: "The entity's id.", resolve: (c) => c.id },
+    view: { type: new GraphQLNonNull(GraphQLString), description: 'The feature view whose value changed, by its registry name (e.g. `clickStats`).', resolve: (c) => c.view },
+    version: { type: new GraphQLNonNull(GraphQLInt), description: 'The version of the feature view that changed.', resolve: (c) => c.version },
+    eventTime: {
+      type: new GraphQLNonNull(GraphQLString),
+      description: 'Event time (ISO-8601, UTC) of the newest event folded into the new value.',
+      resolve: (c) => c.eventTime,
+    },
+  };
+  for (const entity of registry.entities) {
+    if (reservedChangeFields.has(entity.singularField) || changeFields[entity.singularField]) {
+      throw new Error(`entity ${entity.name}: its field name "${entity.singularField}" clashes with a field of FeatureChange`);
+    }
+    const type = apiSchema.getType(entity.typeName);
+    if (!isObjectType(type)) throw new Error(`the API schema has no object type ${entity.typeName} for entity ${entity.name}`);
+    changeFields[entity.singularField] = {
+      type,
+      description:
+        `The changed ${entity.name} when \`entity\` is ${entityEnumValue(entity.name)}, otherwise null: the fields selected here, ` +
+        `read through the gateway as \`${entity.singularField}(id:)\` would answer them when the event is sent ` +
+        `(so a view value may already be newer than this event).`,
+      resolve: (change, _args, context, info) => (change.entity === entity.name ? resolveEntity(entity, change, context, info) : null),
+    };
+  }
+  const changeType = new GraphQLObjectType<FeatureChange, SubscriptionContext>({
+    name: 'FeatureChange',
+    description: 'A feature-view value of one entity changed (an event of the `feature-updates` topic).',
+    fields: changeFields,
+  });
+
+  const subscriptionType = new GraphQLObjectType<unknown, SubscriptionContext>({
+    name: 'Subscription',
+    fields: {
+      featureChanged: {
+        type: new GraphQLNonNull(changeType),
+        description:
+          'Live changes of feature values: one event per change of a feature-view value of `entity` whose id is in `ids` ' +
+          'and, when `views` is given, whose view is in `views`. Events of one subscription arrive in order. A subscriber ' +
+          'that falls behind by more than SUBSCRIPTION_QUEUE_SIZE events loses the oldest of its queued events, never the newest.',
+        args: {
+          entity: { type: new GraphQLNonNull(entityType), description: 'The entity type to watch.' },
+          ids: { type: new GraphQLNonNull(new GraphQLList(new GraphQLNonNull(GraphQLID))), description: `Ids of the entities to watch (1 to MAX_BATCH_IDS, now ${maxBatchIds}).` },
+          views: {
+            type: new GraphQLList(new GraphQLNonNull(GraphQLString)),
+            description: 'Only changes of these feature views of `entity` (registry names); all its views when absent.',
+          },
+        },
+        subscribe: (_root, args: FeatureChangedArgs, context) => (context.stream ??= hub.open(args, maxBatchIds)),
+        resolve: (change: unknown) => change,
+      },
+    },
+  });
+
+  const base = apiSchema.toConfig();
+  const schema = new GraphQLSchema({ ...base, subscription: subscriptionType, types: [...base.types, entityType, changeType, subscriptionType] });
+  assertValidSchema(schema);
+  return schema;
+}
+
+// --- resolving the entity through the gateway -------------------------------------------------
+
+interface EntityQuery {
+  readonly query: string;
+  readonly idVariable: string;
+  readonly variables: readonly string[];
+}
+
+const fieldErrors = Symbol('fieldErrors');
+type WithFieldErrors = { [fieldErrors]?: Map<string, GraphQLError> };
+
+/**
+ * Resolves fields below the entity from the gateway's response by response
+ * key (aliases included), and raises the gateway's error of a field where
+ * the gateway reported one, so its path and message reach the subscriber.
+ */
+const responseKeyResolver: GraphQLFieldResolver<unknown, unknown> = (source, _args, _context, info) => {
+  if (source === null || typeof source !== 'object') return undefined;
+  const key = String(info.path.key);
+  const error = (source as WithFieldErrors)[fieldErrors]?.get(key);
+  if (error) throw error;
+  return (source as Record<string, unknown>)[key];
+};
+
+function entityResolver(apollo: ApolloServer<BaseContext>): EntityResolver {
+  return async (entity, change, context, info) => {
+    const key = String(info.path.key);
+    let op = context.entityQueries.get(key);
+    if (!op) context.entityQueries.set(key, (op = entityQuery(entity, info)));
+    const variables: Record<string, unknown> = { [op.idVariable]: change.id };
+    for (const name of op.variables) if (Object.hasOwn(info.variableValues, name)) variables[name] = info.variableValues[name];
+
+    const response = await apollo.executeOperation({ query: op.query, variables }, { contextValue: {} });
+    if (response.body.kind !== 'single') throw new GraphQLError('the gateway answered with an incremental response');
+    const { data, errors } = response.body.singleResult;
+    const value = (data as Record<string, unknown> | null | undefined)?.[entity.singularField] ?? null;
+    let fieldLevel: GraphQLError | undefined;
+    for (const formatted of errors ?? []) {
+      const error = toGraphQLError(formatted);
+      const path = formatted.path ?? [];
+      if (path.length > 1 && value !== null && typeof value === 'object') markError(value, path.slice(1), error);
+      else fieldLevel ??= error;
+    }
+    if (fieldLevel) throw fieldLevel;
+    return value;
+  };
+}
+
+/** `query FeatureChangedUser($id: ID!) { user(id: $id) { <the selection> } } <its fragments>`, printed once per subscription. */
+function entityQuery(entity: Entity, info: GraphQLResolveInfo): EntityQuery {
+  const selections: SelectionNode[] = info.fieldNodes.flatMap((node) => node.selectionSet?.selections ?? []);
+  const fragments = new Map<string, FragmentDefinitionNode>();
+  const used = new Set<string>();
+  const scan = (node: ASTNode): void => {
+    visit(node, {
+      Variable(variable) {
+        used.add(variable.name.value);
+      },
+      FragmentSpread(spread) {
+        const name = spread.name.value;
+        const fragment = info.fragments[name];
+        if (fragment && !fragments.has(name)) {
+          fragments.set(name, fragment);
+          scan(fragment);
+        }
+      },
+    });
+  };
+  for (const selection of selections) scan(selection);
+
+  let idVariable = 'id';
+  for (let n = 2; used.has(idVariable); n++) idVariable = `id${n}`;
+  const definitions: VariableDefinitionNode[] = (info.operation.variableDefinitions ?? []).filter((d) => used.has(d.variable.name.value));
+  const name = (value: string) => ({ kind: Kind.NAME, value }) as const;
+  const document: DocumentNode = {
+    kind: Kind.DOCUMENT,
+    definitions: [
+      {
+        kind: Kind.OPERATION_DEFINITION,
+        operation: OperationTypeNode.QUERY,
+        name: name(`FeatureChanged${entity.typeName}`),
+        variableDefinitions: [
+          {
+            kind: Kind.VARIABLE_DEFINITION,
+            variable: { kind: Kind.VARIABLE, name: name(idVariable) },
+            type: { kind: Kind.NON_NULL_TYPE, type: { kind: Kind.NAMED_TYPE, name: name('ID') } },
+          },
+          ...definitions,
+        ],
+        selectionSet: {
+          kind: Kind.SELECTION_SET,
+          selections: [
+            {
+              kind: Kind.FIELD,
+              name: name(entity.singularField),
+              arguments: [{ kind: Kind.ARGUMENT, name: name('id'), value: { kind: Kind.VARIABLE, name: name(idVariable) } }],
+              selectionSet: { kind: Kind.SELECTION_SET, selections },
+            },
+          ],
+        },
+      },
+      ...fragments.values(),
+    ],
+  };
+  return { query: print(document), idVariable, variables: definitions.map((d) => d.variable.name.value) };
+}
+
+/** Records `error` on the object holding the field at `path` (or its nearest ancestor present in `root`). */
+function markError(root: object, path: readonly (string | number)[], error: GraphQLError): void {
+  let holder: Record<string | number, unknown> = root as Record<string, unknown>;
+  let field: string | undefined;
+  let fieldHolder: Record<string, unknown> | undefined;
+  for (const step of path) {
+    if (!Array.isArray(holder) && typeof step === 'string') {
+      fieldHolder = holder as Record<string, unknown>;
+      field = step;
+    }
+    const next = holder[step];
+    if (next === null || typeof next !== 'object') break;
+    holder = next as Record<string | number, unknown>;
+  }
+  if (!fieldHolder || field === undefined) return;
+  const marked = fieldHolder as WithFieldErrors;
+  (marked[fieldErrors] ??= new Map()).set(field, marked[fieldErrors]?.get(field) ?? error);
+}
+
+function toGraphQLError(formatted: GraphQLFormattedError): GraphQLError {
+  const { http: _http, ...extensions } = (formatted.extensions ?? {}) as Record<string, unknown>;
+  return new GraphQLError(formatted.message, { extensions });
+}
+
+function withCode(error: unknown, code: string): GraphQLError {
+  if (!(error instanceof GraphQLError)) return new GraphQLError(String((error as Error)?.message ?? error), { extensions: { code } });
+  if (error.extensions.code) return error;
+  return new GraphQLError(error.message, {
+    nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, originalError: error.originalError,
+    extensions: { ...error.extensions, code },
+  });
+}
+
+// --- the change feed and its fan-out --------------------------------------------------------------
+
+/** Routes each change of the feed to the subscriptions watching its (entity, id). */
+class ChangeHub {
+  private readonly byEntity = new Map<string, Map<string, Set<ChangeStream>>>();
+  private readonly views = new Map<string, ReadonlySet<string>>();
+  readonly streams = new Set<ChangeStream>();
+  dropped = 0;
+
+  constructor(private readonly registry: Registry, private readonly queueCapacity: number) {
+    for (const entity of registry.entities) this.views.set(entity.name, new Set(entity.views.map((v) => v.name)));
+  }
+
+  /** Opens a stream for validated `featureChanged` arguments; throws a GraphQLError for bad ones. */
+  open(args: FeatureChangedArgs, maxBatchIds: number): ChangeStream {
+    const entity = this.registry.entities.find((e) => e.name === args.entity);
+    if (!entity) throw userError(`Unknown entity type ${args.entity}`);
+    if (args.ids.length === 0) throw userError('`ids` must name at least one entity');
+    if (args.ids.length > maxBatchIds) {
+      rejectedRequests.inc({ code: ErrorCode.BatchTooLarge });
+      throw new GraphQLError(`\`ids\` holds ${args.ids.length} items; at most ${maxBatchIds} are allowed per subscription (MAX_BATCH_IDS)`, {
+        extensions: { code: ErrorCode.BatchTooLarge, max: maxBatchIds },
+      });
+    }
+    const known = this.views.get(entity.name)!;
+    let views: ReadonlySet<string> | null = null;
+    if (args.views) {
+      if (args.views.length === 0) throw userError('`views` must name at least one view of the entity; leave it out to watch all of them');
+      const unknown = args.views.filter((v) => !known.has(v));
+      if (unknown.length > 0) {
+        throw userError(
+          `Unknown feature view${unknown.length > 1 ? 's' : ''} ${unknown.map((v) => `"${v}"`).join(', ')} for entity ${entity.name}; ` +
+            `its views are: ${[...known].join(', ') || 'none'}`,
+        );
+      }
+      views = new Set(args.views);
+    }
+    const stream = new ChangeStream(entity.name, new Set(args.ids), views, this.queueCapacity, this);
+    this.streams.add(stream);
+    let byId = this.byEntity.get(entity.name);
+    if (!byId) this.byEntity.set(entity.name, (byId = new Map()));
+    for (const id of stream.ids) {
+      let watchers = byId.get(id);
+      if (!watchers) byId.set(id, (watchers = new Set()));
+      watchers.add(stream);
+    }
+    subscriptionsActive.inc();
+    return stream;
+  }
+
+  /** Called by a stream when it ends. */
+  remove(stream: ChangeStream): void {
+    if (!this.streams.delete(stream)) return;
+    subscriptionsActive.dec();
+    const byId = this.byEntity.get(stream.entity);
+    for (const id of stream.ids) {
+      const watchers = byId?.get(id);
+      watchers?.delete(stream);
+      if (watchers?.size === 0) byId!.delete(id);
+    }
+  }
+
+  /** One record of the feed. Never throws: the log calls it synchronously, possibly inside a producer. */
+  onRecord(record: LogRecord): void {
+    let change: FeatureChange;
+    try {
+      change = decodeChange(record);
+    } catch (error) {
+      subscriptionChangeEvents.inc({ outcome: 'malformed' });
+      log.warn({ err: (error as Error).message, topic: record.topic, partition: record.partition, offset: record.offset }, 'malformed change event skipped');
+      return;
+    }
+    if (!this.views.get(change.entity)?.has(change.view)) {
+      subscriptionChangeEvents.inc({ outcome: 'unknown' });
+      log.debug({ entity: change.entity, view: change.view }, 'change event of an entity or view this registry does not know; skipped');
+      return;
+    }
+    subscriptionChangeEvents.inc({ outcome: 'accepted' });
+    const watchers = this.byEntity.get(change.entity)?.get(change.id);
+    if (!watchers) return;
+    for (const stream of watchers) {
+      try {
+        stream.offer(change);
+      } catch (error) {
+        log.error({ err: (error as Error).message }, 'fan-out to a subscription failed');
+      }
+    }
+  }
+
+  stats(connections: number): SubscriptionStats {
+    let queued = 0;
+    let deepestQueue = 0;
+    for (const s of this.streams) {
+      queued += s.length;
+      deepestQueue = Math.max(deepestQueue, s.length);
+    }
+    return { active: this.streams.size, connections, queued, deepestQueue, queueCapacity: this.queueCapacity, dropped: this.dropped };
+  }
+
+  closeAll(): void {
+    for (const stream of [...this.streams]) stream.close();
+  }
+}
+
+function userError(message: string): GraphQLError {
+  rejectedRequests.inc({ code: SubscriptionErrorCode.BadUserInput });
+  return new GraphQLError(message, { extensions: { code: SubscriptionErrorCode.BadUserInput } });
+}
+
+/**
+ * The source stream of one subscription: a ring buffer of at most
+ * `capacity` changes. A change that arrives while the buffer is full pushes
+ * out the oldest queued one (counted as dropped).
+ */
+class ChangeStream implements AsyncIterableIterator<FeatureChange> {
+  private readonly ring: (FeatureChange | undefined)[];
+  private head = 0;
+  private size = 0;
+  private waiting: ((result: IteratorResult<FeatureChange>) => void) | null = null;
+  private closed = false;
+
+  constructor(
+    readonly entity: string,
+    readonly ids: ReadonlySet<string>,
+    private readonly views: ReadonlySet<string> | null,
+    private readonly capacity: number,
+    private readonly hub: ChangeHub,
+  ) {
+    this.ring = new Array<FeatureChange | undefined>(capacity);
+  }
+
+  get length(): number {
+    return this.size;
+  }
+
+  offer(change: FeatureChange): void {
+    if (this.closed || (this.views && !this.views.has(change.view))) return;
+    if (this.waiting) {
+      const resolve = this.waiting;
+      this.waiting = null;
+      resolve({ value: change, done: false });
+      return;
+    }
+    if (this.size === this.capacity) {
+      this.ring[this.head] = undefined;
+      this.head = (this.head + 1) % this.capacity;
+      this.size--;
+      this.hub.dropped++;
+      subscriptionEventsDropped.inc();
+      subscriptionQueuedEvents.dec();
+    }
+    this.ring[(this.head + this.size) % this.capacity] = change;
+    this.size++;
+    subscriptionQueuedEvents.inc();
+  }
+
+  next(): Promise<IteratorResult<FeatureChange>> {
+    if (this.size > 0) {
+      const value = this.ring[this.head]!;
+      this.ring[this.head] = undefined;
+      this.head = (this.head + 1) % this.capacity;
+      this.size--;
+      subscriptionQueuedEvents.dec();
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.closed) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+    });
+  }
+
+  return(): Promise<IteratorResult<FeatureChange>> {
+    this.close();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  throw(): Promise<IteratorResult<FeatureChange>> {
+    return this.return();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    subscriptionQueuedEvents.dec(this.size);
+    this.ring.fill(undefined);
+    this.size = 0;
+    this.waiting?.({ value: undefined, done: true });
+    this.waiting = null;
+    this.hub.remove(this);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<FeatureChange> {
+    return this;
+  }
+}
+
+// --- protocol hygiene ---------------------------------------------------------------------------
+
+const serverToClientTypes = new Set(['connection_ack', 'next', 'error']);
+
+/**
+ * graphql-ws answers a client message of a server-to-client type (`next`,
+ * `error`, `connection_ack`) with 4500 Internal Server Error and a stack
+ * trace on stderr; the protocol says 4400 for a message the receiver does
+ * not expect. This answers those with 4400 before graphql-ws sees them.
+ */
+function refuseServerMessages(client: WebSocket): void {
+  const emit = client.emit.bind(client);
+  client.emit = ((event: string | symbol, ...args: unknown[]): boolean => {
+    if (event === 'message' && isServerToClientMessage(args[0] as RawData)) {
+      client.close(4400, 'Invalid message received');
+      return true;
+    }
+    return emit(event, ...args);
+  }) as typeof client.emit;
+}
+
+function isServerToClientMessage(data: RawData): boolean {
+  try {
+    const message = JSON.parse(String(data)) as { type?: unknown } | null;
+    return typeof message === 'object' && message !== null && typeof message.type === 'string' && serverToClientTypes.has(message.type);
+  } catch {
+    return false; // graphql-ws closes with 4400 itself
+  }
+}

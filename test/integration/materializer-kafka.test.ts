@@ -1,0 +1,184 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { loadRegistry } from '../../schema/registry.js';
+import type { ViewVersion } from '../../schema/types.js';
+import { createStore } from '../../store/create-store.js';
+import type { CodecStore } from '../../store/codec-store.js';
+import { KafkaLog } from '../../eventlog/kafka-log.js';
+import { decodeChange } from '../../eventlog/change-event.js';
+import { NodeProcess } from '../support/gateway.js';
+import { KafkaBroker } from '../support/kafka-broker.js';
+import { freePort, RedisProcess } from '../support/redis-server.js';
+import { groupProgress, makeStream, readTopic, waitForGroup, type Stream } from '../support/event-stream.js';
+import { mulberry32 } from '../../store/demo-data.js';
+
+/**
+ * The materializer on a real Kafka broker and a real Redis, as separate
+ * processes: 100k events with a known ground truth, then the same under
+ * kill -9 at random points. The stored features must equal the ground truth
+ * (nothing lost, nothing counted twice), every invalid and late event must be
+ * in the DLQ exactly once, and no change event may be committed twice for one
+ * source offset.
+ */
+const registry = loadRegistry();
+const view = (name: string, version: number): ViewVersion =>
+  registry.entities.flatMap((e) => e.views).find((v) => v.name === name)!.versions[version - 1]!;
+const group = 'feature-materializer';
+const rawTopics = ['click-events', 'transactions'];
+const streamSize = { clicks: 70_000, transactions: 30_000, users: 500, items: 200, merchants: 100 };
+
+async function verify(stream: Stream, store: CodecStore, brokers: readonly string[]): Promise<void> {
+  const close = (a: number | null | undefined, b: number, label: string) =>
+    assert.ok(typeof a === 'number' && Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b)), `${label}: stored ${a}, truth ${b}`);
+
+  const users = [...stream.truth.clickStats.keys()];
+  const v2 = await store.read(view('clickStats', 2), users);
+  const v1 = await store.read(view('clickStats', 1), users);
+  users.forEach((id, i) => {
+    const t = stream.truth.clickStats.get(id)!;
+    assert.equal(v2[i]?.values.clicks, t.clicks, `clicks of ${id}`);
+    assert.equal(v2[i]?.values.impressions, t.impressions, `impressions of ${id}`);
+    close(v2[i]?.values.clickRate as number, t.clicks / t.impressions, `clickRate of ${id}`);
+    close(v1[i]?.values.clickRate as number, t.clicks / t.impressions, `clickRate v1 of ${id}`);
+  });
+  const items = [...stream.truth.itemStats.keys()];
+  const itemValues = await store.read(view('itemStats', 1), items);
+  items.forEach((id, i) => {
+    const t = stream.truth.itemStats.get(id)!;
+    close(itemValues[i]?.values.ctr as number, t.clicks / t.impressions, `ctr of ${id}`);
+    assert.equal(itemValues[i]?.values.price, t.price, `price (last) of ${id}`);
+    assert.equal(itemValues[i]?.values.category, t.category, `category (last) of ${id}`);
+  });
+  const merchants = [...stream.truth.riskStats.keys()];
+  const risk = await store.read(view('riskStats', 1), merchants);
+  merchants.forEach((id, i) => {
+    const t = stream.truth.riskStats.get(id)!;
+    assert.equal(risk[i]?.values.txnCount1h, t.count, `txnCount1h of ${id}`);
+    close(risk[i]?.values.amountSum1h as number, t.amount, `amountSum1h of ${id}`);
+    close(risk[i]?.values.chargebackRate as number, t.chargebacks / t.count, `chargebackRate of ${id}`);
+  });
+
+  // Dead letters: each invalid event once, each late event once per view it is late for.
+  const clickDlq = await readTopic(brokers, 'click-events.dlq', stream.invalid['click-events'] + stream.late * 3);
+  const txnDlq = await readTopic(brokers, 'transactions.dlq', stream.invalid.transactions);
+  const reasons = (records: typeof clickDlq, prefix: string) => records.filter((r) => r.headers['dlq-reason']?.startsWith(prefix)).length;
+  assert.equal(reasons(clickDlq, 'invalid:'), stream.invalid['click-events']);
+  assert.equal(reasons(clickDlq, 'late'), stream.late * 3);
+  assert.equal(clickDlq.length, stream.invalid['click-events'] + stream.late * 3);
+  assert.equal(reasons(txnDlq, 'invalid:'), stream.invalid.transactions);
+  assert.equal(txnDlq.length, stream.invalid.transactions);
+  const dlqKeys = clickDlq.map((r) => `${r.headers['dlq-source-partition']}/${r.headers['dlq-source-offset']}/${r.headers['dlq-reason']?.slice(0, 30)}`);
+  assert.equal(new Set(dlqKeys).size, dlqKeys.length, 'a dead letter was committed twice');
+
+  // Change events: never two for one (view, version, entity, source offset); the last one of each value is the stored value.
+  const changes = (await readTopic(brokers, 'feature-updates', 1)).map((r) => decodeChange({ value: Buffer.from(r.value) }));
+  const seen = new Set<string>();
+  for (const c of changes) {
+    const key = `${c.view}:v${c.version}:${c.id}@${c.source.topic}/${c.source.partition}/${c.source.offset}`;
+    assert.ok(!seen.has(key), `change event committed twice: ${key}`);
+    seen.add(key);
+  }
+  const lastChange = new Map<string, (typeof changes)[number]>();
+  for (const c of changes) lastChange.set(`${c.view}:${c.version}:${c.id}`, c);
+  users.forEach((id, i) => assert.deepEqual(lastChange.get(`clickStats:2:${id}`)?.values, v2[i]?.values, `last change of clickStats v2 ${id}`));
+}
+
+describe('materializer on real Kafka and Redis: two processes share the partitions', () => {
+  let broker: KafkaBroker;
+  let redis: RedisProcess;
+  let store: CodecStore;
+  let processes: NodeProcess[] = [];
+  let stream: Stream;
+
+  before(async () => {
+    [broker, redis] = await Promise.all([KafkaBroker.start(), RedisProcess.start()]);
+    store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 });
+    stream = makeStream({ ...streamSize, seed: 1, baseMs: Date.now() - 100_000 });
+  });
+
+  after(async () => {
+    await Promise.all(processes.map((p) => p.stop()));
+    await store?.close();
+    await broker?.destroy();
+    await redis?.destroy();
+  });
+
+  test('100k events: stored features equal the ground truth; DLQ and change events exactly once', async () => {
+    const env = { KAFKA_BROKERS: broker.brokers.join(','), REDIS_URL: redis.url, LOG_LEVEL: 'warn' };
+    const ports = [await freePort(), await freePort()];
+    processes = ports.map((port) => NodeProcess.spawn('materializer/main.js', ['--port', String(port)], env));
+    const producer = new KafkaLog({ brokers: broker.brokers, clientId: 'test-producer' });
+    await producer.createTopics(registry.events.map((e) => ({ topic: e.topic, partitions: e.partitions })));
+    for (let i = 0; i < stream.records.length; i += 5000) await producer.produce(stream.records.slice(i, i + 5000));
+    await producer.close();
+    await waitForGroup(broker.brokers, group, rawTopics, 180_000);
+    await verify(stream, store, broker.brokers);
+
+    // Both processes did part of the work.
+    for (const port of ports) {
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const applied = [...metrics.matchAll(/materializer_events_total\{[^}]*outcome="applied"\} (\d+)/g)].reduce((s, m) => s + Number(m[1]), 0);
+      assert.ok(applied > 0, `materializer on port ${port} applied no event:\n${processes.map((p) => p.output).join('\n')}`);
+    }
+  });
+});
+
+describe('materializer crash test: kill -9 at random points during the stream', () => {
+  let broker: KafkaBroker;
+  let redis: RedisProcess;
+  let store: CodecStore;
+  let current: NodeProcess | undefined;
+  let stream: Stream;
+
+  before(async () => {
+    [broker, redis] = await Promise.all([KafkaBroker.start(), RedisProcess.start()]);
+    store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 });
+    stream = makeStream({ ...streamSize, seed: 2, baseMs: Date.now() - 100_000 });
+  });
+
+  after(async () => {
+    await current?.stop();
+    await store?.close();
+    await broker?.destroy();
+    await redis?.destroy();
+  });
+
+  test('after 3 kills and restarts the stored features still equal the ground truth', async () => {
+    const env = { KAFKA_BROKERS: broker.brokers.join(','), REDIS_URL: redis.url, LOG_LEVEL: 'info' };
+    const spawn = () => NodeProcess.spawn('materializer/main.js', [], env);
+    const producer = new KafkaLog({ brokers: broker.brokers, clientId: 'test-producer' });
+    await producer.createTopics(registry.events.map((e) => ({ topic: e.topic, partitions: e.partitions })));
+    current = spawn();
+    const random = mulberry32(42);
+    const chunks = 20;
+    const chunkSize = Math.ceil(stream.records.length / chunks);
+    const killAt = new Set<number>();
+    while (killAt.size < 3) killAt.add(2 + Math.floor(random() * (chunks - 4)));
+    let kills = 0;
+    for (let c = 0; c < chunks; c++) {
+      await producer.produce(stream.records.slice(c * chunkSize, (c + 1) * chunkSize));
+      if (killAt.has(c)) {
+        // Wait until this process is visibly committing batches, then kill it at a random moment of its work.
+        const startedAt = (await groupProgress(broker.brokers, group, rawTopics)).committed;
+        const deadline = Date.now() + 120_000;
+        while ((await groupProgress(broker.brokers, group, rawTopics)).committed <= startedAt) {
+          if (Date.now() > deadline) throw new Error(`the materializer made no progress:\n${current.output}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        await new Promise((r) => setTimeout(r, Math.floor(random() * 400)));
+        if (current.child.exitCode !== null) throw new Error(`the materializer exited by itself (${current.child.exitCode}):\n${current.output.slice(-4000)}`);
+        const exited = new Promise((r) => current!.child.once('exit', r));
+        current.child.kill('SIGKILL');
+        await exited;
+        kills++;
+        current = spawn();
+      }
+    }
+    await producer.close();
+    assert.equal(kills, 3);
+    await waitForGroup(broker.brokers, group, rawTopics, 240_000).catch((error: Error) => {
+      throw new Error(`${error.message}\nmaterializer output (last 4000 chars):\n${current!.output.slice(-4000)}`);
+    });
+    await verify(stream, store, broker.brokers);
+  });
+});
