@@ -3,6 +3,7 @@ import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloGateway, LocalGraphQLDataSource, RemoteGraphQLDataSource, type GraphQLDataSource } from '@apollo/gateway';
 import { parse } from 'graphql';
+import type { EventLog } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ConfigError } from '../runtime/errors.js';
 import { createGraphQLHttpServer, listen, type FastPath, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
@@ -18,6 +19,7 @@ import { composeSupergraph, type SubgraphDefinition } from './compose.js';
 import { limitsPlugin } from './limits.js';
 import { metricsPlugin } from './metrics-plugin.js';
 import { PersistedQueries } from './persisted-queries.js';
+import { attachSubscriptions, type Subscriptions } from './subscriptions.js';
 
 /**
  * The gateway: Apollo Server over @apollo/gateway's query planner, in one of
@@ -37,13 +39,17 @@ export interface GatewayOptions {
   readonly store?: OnlineStore;
   /** Appended to the gateway's own Apollo Server plugins (tests use it to observe the request pipeline). */
   readonly extraPlugins?: readonly ApolloServerPlugin<BaseContext>[];
+  /** The change feed (`feature-updates`): when given, GraphQL subscriptions are served over graphql-ws on the same path. */
+  readonly eventLog?: EventLog;
 }
 
 export interface RunningGateway extends RunningHttpServer {
   readonly apollo: ApolloServer<BaseContext>;
+  /** Present when the gateway was started with an event log. */
+  readonly subscriptions?: Subscriptions;
 }
 
-export async function startGateway({ config, registry, store, extraPlugins = [] }: GatewayOptions): Promise<RunningGateway> {
+export async function startGateway({ config, registry, store, extraPlugins = [], eventLog }: GatewayOptions): Promise<RunningGateway> {
   const distributed = Object.keys(config.subgraphUrls).length > 0;
   const services = new Map<string, GraphQLDataSource>();
   const definitions: SubgraphDefinition[] = [];
@@ -131,11 +137,23 @@ export async function startGateway({ config, registry, store, extraPlugins = [] 
   if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
 
   const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit: persisted.admit, fastPath });
-  const running = await listen(server, config.host, config.port);
+  const subscriptions = eventLog
+    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit: persisted.admit })
+    : undefined;
+  let running: RunningHttpServer;
+  try {
+    running = await listen(server, config.host, config.port);
+  } catch (error) {
+    await subscriptions?.close();
+    throw error;
+  }
   return {
     ...running,
     apollo,
+    subscriptions,
     close: async () => {
+      // WebSocket clients first: the HTTP server's close waits for every connection.
+      await subscriptions?.close();
       await running.close();
       await apollo.stop();
     },

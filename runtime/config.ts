@@ -27,6 +27,9 @@ export interface Config {
   readonly maxBatchIds: number;
   readonly maxQueryDepth: number;
   readonly maxBodyBytes: number;
+  /** Change events one subscription may have waiting; when full the oldest is dropped. */
+  readonly subscriptionQueueSize: number;
+  readonly maxSubscriptionsPerConnection: number;
   readonly demoSeed: boolean;
   readonly demoWriter: boolean;
   readonly demoWriteIntervalMs: number;
@@ -75,6 +78,8 @@ export function loadConfig(env: Env = process.env): Config {
     maxBatchIds: int(get, 'MAX_BATCH_IDS', 1000, 1, 100_000),
     maxQueryDepth: int(get, 'MAX_QUERY_DEPTH', 12, 2, 100),
     maxBodyBytes: int(get, 'MAX_BODY_BYTES', 262_144, 1024, 64 * 1024 * 1024),
+    subscriptionQueueSize: int(get, 'SUBSCRIPTION_QUEUE_SIZE', 256, 1, 100_000),
+    maxSubscriptionsPerConnection: int(get, 'MAX_SUBSCRIPTIONS_PER_CONNECTION', 50, 1, 10_000),
     demoSeed: bool(get, 'DEMO_SEED', embedded && !get('EMBEDDED_SEED_FILE')),
     demoWriter: bool(get, 'DEMO_WRITER', embedded && !get('EMBEDDED_SEED_FILE')),
     demoWriteIntervalMs: int(get, 'DEMO_WRITE_INTERVAL_MS', 5000, 100, 3_600_000),

@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /**
  * The process's Prometheus registry and every metric the project exports.
@@ -67,5 +67,32 @@ export const fastPathRequests = new Counter({
   name: 'feature_gateway_fast_path_requests_total',
   help: 'Persisted operations answered by their compiled plan ("served") or handed to the generic path ("generic").',
   labelNames: ['operation', 'outcome'] as const,
+  registers: [metricsRegistry],
+});
+
+// GraphQL subscriptions (gateway/subscriptions.ts).
+
+export const subscriptionsActive = new Gauge({
+  name: 'subscriptions_active',
+  help: 'GraphQL subscriptions currently open over graphql-ws.',
+  registers: [metricsRegistry],
+});
+
+export const subscriptionQueuedEvents = new Gauge({
+  name: 'subscription_queued_events',
+  help: 'Change events waiting in subscription queues (each queue is bounded by SUBSCRIPTION_QUEUE_SIZE).',
+  registers: [metricsRegistry],
+});
+
+export const subscriptionEventsDropped = new Counter({
+  name: 'subscription_events_dropped_total',
+  help: 'Change events dropped from a full subscription queue (the oldest queued event goes first).',
+  registers: [metricsRegistry],
+});
+
+export const subscriptionChangeEvents = new Counter({
+  name: 'subscription_change_events_total',
+  help: 'Records read from the feature-updates topic: "accepted" (fanned out), "malformed" (undecodable, skipped), "unknown" (entity or view not in this registry, skipped).',
+  labelNames: ['outcome'] as const,
   registers: [metricsRegistry],
 });
