@@ -5,6 +5,11 @@ import { log } from '../runtime/log.js';
 import { runUntilSignal } from '../runtime/process.js';
 import { loadRegistry } from '../schema/registry.js';
 import { openStore, type OpenedStore } from '../store/bootstrap.js';
+import type { EventLog } from '../eventlog/event-log.js';
+import { EmbeddedLog } from '../eventlog/embedded-log.js';
+import { KafkaLog } from '../eventlog/kafka-log.js';
+import { startDemoEvents } from '../materializer/demo-events.js';
+import { startMaterializer, type RunningMaterializer } from '../materializer/run.js';
 import { startGateway } from './server.js';
 
 /**
@@ -45,17 +50,36 @@ if (config.workers > 1 && cluster.isPrimary) {
   await runUntilSignal(async () => {
     const registry = loadRegistry(config.registryFile);
     const distributed = Object.keys(config.subgraphUrls).length > 0;
-    const opened: OpenedStore | undefined = distributed ? undefined : await openStore(config, registry);
-    const gateway = await startGateway({ config, registry, store: opened?.store });
+    // The change feed for subscriptions: Kafka's feature-updates topic when KAFKA_BROKERS is set (a
+    // separate `npm run materializer` writes it); otherwise, co-located on the embedded store, an
+    // embedded log with the materializer and a demo event stream in this very process.
+    const embeddedPipeline = !config.kafkaBrokers && !distributed && config.store.kind === 'embedded';
+    const opened: OpenedStore | undefined = distributed ? undefined : await openStore(config, registry, { materializerInProcess: embeddedPipeline });
+    const eventLog: EventLog | undefined = config.kafkaBrokers
+      ? new KafkaLog({ brokers: config.kafkaBrokers, clientId: `gateway-${process.pid}` })
+      : embeddedPipeline ? new EmbeddedLog() : undefined;
+    let materializer: RunningMaterializer | undefined;
+    let demoEvents: { stop(): void } | undefined;
+    if (embeddedPipeline && eventLog && opened) {
+      materializer = await startMaterializer({ registry, store: opened.store, log: eventLog, groupId: config.materializerGroup, instanceId: String(process.pid) });
+      if (config.demoEventsPerSecond > 0) demoEvents = startDemoEvents(eventLog, registry, config.demoEventsPerSecond);
+    }
+    const gateway = await startGateway({ config, registry, store: opened?.store, eventLog });
     log.info(
-      { url: gateway.url, shape: distributed ? 'distributed' : 'co-located', store: opened?.store.kind ?? 'in subgraphs', safelist: config.safelist },
+      {
+        url: gateway.url, shape: distributed ? 'distributed' : 'co-located', store: opened?.store.kind ?? 'in subgraphs', safelist: config.safelist,
+        subscriptions: eventLog ? `${eventLog.kind} change feed` : 'off (set KAFKA_BROKERS)', materializer: materializer ? 'in-process (embedded log)' : 'none in this process',
+      },
       'feature gateway listening',
     );
     if (cluster.isPrimary && (process.stdout.isTTY || process.env.npm_lifecycle_event === 'start')) {
       console.error(`\n  Feature gateway ready at ${gateway.url}  (open it in a browser for Apollo Sandbox)\n`);
     }
     return async () => {
+      demoEvents?.stop();
       await gateway.close();
+      await materializer?.stop();
+      await eventLog?.close();
       await opened?.close();
     };
   });

@@ -38,6 +38,8 @@ export interface Config {
   /** Kafka bootstrap servers; null: the embedded event log (in-process only). */
   readonly kafkaBrokers: readonly string[] | null;
   readonly materializerGroup: string;
+  /** Demo raw events per second fed to the in-process materializer of `npm start` (0: none). */
+  readonly demoEventsPerSecond: number;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -87,6 +89,7 @@ export function loadConfig(env: Env = process.env): Config {
     debugErrors: bool(get, 'DEBUG_ERRORS', false),
     kafkaBrokers: brokers(get('KAFKA_BROKERS')),
     materializerGroup: get('MATERIALIZER_GROUP') ?? 'feature-materializer',
+    demoEventsPerSecond: int(get, 'DEMO_EVENTS_PER_SECOND', embedded && !get('EMBEDDED_SEED_FILE') ? 100 : 0, 0, 100_000),
   };
 }
 

@@ -18,7 +18,7 @@ export interface OpenedStore {
  * data; the demo writer then keeps short-TTL views fresh. Redis is never
  * seeded implicitly: `npm run load` does that, on purpose.
  */
-export async function openStore(config: Config, registry: Registry): Promise<OpenedStore> {
+export async function openStore(config: Config, registry: Registry, options: { materializerInProcess?: boolean } = {}): Promise<OpenedStore> {
   const store = createStore(config.store);
   if (config.store.kind === 'redis' && !(await waitForStore(store, 5000))) {
     log.warn({ store: store.kind }, 'store not reachable yet; serving starts unready and recovers when it answers');
@@ -31,7 +31,8 @@ export async function openStore(config: Config, registry: Registry): Promise<Ope
     log.info({ rows: n }, 'seeded store with demo data');
   }
   let timer: NodeJS.Timeout | undefined;
-  if (config.demoWriter) timer = startDemoWriter(store, registry, config.demoWriteIntervalMs);
+  // With a materializer in this process, streamed views are its to write; the writer keeps the others fresh.
+  if (config.demoWriter) timer = startDemoWriter(store, registry, config.demoWriteIntervalMs, options.materializerInProcess ?? false);
   return {
     store,
     close: async () => {
@@ -45,11 +46,11 @@ export async function openStore(config: Config, registry: Registry): Promise<Ope
  * Rewrites every view whose TTL is at most an hour with new values and the
  * current event time, so demo values stay fresh and visibly change.
  */
-function startDemoWriter(store: CodecStore, registry: Registry, intervalMs: number): NodeJS.Timeout {
+function startDemoWriter(store: CodecStore, registry: Registry, intervalMs: number, skipMaterialized: boolean): NodeJS.Timeout {
   let generation = 0;
   const timer = setInterval(() => {
     generation++;
-    writeRows(store, demoRows(registry, { eventTimeMs: Date.now(), generation, views: (v) => v.ttlSeconds <= 3600 }))
+    writeRows(store, demoRows(registry, { eventTimeMs: Date.now(), generation, views: (v) => v.ttlSeconds <= 3600 && !(skipMaterialized && v.materialization) }))
       .then((rows) => log.debug({ rows, generation }, 'demo writer refreshed values'))
       .catch((error: Error) => log.warn({ err: error.message }, 'demo writer could not write'));
   }, intervalMs);
