@@ -11,6 +11,7 @@ import type { RunningGateway } from '../../gateway/server.js';
 import { registry, startTestGateway } from '../support/gateway.js';
 import { gql, post } from '../support/http.js';
 import { RedisProcess } from '../support/redis-server.js';
+import { eventually } from '../support/wait.js';
 
 /**
  * Decision 2: one store call per feature view per request, however many
@@ -104,14 +105,7 @@ describe('batching on real Redis: counted by the server', () => {
   before(async () => {
     redis = await RedisProcess.start();
     store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 1000 });
-    for (let i = 0; i < 100; i++) {
-      try {
-        await store.ping();
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
+    await eventually(() => store.ping(), 10_000, 50);
     await writeRows(store, demoRows(registry, { eventTimeMs: Date.now(), counts: { user: 50, item: 50, merchant: 10 } }));
     gateway = await startTestGateway(store);
   });

@@ -8,6 +8,7 @@ import { writeRows } from '../../store/rows.js';
 import { registry, startTestGateway } from '../support/gateway.js';
 import { get, gql, type Reply } from '../support/http.js';
 import { RedisProcess } from '../support/redis-server.js';
+import { eventually } from '../support/wait.js';
 
 /**
  * Redis going away mid-run: requests fail fast with a clear error (no hang),
@@ -102,16 +103,4 @@ async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
   const started = performance.now();
   const result = await fn();
   return [result, performance.now() - started];
-}
-
-async function eventually<T>(fn: () => Promise<T>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
 }

@@ -13,6 +13,7 @@ import type { RunningGateway } from '../../gateway/server.js';
 import { NodeProcess, registry, spawnSubgraphs, startTestGateway, testConfig, waitUntilReady } from '../support/gateway.js';
 import { get, post, type Reply } from '../support/http.js';
 import { freePort, RedisProcess } from '../support/redis-server.js';
+import { eventually } from '../support/wait.js';
 
 /**
  * Decision 5: co-located and distributed shapes run the same planner and
@@ -82,7 +83,7 @@ describe('co-located and distributed shapes on Redis', () => {
     redis = await RedisProcess.start();
     rows = fixtureRows(Date.now() - 5000);
     colocatedStore = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 1000 });
-    await waitUntil(() => colocatedStore.ping());
+    await eventually(() => colocatedStore.ping());
     await writeRows(colocatedStore, rows);
     colocated = await startTestGateway(colocatedStore);
 
@@ -157,15 +158,3 @@ describe('co-located and distributed shapes on the embedded store', () => {
     checkMustShows(await post(colocated.url, requests[0]!.body), rows);
   });
 });
-
-async function waitUntil(fn: () => Promise<unknown>): Promise<void> {
-  for (let i = 0; ; i++) {
-    try {
-      await fn();
-      return;
-    } catch (error) {
-      if (i > 200) throw error;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}

@@ -9,6 +9,7 @@ import { CodecStore } from '../../store/codec-store.js';
 import { storeKey } from '../../store/keys.js';
 import { CorruptValueError, StoreUnavailableError } from '../../store/online-store.js';
 import { RedisProcess } from '../support/redis-server.js';
+import { eventually } from '../support/wait.js';
 
 /**
  * One contract, every adapter: the embedded store must behave exactly like
@@ -68,7 +69,7 @@ for (const adapter of adapters) {
       const nodes = adapter.name === 'redis' ? 1 : adapter.name.startsWith('sharded') ? 3 : 0;
       for (let i = 0; i < nodes; i++) (adapter.redis as RedisProcess[]).push(await RedisProcess.start());
       store = await adapter.open();
-      await waitReady(store);
+      await eventually(() => store.ping(), 10_000, 50);
     });
 
     after(async () => {
@@ -185,21 +186,9 @@ for (const adapter of adapters) {
         await assert.rejects(store.read(v1, ids), (e: unknown) => e instanceof StoreUnavailableError && e.shard === `127.0.0.1:${victim.port}`);
         await assert.rejects(store.ping(), StoreUnavailableError);
         await victim.restart();
-        await waitReady(store);
+        await eventually(() => store.ping(), 10_000, 50);
         assert.equal((await store.read(v1, ['survivor']))[0]?.values.rate, 9);
       });
     }
   });
-}
-
-async function waitReady(store: CodecStore): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      await store.ping();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error('store did not become ready');
 }
