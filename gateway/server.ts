@@ -19,6 +19,7 @@ import { composeSupergraph, type SubgraphDefinition } from './compose.js';
 import { limitsPlugin } from './limits.js';
 import { metricsPlugin } from './metrics-plugin.js';
 import { PersistedQueries } from './persisted-queries.js';
+import { introspectionPlugin } from './introspection-plugin.js';
 import { attachSubscriptions, type Subscriptions } from './subscriptions.js';
 
 /**
@@ -81,6 +82,7 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
   });
 
   const persisted = new PersistedQueries(readManifest(config.manifestFile), config.safelist);
+  let subscriptionsRef: Subscriptions | undefined;
   const apollo = new ApolloServer<BaseContext>({
     gateway,
     introspection: config.introspection,
@@ -91,6 +93,8 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     plugins: [
       limitsPlugin(config),
       metricsPlugin((hash) => persisted.nameOf(hash)),
+      // Introspection shows the Subscription type too once subscriptions are attached (below).
+      introspectionPlugin(() => subscriptionsRef?.schema()),
       config.sandbox
         ? ApolloServerPluginLandingPageLocalDefault({ embed: true, includeCookies: false })
         : ApolloServerPluginLandingPageDisabled(),
@@ -140,6 +144,7 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
   const subscriptions = eventLog
     ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit: persisted.admit })
     : undefined;
+  subscriptionsRef = subscriptions;
   let running: RunningHttpServer;
   try {
     running = await listen(server, config.host, config.port);

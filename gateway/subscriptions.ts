@@ -96,6 +96,8 @@ export interface SubscriptionStats {
 }
 
 export interface Subscriptions {
+  /** The client-facing schema including Subscription (what introspection should show). */
+  schema(): GraphQLSchema;
   stats(): SubscriptionStats;
   close(): Promise<void>;
 }
@@ -221,6 +223,7 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
   }
 
   return {
+    schema: () => schema,
     stats: () => hub.stats(wss.clients.size),
     close: () =>
       (closing ??= (async () => {

@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { RunningGateway } from '../../gateway/server.js';
+import { startGateway } from '../../gateway/server.js';
+import { createStore } from '../../store/create-store.js';
+import type { CodecStore } from '../../store/codec-store.js';
+import { EmbeddedLog } from '../../eventlog/embedded-log.js';
+import { registry, testConfig } from '../support/gateway.js';
+import { gql } from '../support/http.js';
+
+/** Sandbox learns the schema by introspection over HTTP: it must see the Subscription the gateway hosts. */
+describe('introspection shows the subscriptions', () => {
+  let store: CodecStore;
+  let log: EmbeddedLog;
+  let open: RunningGateway;
+  let closed: RunningGateway;
+
+  before(async () => {
+    store = createStore({ kind: 'embedded' });
+    log = new EmbeddedLog();
+    open = await startGateway({ config: testConfig(), registry, store, eventLog: log });
+    closed = await startGateway({ config: testConfig({ INTROSPECTION: 'false' }), registry, store, eventLog: log });
+  });
+
+  after(async () => {
+    await open.close();
+    await closed.close();
+    await log.close();
+    await store.close();
+  });
+
+  test('__schema lists Subscription.featureChanged and its argument types', async () => {
+    const reply = await gql(open.url, '{ __schema { subscriptionType { fields { name args { name } } } } __type(name: "EntityType") { enumValues { name } } }');
+    assert.equal(reply.status, 200, reply.text);
+    assert.deepEqual(reply.json.data.__schema.subscriptionType.fields, [{ name: 'featureChanged', args: [{ name: 'entity' }, { name: 'ids' }, { name: 'views' }] }]);
+    assert.deepEqual(reply.json.data.__type.enumValues.map((v: { name: string }) => v.name), ['USER', 'ITEM', 'MERCHANT']);
+  });
+
+  test('a query mixing introspection and data still runs through the planner', async () => {
+    const reply = await gql(open.url, '{ __typename user(id: "nobody") { id } }');
+    assert.deepEqual(reply.json, { data: { __typename: 'Query', user: null } });
+  });
+
+  test('INTROSPECTION=false still refuses it', async () => {
+    const reply = await gql(closed.url, '{ __schema { subscriptionType { name } } }');
+    assert.equal(reply.status, 400);
+    assert.equal(reply.json.errors[0].extensions.code, 'GRAPHQL_VALIDATION_FAILED');
+  });
+});
