@@ -9,14 +9,14 @@ import {
 } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { changeTopic, decodeChange, type FeatureChange } from '../eventlog/change-event.js';
+import { changeTopic, changeTopicPartitions, decodeChange, type FeatureChange } from '../eventlog/change-event.js';
 import type { EventLog, LogRecord, Tail } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ErrorCode } from '../runtime/errors.js';
 import type { Admission } from '../runtime/graphql-http.js';
 import { log as rootLog } from '../runtime/log.js';
 import {
-  rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionQueuedEvents, subscriptionsActive,
+  rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueuedEvents, subscriptionsActive,
 } from '../runtime/metrics.js';
 import type { Entity, Registry } from '../schema/types.js';
 import { selectionDepth } from './limits.js';
@@ -44,11 +44,15 @@ import { selectionDepth } from './limits.js';
  * Slow subscribers: each subscription has a bounded queue
  * (SUBSCRIPTION_QUEUE_SIZE). graphql-ws sends one event at a time and waits
  * for the socket to take it, so a client that stops reading stalls only its
- * own queue; when the queue is full the OLDEST queued event is dropped and
- * counted in `subscription_events_dropped_total`. The newest change of an
- * entity is therefore never lost to a full queue, and memory per
- * subscription is bounded (queued events are the small change records; the
- * entity is resolved only when an event is about to be sent).
+ * own queue. A change of a value (entity, view, version) that is already
+ * queued replaces the queued one in place (counted in
+ * `subscription_events_superseded_total`): the entity is resolved only when
+ * an event is sent, so the older event would show the same current value.
+ * Hence a queue holds at most one event per watched value, and while a
+ * subscription watches no more values than SUBSCRIPTION_QUEUE_SIZE, every
+ * value's latest change reaches it. Past that, a full queue drops its OLDEST
+ * event (`subscription_events_dropped_total`). Memory per subscription is
+ * bounded either way.
  */
 
 /** Error codes of subscriptions (besides the HTTP ones reused here: BATCH_TOO_LARGE, QUERY_TOO_DEEP, …). */
@@ -93,6 +97,8 @@ export interface SubscriptionStats {
   readonly queueCapacity: number;
   /** Events dropped from full queues of this gateway since it started. */
   readonly dropped: number;
+  /** Queued events replaced by a newer change of the same value. */
+  readonly superseded: number;
 }
 
 export interface Subscriptions {
@@ -214,6 +220,8 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
 
   let tail: Tail;
   try {
+    // A gateway may start before any materializer has created the topic (Kafka: no auto-creation).
+    await eventLog.createTopics([{ topic: changeTopic, partitions: changeTopicPartitions }]);
     tail = await eventLog.tail({ topics: [changeTopic], onRecord: (record) => hub.onRecord(record) });
   } catch (error) {
     server.off('upgrade', onUpgrade);
@@ -328,8 +336,9 @@ function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registr
         type: new GraphQLNonNull(changeType),
         description:
           'Live changes of feature values: one event per change of a feature-view value of `entity` whose id is in `ids` ' +
-          'and, when `views` is given, whose view is in `views`. Events of one subscription arrive in order. A subscriber ' +
-          'that falls behind by more than SUBSCRIPTION_QUEUE_SIZE events loses the oldest of its queued events, never the newest.',
+          'and, when `views` is given, whose view is in `views`. A subscriber that falls behind gets one event per changed value ' +
+          '(a newer change replaces a queued one; the entity is read when the event is sent); past SUBSCRIPTION_QUEUE_SIZE ' +
+          'distinct values queued, the oldest queued event is dropped.',
         args: {
           entity: { type: new GraphQLNonNull(entityType), description: 'The entity type to watch.' },
           ids: { type: new GraphQLNonNull(new GraphQLList(new GraphQLNonNull(GraphQLID))), description: `Ids of the entities to watch (1 to MAX_BATCH_IDS, now ${maxBatchIds}).` },
@@ -498,6 +507,7 @@ class ChangeHub {
   private readonly views = new Map<string, ReadonlySet<string>>();
   readonly streams = new Set<ChangeStream>();
   dropped = 0;
+  superseded = 0;
 
   constructor(private readonly registry: Registry, private readonly queueCapacity: number) {
     for (const entity of registry.entities) this.views.set(entity.name, new Set(entity.views.map((v) => v.name)));
@@ -586,7 +596,7 @@ class ChangeHub {
       queued += s.length;
       deepestQueue = Math.max(deepestQueue, s.length);
     }
-    return { active: this.streams.size, connections, queued, deepestQueue, queueCapacity: this.queueCapacity, dropped: this.dropped };
+    return { active: this.streams.size, connections, queued, deepestQueue, queueCapacity: this.queueCapacity, dropped: this.dropped, superseded: this.superseded };
   }
 
   closeAll(): void {
@@ -601,11 +611,26 @@ function userError(message: string): GraphQLError {
 
 /**
  * The source stream of one subscription: a ring buffer of at most
- * `capacity` changes. A change that arrives while the buffer is full pushes
- * out the oldest queued one (counted as dropped).
+ * `capacity` changes, at most one per value (entity id, view, version): a
+ * newer change of a queued value takes its place. A change of another value
+ * that arrives while the buffer is full pushes out the oldest queued one
+ * (counted as dropped).
  */
-class ChangeStream implements AsyncIterableIterator<FeatureChange> {
+/** What a stream reports to: drop counters, and removal when it closes (the ChangeHub). */
+export interface QueueOwner {
+  dropped: number;
+  superseded: number;
+  remove(stream: ChangeStream): void;
+}
+
+function valueKey(change: FeatureChange): string {
+  return `${change.id}\u0000${change.view}\u0000${change.version}`;
+}
+
+export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
   private readonly ring: (FeatureChange | undefined)[];
+  /** Queued value → its slot in `ring`. */
+  private readonly slots = new Map<string, number>();
   private head = 0;
   private size = 0;
   private waiting: ((result: IteratorResult<FeatureChange>) => void) | null = null;
@@ -616,7 +641,7 @@ class ChangeStream implements AsyncIterableIterator<FeatureChange> {
     readonly ids: ReadonlySet<string>,
     private readonly views: ReadonlySet<string> | null,
     private readonly capacity: number,
-    private readonly hub: ChangeHub,
+    private readonly hub: QueueOwner,
   ) {
     this.ring = new Array<FeatureChange | undefined>(capacity);
   }
@@ -633,7 +658,16 @@ class ChangeStream implements AsyncIterableIterator<FeatureChange> {
       resolve({ value: change, done: false });
       return;
     }
+    const key = valueKey(change);
+    const slot = this.slots.get(key);
+    if (slot !== undefined) {
+      this.ring[slot] = change;
+      this.hub.superseded++;
+      subscriptionEventsSuperseded.inc();
+      return;
+    }
     if (this.size === this.capacity) {
+      this.slots.delete(valueKey(this.ring[this.head]!));
       this.ring[this.head] = undefined;
       this.head = (this.head + 1) % this.capacity;
       this.size--;
@@ -641,7 +675,9 @@ class ChangeStream implements AsyncIterableIterator<FeatureChange> {
       subscriptionEventsDropped.inc();
       subscriptionQueuedEvents.dec();
     }
-    this.ring[(this.head + this.size) % this.capacity] = change;
+    const at = (this.head + this.size) % this.capacity;
+    this.ring[at] = change;
+    this.slots.set(key, at);
     this.size++;
     subscriptionQueuedEvents.inc();
   }
@@ -649,6 +685,7 @@ class ChangeStream implements AsyncIterableIterator<FeatureChange> {
   next(): Promise<IteratorResult<FeatureChange>> {
     if (this.size > 0) {
       const value = this.ring[this.head]!;
+      this.slots.delete(valueKey(value));
       this.ring[this.head] = undefined;
       this.head = (this.head + 1) % this.capacity;
       this.size--;
@@ -675,6 +712,7 @@ class ChangeStream implements AsyncIterableIterator<FeatureChange> {
     this.closed = true;
     subscriptionQueuedEvents.dec(this.size);
     this.ring.fill(undefined);
+    this.slots.clear();
     this.size = 0;
     this.waiting?.({ value: undefined, done: true });
     this.waiting = null;

@@ -96,3 +96,9 @@ export const subscriptionChangeEvents = new Counter({
   labelNames: ['outcome'] as const,
   registers: [metricsRegistry],
 });
+
+export const subscriptionEventsSuperseded = new Counter({
+  name: 'subscription_events_superseded_total',
+  help: 'Queued subscription events replaced by a newer change of the same value (entity, view, version) before they were sent.',
+  registers: [metricsRegistry],
+});
