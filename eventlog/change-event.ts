@@ -9,6 +9,8 @@ import type { LogRecord, OutgoingRecord } from './event-log.js';
  * so (view, version, id, source) identifies a change exactly once.
  */
 export const changeTopic = 'feature-updates';
+/** Partitions of the change topic, when the materializer or a gateway creates it. */
+export const changeTopicPartitions = 3;
 
 export interface FeatureChange {
   readonly entity: string;

@@ -1,6 +1,6 @@
 import type { Registry } from '../schema/types.js';
 import type { MaterializedStore } from '../store/online-store.js';
-import { changeTopic } from '../eventlog/change-event.js';
+import { changeTopic, changeTopicPartitions } from '../eventlog/change-event.js';
 import type { EventLog, TransactionalConsumer } from '../eventlog/event-log.js';
 import { Materializer, type MaterializerOptions } from './processor.js';
 
@@ -30,7 +30,7 @@ export async function startMaterializer(options: {
   await log.createTopics([
     ...topics.map((e) => ({ topic: e.topic, partitions: e.partitions })),
     ...topics.map((e) => ({ topic: `${e.topic}.dlq`, partitions: 1 })),
-    { topic: changeTopic, partitions: 3 },
+    { topic: changeTopic, partitions: changeTopicPartitions },
   ]);
   const consumer: TransactionalConsumer = log.consumer({
     groupId: options.groupId,
