@@ -94,13 +94,23 @@ export class EmbeddedLog implements EventLog {
     return { offset: fromBeginning ? 0 : this.partitionsOf(topic)[partition]!.length, checkpoint: null };
   }
 
-  /** The transaction: outputs appended and the group's offset moved, in one synchronous step. */
-  commit(group: string, topic: string, partition: number, nextOffset: number, outputs: readonly OutgoingRecord[], checkpoint: string | null): void {
+  /**
+   * The transaction: outputs appended and the group's offset moved, in one synchronous step. Refused
+   * (false, nothing written) when `consumer` no longer owns the partition, or the group's offset has moved
+   * since the batch was read at `fromOffset`: the group changed while the batch was in hand and another
+   * member handles (or has handled) it. Kafka fences such a zombie the same way, by group generation.
+   */
+  commit(consumer: EmbeddedConsumer, topic: string, partition: number, fromOffset: number, nextOffset: number,
+    outputs: readonly OutgoingRecord[], checkpoint: string | null): boolean {
+    const group = consumer.options.groupId;
+    const current = this.committed.get(group)?.get(`${topic}/${partition}`);
+    if (!this.assignment(consumer, topic).includes(partition) || (current !== undefined && current.offset !== fromOffset)) return false;
     for (const r of outputs) this.partitionsOf(r.topic);
     let offsets = this.committed.get(group);
     if (!offsets) this.committed.set(group, (offsets = new Map()));
     offsets.set(`${topic}/${partition}`, { offset: nextOffset, checkpoint });
     this.append(outputs);
+    return true;
   }
 
   join(consumer: EmbeddedConsumer): void {
@@ -166,7 +176,9 @@ class EmbeddedConsumer implements TransactionalConsumer {
           try {
             const result = await handler(batch, from.checkpoint);
             if (!this.running) return; // stopped mid-batch: like a crash, nothing is committed
-            this.logStore.commit(groupId, topic, partition, batch.records[batch.records.length - 1]!.offset + 1, result.records, result.checkpoint);
+            if (!this.logStore.commit(this, topic, partition, from.offset, batch.records[batch.records.length - 1]!.offset + 1, result.records, result.checkpoint)) {
+              log.warn({ topic, partition, groupId }, 'embedded consumer: partition reassigned while its batch was in hand; the result is discarded');
+            }
           } catch (error) {
             // The batch is not committed and will be delivered again, as Kafka would after a failed transaction.
             log.error({ err: (error as Error).message, topic, partition }, 'embedded consumer: batch failed; retrying');

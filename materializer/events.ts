@@ -27,7 +27,7 @@ export function validateEvent(schema: EventSchema, bytes: Buffer): ValidEvent {
     throw new InvalidEventError(`not valid JSON: ${(error as Error).message}`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new InvalidEventError(`expected a JSON object, got ${Array.isArray(parsed) ? 'an array' : typeof parsed}`);
+    throw new InvalidEventError(`expected a JSON object, got ${Array.isArray(parsed) ? 'an array' : parsed === null ? 'null' : typeof parsed}`);
   }
   const raw = parsed as Record<string, unknown>;
   const fields: Record<string, EventValue | undefined> = {};
@@ -55,14 +55,30 @@ export function validateEvent(schema: EventSchema, bytes: Buffer): ValidEvent {
         fields[field.name] = value;
         break;
       case 'Timestamp': {
-        const ms = typeof value === 'number' ? value : typeof value === 'string' && /^\d{4}-\d\d-\d\dT/.test(value) ? Date.parse(value) : NaN;
-        if (!Number.isSafeInteger(ms) || ms < 0) throw typeError(field.name, 'a Timestamp (ms since the epoch or ISO-8601)', value);
+        const ms = typeof value === 'number' ? value : typeof value === 'string' ? isoMs(value) : NaN;
+        if (!Number.isSafeInteger(ms) || ms < 0) throw typeError(field.name, 'a Timestamp (ms since the epoch, or ISO-8601 with Z or an offset)', value);
         fields[field.name] = ms;
         break;
       }
     }
   }
   return { fields, ts: fields[schema.timestamp] as number };
+}
+
+/**
+ * ISO-8601 date-time to ms, NaN unless it has a zone (Z or ±hh:mm): without
+ * one, Date.parse reads local time, and the same event would get another
+ * event time on a host in another time zone. NaN too for a day the month
+ * lacks (Date.parse turns 2024-02-30 into 1 March).
+ */
+const isoDateTime = /^(\d{4})-(\d\d)-(\d\d)T\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/i;
+
+function isoMs(text: string): number {
+  const m = isoDateTime.exec(text);
+  if (!m) return NaN;
+  const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  if (month < 1 || month > 12 || day < 1 || day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return NaN;
+  return Date.parse(text);
 }
 
 function typeError(field: string, expected: string, got: unknown): InvalidEventError {

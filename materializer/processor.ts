@@ -177,7 +177,9 @@ export class Materializer {
     if (lastApplied && after && JSON.stringify(after.values) !== JSON.stringify(before?.values)) {
       state.lastChange = `${lastApplied.topic}/${lastApplied.partition}/${lastApplied.offset}`;
       outputs.push(encodeChange(this.change(view, id, after, lastApplied)));
-    } else if (!lastApplied && after && state.lastChange !== null && replayed.has(state.lastChange)) {
+    } else if (after && state.lastChange !== null && replayed.has(state.lastChange)) {
+      // The change this batch caused the first time was never committed: produce it again. Also when the
+      // redelivered batch has grown and its new events left the value as it was (lastApplied set, no change).
       const [topic, partition, offset] = state.lastChange.split('/');
       outputs.push(encodeChange(this.change(view, id, after, { topic: topic!, partition: Number(partition), offset: Number(offset) })));
     }

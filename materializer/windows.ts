@@ -19,6 +19,12 @@ import type { EventValue, ValidEvent } from './events.js';
  * impossible — a replayed event is recognised and skipped.
  */
 
+/**
+ * A measure as accumulated: the registry's measures, plus the count behind an
+ * `avg`, which counts only the events that carry the averaged field.
+ */
+type AccMeasure = Measure | { readonly fn: 'count'; readonly of: string; readonly where: string | null };
+
 /** Accumulator of one measure in one bucket. */
 type Acc = number | null | LastAcc;
 /** `last`: the value with the greatest (ts, partition, offset). */
@@ -57,7 +63,7 @@ export function emptyState(): WindowState {
 
 /** A compiled view version: its distinct measures and how each feature is computed from them. */
 export class ViewAggregator {
-  private readonly measures: Measure[] = [];
+  private readonly measures: AccMeasure[] = [];
   private readonly features: { name: string; compute: (acc: readonly Acc[]) => number | EventValue | null; integer: boolean }[];
   readonly spec: Materialization;
 
@@ -101,6 +107,7 @@ export class ViewAggregator {
       if (m.where !== null && event.fields[m.where] !== true) return;
       const acc = bucket!.acc;
       if (m.fn === 'count') {
+        if ('of' in m && event.fields[m.of] === undefined) return;
         acc[i] = (acc[i] as number) + 1;
         return;
       }
@@ -138,7 +145,7 @@ export class ViewAggregator {
     return { values, eventTimeMs: state.maxTs };
   }
 
-  private indexOf(measure: Measure): number {
+  private indexOf(measure: AccMeasure): number {
     const key = JSON.stringify(measure);
     let i = this.measures.findIndex((m) => JSON.stringify(m) === key);
     if (i < 0) i = this.measures.push(measure) - 1;
@@ -149,7 +156,8 @@ export class ViewAggregator {
     switch (aggregate.fn) {
       case 'avg': {
         const sum = this.indexOf({ fn: 'sum', of: aggregate.of, where: aggregate.where });
-        const count = this.indexOf({ fn: 'count', where: aggregate.where });
+        // Events without the (optional) field add nothing to the sum, so they must not add to the count either.
+        const count = this.indexOf({ fn: 'count', of: aggregate.of, where: aggregate.where });
         return (acc) => ((acc[count] as number) > 0 ? (acc[sum] as number) / (acc[count] as number) : null);
       }
       case 'ratio': {
@@ -174,7 +182,7 @@ function scalarOf(acc: Acc | undefined): number | EventValue | null {
   return Array.isArray(acc) ? acc[0] : acc;
 }
 
-function mergeAcc(m: Measure, accs: readonly Acc[]): Acc {
+function mergeAcc(m: AccMeasure, accs: readonly Acc[]): Acc {
   switch (m.fn) {
     case 'count': case 'sum': return accs.reduce<number>((s, a) => s + (a as number), 0);
     case 'min': return accs.reduce<number | null>((s, a) => (a === null ? s : s === null ? (a as number) : Math.min(s, a as number)), null);

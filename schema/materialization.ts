@@ -22,7 +22,8 @@ export interface RawMaterializedView {
 }
 
 const eventFieldTypes: readonly EventFieldType[] = ['String', 'Int', 'Float', 'Boolean', 'Timestamp'];
-const topicName = /^[a-zA-Z0-9._-]{1,249}$/;
+/** Kafka's rule (at most 249 characters), less the 4 of the ".dlq" suffix its dead-letter topic adds. */
+const topicName = /^[a-zA-Z0-9._-]{1,245}$/;
 const durationPattern = /^(0|[1-9][0-9]*)(ms|s|m|h|d)$/;
 const durationUnitMs = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
@@ -30,7 +31,7 @@ export function parseEvents(raw: readonly RawEvent[] | undefined, at: Report): E
   const seen = new Map<string, number>();
   return (raw ?? []).map((e, i) => {
     const path = ['events', i];
-    if (!topicName.test(e.topic)) at([...path, 'topic'], `"${e.topic}" is not a valid Kafka topic name`, 'letters, digits, ".", "_" and "-" only');
+    if (!topicName.test(e.topic) || e.topic === '.' || e.topic === '..') at([...path, 'topic'], `"${e.topic}" is not a valid Kafka topic name`, '1 to 245 letters, digits, ".", "_" and "-" (249 with the .dlq suffix), not "." or ".."');
     if (e.topic.endsWith('.dlq') || e.topic === 'feature-updates') at([...path, 'topic'], `topic "${e.topic}" is reserved`, 'a name not ending in .dlq and not feature-updates');
     const first = seen.get(e.topic);
     if (first !== undefined) at([...path, 'topic'], `duplicate event topic "${e.topic}" (first declared at index ${first})`, 'each topic declared once');

@@ -141,7 +141,9 @@ function checkSemantics(raw: RawRegistry, file: string, at: Report): Registry {
           j === 0 ? `versions must start at 1, found ${raw.version}` : `version gap: version ${raw.version} follows version ${j}`,
           `version ${j + 1} (versions are numbered 1, 2, 3, … without gaps)`);
       }
-      const features = raw.features.map((f, k) => parseFeature(f, [...path, 'versions', j, 'features', k], at, materialization, events));
+      // A view with a source but no usable materialization (unknown topic, no window) is reported once
+      // already; its aggregates must not each add a misleading "its view has no source".
+      const features = raw.features.map((f, k) => parseFeature(f, [...path, 'versions', j, 'features', k], at, materialization, events, v.source !== undefined));
       const seen = new Map<string, number>();
       raw.features.forEach((f, k) => checkUnique(seen, f.name, k, [...path, 'versions', j, 'features', k, 'name'], 'feature', at));
       versions.push({ viewName: v.name, entityName: v.entity, version: j + 1, active: j + 1 === activeVersion, ttlSeconds, features, materialization });
@@ -189,7 +191,8 @@ function checkEntityFieldNames(entity: Entity, index: number, raw: RawRegistry, 
   }
 }
 
-function parseFeature(raw: RawFeature, path: (string | number)[], at: Report, materialization: Materialization | null, events: readonly EventSchema[]): Feature {
+function parseFeature(raw: RawFeature, path: (string | number)[], at: Report, materialization: Materialization | null, events: readonly EventSchema[],
+  sourceDeclared: boolean): Feature {
   checkName(raw.name, [...path, 'name'], 'feature name', at);
   if (reservedFeatureNames.has(raw.name)) {
     at([...path, 'name'], `feature name "${raw.name}" is reserved`, `a name other than ${[...reservedFeatureNames].join(', ')}`);
@@ -199,7 +202,9 @@ function parseFeature(raw: RawFeature, path: (string | number)[], at: Report, ma
     at([...path, 'type'], `unknown type "${raw.type}"`, `one of ${scalarTypes.join(', ')}, or a list of one of them such as [Float!]`);
   }
   const resolvedType = type ?? { scalar: 'String' as const, list: false };
-  const aggregate = parseAggregate(raw.aggregate, { name: raw.name, type: resolvedType, typeName: raw.type }, materialization, events, path, at);
+  const aggregate = materialization === null && sourceDeclared
+    ? null
+    : parseAggregate(raw.aggregate, { name: raw.name, type: resolvedType, typeName: raw.type }, materialization, events, path, at);
   return { name: raw.name, type: resolvedType, typeName: raw.type, description: raw.description ?? '', aggregate };
 }
 
