@@ -142,7 +142,7 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
 
   const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit: persisted.admit, fastPath });
   const subscriptions = eventLog
-    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit: persisted.admit })
+    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit: persisted.admit, ...(!distributed && config.fastPath && store ? { store } : {}) })
     : undefined;
   subscriptionsRef = subscriptions;
   let running: RunningHttpServer;

@@ -19,6 +19,8 @@ import {
   rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueuedEvents, subscriptionsActive,
 } from '../runtime/metrics.js';
 import type { Entity, Registry } from '../schema/types.js';
+import type { OnlineStore } from '../store/online-store.js';
+import { compileOperation, type CompiledOperation } from '../subgraphs/compiled-operations.js';
 import { selectionDepth } from './limits.js';
 
 /**
@@ -81,6 +83,12 @@ export interface SubscriptionsOptions {
   readonly eventLog: EventLog;
   /** Safelist admission, applied to each subscribe message as to each HTTP request. */
   readonly admit?: Admission;
+  /**
+   * Co-located shape: the store the in-process subgraphs read. Payload queries that compile
+   * (subgraphs/compiled-operations.ts) are then answered by their compiled plan, byte-identical to
+   * the planner's answer; the others, and any failure, go through the gateway as before.
+   */
+  readonly store?: OnlineStore;
   /** Default `/graphql`. */
   readonly path?: string;
 }
@@ -114,7 +122,9 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
   const { server, apollo, gateway, registry, config, eventLog, admit } = options;
   const path = options.path ?? '/graphql';
   const hub = new ChangeHub(registry, config.subscriptionQueueSize);
-  const resolveEntity = entityResolver(apollo);
+  const { store } = options;
+  const compile = store ? (name: string, query: string) => compileOperation(registry, name, query, store, config.maxBatchIds) : undefined;
+  const resolveEntity = entityResolver(apollo, compile);
 
   if (!gateway.schema) throw new Error('subscriptions need the gateway schema: attach them after apollo.start()');
   let schema = buildSubscriptionSchema(gateway.schema, registry, hub, resolveEntity, config.maxBatchIds);
@@ -365,6 +375,8 @@ interface EntityQuery {
   readonly query: string;
   readonly idVariable: string;
   readonly variables: readonly string[];
+  /** The query's compiled plan, when the store is in-process and the query compiles. */
+  compiled?: CompiledOperation;
 }
 
 const fieldErrors = Symbol('fieldErrors');
@@ -383,13 +395,22 @@ const responseKeyResolver: GraphQLFieldResolver<unknown, unknown> = (source, _ar
   return (source as Record<string, unknown>)[key];
 };
 
-function entityResolver(apollo: ApolloServer<BaseContext>): EntityResolver {
+function entityResolver(apollo: ApolloServer<BaseContext>, compile?: (name: string, query: string) => CompiledOperation | string): EntityResolver {
   return async (entity, change, context, info) => {
     const key = String(info.path.key);
     let op = context.entityQueries.get(key);
-    if (!op) context.entityQueries.set(key, (op = entityQuery(entity, info)));
+    if (!op) {
+      op = entityQuery(entity, info);
+      const compiled = compile && op.variables.length === 0 ? compile(`FeatureChanged${entity.typeName}`, op.query) : undefined;
+      if (compiled && typeof compiled !== 'string') op.compiled = compiled;
+      context.entityQueries.set(key, op);
+    }
     const variables: Record<string, unknown> = { [op.idVariable]: change.id };
     for (const name of op.variables) if (Object.hasOwn(info.variableValues, name)) variables[name] = info.variableValues[name];
+
+    // One store read per view and a precompiled writer, instead of the planner and graphql-js per event.
+    const body = await op.compiled?.run(variables, undefined);
+    if (body !== undefined) return (JSON.parse(body) as { data: Record<string, unknown> }).data[entity.singularField] ?? null;
 
     const response = await apollo.executeOperation({ query: op.query, variables }, { contextValue: {} });
     if (response.body.kind !== 'single') throw new GraphQLError('the gateway answered with an incremental response');

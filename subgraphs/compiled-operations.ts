@@ -60,6 +60,8 @@ type ViewWriter = (record: StoredFeatures | null) => string;
 
 interface EntityField {
   readonly responseKey: string;
+  /** `"responseKey":`, written once here rather than per entity. */
+  readonly keyJson: string;
   readonly kind: 'id' | 'typename' | 'view';
   readonly view?: ViewVersion;
   readonly write?: ViewWriter;
@@ -136,7 +138,12 @@ export function compileOperation(registry: Registry, name: string, body: string,
       } catch {
         return undefined; // The generic path reports the failure in its own words.
       }
-      const value = (view: ViewVersion, id: string): StoredFeatures | null => results[allViews.indexOf(view)]![wanted.get(view)!.get(id)!] ?? null;
+      const byView = new Map<ViewVersion, { results: (StoredFeatures | null)[]; index: Map<string, number> }>();
+      allViews.forEach((view, i) => byView.set(view, { results: results[i]!, index: wanted.get(view)! }));
+      const value = (view: ViewVersion, id: string): StoredFeatures | null => {
+        const v = byView.get(view)!;
+        return v.results[v.index.get(id)!] ?? null;
+      };
 
       let out = '{"data":{';
       roots.forEach((root, i) => {
@@ -159,15 +166,24 @@ export function compileOperation(registry: Registry, name: string, body: string,
 }
 
 function writeEntity(root: RootField, id: string, value: (view: ViewVersion, id: string) => StoredFeatures | null): string {
-  if (!root.existenceViews.some((view) => value(view, id) !== null)) return 'null';
+  let exists = false;
+  for (const view of root.existenceViews) {
+    if (value(view, id) !== null) {
+      exists = true;
+      break;
+    }
+  }
+  if (!exists) return 'null';
   let out = '{';
-  root.fields.forEach((field, i) => {
+  const fields = root.fields;
+  for (let i = 0; i < fields.length; i++) {
+    const field = fields[i]!;
     if (i > 0) out += ',';
-    out += JSON.stringify(field.responseKey) + ':';
+    out += field.keyJson;
     if (field.kind === 'id') out += JSON.stringify(id);
     else if (field.kind === 'typename') out += JSON.stringify(root.entity.typeName);
     else out += field.write!(value(field.view!, id));
-  });
+  }
   return out + '}';
 }
 
@@ -196,14 +212,15 @@ function compileRoot(registry: Registry, field: FieldNode, variableTypes: Map<st
     const key = s.alias?.value ?? s.name.value;
     if (keys.has(key)) return `response key ${key} used twice under ${name}`;
     keys.add(key);
-    if (s.name.value === 'id' && !s.selectionSet) fields.push({ responseKey: key, kind: 'id' });
-    else if (s.name.value === '__typename') fields.push({ responseKey: key, kind: 'typename' });
+    const keyJson = `${JSON.stringify(key)}:`;
+    if (s.name.value === 'id' && !s.selectionSet) fields.push({ responseKey: key, keyJson, kind: 'id' });
+    else if (s.name.value === '__typename') fields.push({ responseKey: key, keyJson, kind: 'typename' });
     else {
       const view = viewFields.get(s.name.value);
       if (!view) return `unknown field ${s.name.value} on ${entity.typeName}`;
       const write = compileView(entity, view, s.selectionSet);
       if (typeof write === 'string') return write;
-      fields.push({ responseKey: key, kind: 'view', view, write });
+      fields.push({ responseKey: key, keyJson, kind: 'view', view, write });
     }
   }
   const selected = [...new Set(fields.filter((f) => f.view).map((f) => f.view!))];
