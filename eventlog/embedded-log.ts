@@ -137,8 +137,12 @@ export class EmbeddedLog implements EventLog {
   }
 }
 
+/** Attempts at one batch before the consumer stops and calls onFatal. */
+const maxBatchAttempts = 10;
+
 class EmbeddedConsumer implements TransactionalConsumer {
   private running = false;
+  private readonly failures = new Map<string, number>();
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
   private unsubscribe: (() => void) | null = null;
@@ -180,10 +184,22 @@ class EmbeddedConsumer implements TransactionalConsumer {
               log.warn({ topic, partition, groupId }, 'embedded consumer: partition reassigned while its batch was in hand; the result is discarded');
             }
           } catch (error) {
-            // The batch is not committed and will be delivered again, as Kafka would after a failed transaction.
-            log.error({ err: (error as Error).message, topic, partition }, 'embedded consumer: batch failed; retrying');
-            await new Promise((r) => setTimeout(r, 200));
+            // The batch is not committed and will be delivered again, as Kafka would after a failed transaction;
+            // like kafkajs's consumer, give up after a bounded number of attempts and report it as fatal.
+            const failures = (this.failures.get(`${topic}/${partition}`) ?? 0) + 1;
+            this.failures.set(`${topic}/${partition}`, failures);
+            log.error({ err: (error as Error).message, topic, partition, attempt: failures }, 'embedded consumer: batch failed; retrying');
+            if (failures >= maxBatchAttempts) {
+              this.running = false;
+              this.unsubscribe?.();
+              this.logStore.leave(this); // its partitions go to the group's other members
+              this.options.onFatal?.(error as Error);
+              return;
+            }
+            await new Promise((r) => setTimeout(r, Math.min(200 * failures, 2000)));
+            continue;
           }
+          this.failures.delete(`${topic}/${partition}`);
           worked = true;
         }
       }

@@ -66,7 +66,7 @@ export interface ConsumerOptions {
   readonly onFatal?: (error: Error) => void;
 }
 
-/** A reader of every partition of some topics from the current end, for fan-out (no group, no commits). */
+/** A reader of every partition of some topics from the current end, for fan-out (no shared group, no commits). */
 export interface TailOptions {
   readonly topics: readonly string[];
   readonly onRecord: (record: LogRecord) => void;

@@ -37,7 +37,7 @@ export interface KafkaLogOptions {
 export class KafkaLog implements EventLog {
   readonly kind = 'kafka';
   private readonly kafka: Kafka;
-  private producer: Producer | null = null;
+  private producer: Promise<Producer> | null = null;
   private readonly closers = new Set<() => Promise<void>>();
 
   constructor(readonly options: KafkaLogOptions) {
@@ -73,12 +73,13 @@ export class KafkaLog implements EventLog {
   }
 
   async produce(records: readonly OutgoingRecord[]): Promise<void> {
-    if (!this.producer) {
+    // One producer however many calls race to be first: they share its connect.
+    this.producer ??= (async () => {
       const producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
       await producer.connect();
-      this.producer = producer;
-    }
-    await this.producer.sendBatch({ topicMessages: toTopicMessages(records), acks: -1 });
+      return producer;
+    })();
+    await (await this.producer).sendBatch({ topicMessages: toTopicMessages(records), acks: -1 });
   }
 
   consumer(options: ConsumerOptions): TransactionalConsumer {
@@ -88,12 +89,13 @@ export class KafkaLog implements EventLog {
   }
 
   async tail(options: TailOptions): Promise<Tail> {
-    // A group of its own, starting at the end: every replica sees every record.
+    // A group of its own (kafkajs has no group-less consumer), starting at the end, never committing:
+    // every replica sees every record from when it starts.
     const consumer = this.kafka.consumer({ groupId: `${this.options.clientId}-tail-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 50 });
     await consumer.connect();
     for (const topic of options.topics) await consumer.subscribe({ topic, fromBeginning: false });
     await consumer.run({
-      autoCommit: true,
+      autoCommit: false,
       eachMessage: async ({ topic, partition, message }) => options.onRecord(toLogRecord(topic, partition, message)),
     });
     const stop = async (): Promise<void> => {
@@ -107,8 +109,9 @@ export class KafkaLog implements EventLog {
   async close(): Promise<void> {
     for (const close of [...this.closers]) await close().catch((e: Error) => log.warn({ err: e.message }, 'kafka close'));
     this.closers.clear();
-    await this.producer?.disconnect();
+    const producer = this.producer;
     this.producer = null;
+    await (await producer?.catch(() => null))?.disconnect();
   }
 }
 

@@ -14,6 +14,7 @@ import { entitySubgraphSdl } from '../schema/sdl.js';
 import type { Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { CompiledOperations } from '../subgraphs/compiled-operations.js';
+import { storeFailure } from '../subgraphs/loaders.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
 import { composeSupergraph, type SubgraphDefinition } from './compose.js';
 import { limitsPlugin } from './limits.js';
@@ -134,9 +135,10 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     const id = persisted.manifestIdOf(operation);
     const op = id === undefined ? undefined : compiled.get(id);
     if (!op) return undefined;
-    const body = await op.run(operation.variables, operation.operationName);
-    fastPathRequests.inc({ operation: op.name, outcome: body === undefined ? 'generic' : 'served' });
-    return body === undefined ? undefined : { body, operation: op.name };
+    const result = await op.run(operation.variables, operation.operationName);
+    fastPathRequests.inc({ operation: op.name, outcome: result.kind === 'answered' ? 'served' : 'generic' });
+    if (result.kind === 'answered') return { kind: 'answered', body: result.body, operation: op.name };
+    return { kind: 'generic', context: result.storeFailure === undefined ? {} : { [storeFailure]: result.storeFailure } };
   });
   if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
 

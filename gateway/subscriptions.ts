@@ -21,6 +21,7 @@ import {
 import type { Entity, Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { compileOperation, type CompiledOperation } from '../subgraphs/compiled-operations.js';
+import { storeFailure } from '../subgraphs/loaders.js';
 import { selectionDepth } from './limits.js';
 
 /**
@@ -409,10 +410,12 @@ function entityResolver(apollo: ApolloServer<BaseContext>, compile?: (name: stri
     for (const name of op.variables) if (Object.hasOwn(info.variableValues, name)) variables[name] = info.variableValues[name];
 
     // One store read per view and a precompiled writer, instead of the planner and graphql-js per event.
-    const body = await op.compiled?.run(variables, undefined);
-    if (body !== undefined) return (JSON.parse(body) as { data: Record<string, unknown> }).data[entity.singularField] ?? null;
+    const compiled = await op.compiled?.run(variables, undefined);
+    if (compiled?.kind === 'answered') return (JSON.parse(compiled.body) as { data: Record<string, unknown> }).data[entity.singularField] ?? null;
+    // On a store failure the gateway reports it without reading the store again.
+    const contextValue = compiled?.kind === 'generic' && compiled.storeFailure !== undefined ? { [storeFailure]: compiled.storeFailure } : {};
 
-    const response = await apollo.executeOperation({ query: op.query, variables }, { contextValue: {} });
+    const response = await apollo.executeOperation({ query: op.query, variables }, { contextValue });
     if (response.body.kind !== 'single') throw new GraphQLError('the gateway answered with an incremental response');
     const { data, errors } = response.body.singleResult;
     const value = (data as Record<string, unknown> | null | undefined)?.[entity.singularField] ?? null;

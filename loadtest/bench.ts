@@ -147,7 +147,7 @@ async function main(): Promise<void> {
       const rate = Math.max(10, Math.round(rawMax / 2));
       const open = await interleaved(systems, workload, op, (system, seed) =>
         openLoop({ url: system.url }, bodySource(workload, op, system.style, seed), {
-          rate, maxConnections: 256, maxOutstanding: Math.max(100, rate), warmupMs, durationMs,
+          rate, maxConnections: 256, maxOutstanding: Math.max(100, Math.min(rate, 1000)), warmupMs, durationMs,
         }));
       figures.push(...open);
     }

@@ -113,6 +113,7 @@ export class Materializer {
       list.push(item);
     }
     const outputs = new Map<string, OutgoingRecord[]>();
+    const counts = new Map<string, () => void>();
     let pending = [...byEntity.keys()];
     for (let attempt = 1; pending.length > 0; attempt++) {
       if (attempt > maxCasAttempts) throw new Error(`${view.viewName} v${view.version}: state kept changing under ${pending.length} entities; giving up on this batch`);
@@ -124,6 +125,7 @@ export class Materializer {
         const state: WindowState = stored ? (JSON.parse(stored.state) as WindowState) : emptyState();
         const result = this.applyAll(aggregator, state, id, byEntity.get(id)!, batch);
         outputs.set(id, result.outputs);
+        counts.set(id, result.count);
         if (result.changed) {
           const value = aggregator.value(state);
           const last = result.lastApplied;
@@ -140,6 +142,7 @@ export class Materializer {
       const written = writes.length > 0 ? await this.store.writeMaterialized(view, writes) : [];
       const now = this.now();
       const conflicts = new Set(writeIds.filter((_, i) => !written[i]));
+      for (const id of pending) if (!conflicts.has(id)) counts.get(id)!();
       writeIds.forEach((id, i) => {
         if (written[i] && writes[i]!.value) freshnessSeconds.observe({ view: view.viewName }, Math.max(0, now - writes[i]!.value!.eventTimeMs) / 1000);
       });
@@ -157,10 +160,11 @@ export class Materializer {
     let changed = false;
     let lastApplied: LogRecord | null = null;
     const replayed = new Set<string>();
+    const outcomes = { applied: 0, late: 0, duplicate: 0 };
     for (const { record, event, streamTime } of items) {
       const tag = `${record.topic}/${record.partition}/${record.offset}`;
       const outcome = aggregator.apply(state, event, record, streamTime);
-      eventsTotal.inc({ ...labels, outcome });
+      outcomes[outcome]++;
       if (outcome === 'applied') {
         changed = true;
         lastApplied = record;
@@ -183,7 +187,11 @@ export class Materializer {
       const [topic, partition, offset] = state.lastChange.split('/');
       outputs.push(encodeChange(this.change(view, id, after, { topic: topic!, partition: Number(partition), offset: Number(offset) })));
     }
-    return { outputs, changed, lastApplied };
+    // Counted by the caller once the state is written: a compare-and-set retry applies the same events again.
+    const count = (): void => {
+      for (const [outcome, n] of Object.entries(outcomes)) if (n > 0) eventsTotal.inc({ ...labels, outcome }, n);
+    };
+    return { outputs, changed, lastApplied, count };
   }
 
   private change(view: ViewVersion, id: string, value: { values: FeatureChange['values']; eventTimeMs: number }, source: { topic: string; partition: number; offset: number }): FeatureChange {

@@ -31,9 +31,14 @@ export interface IncomingOperation {
 
 /**
  * Answers a request without Apollo Server when it can: the response body and
- * the operation name for metrics, or undefined to take the generic path.
+ * the operation name for metrics; or hands it to the generic path, with the
+ * request context that path should start from (it may carry what the fast
+ * path already learned, such as a store failure); or undefined: not its own.
  */
-export type FastPath = (operation: IncomingOperation) => Promise<{ body: string; operation: string } | undefined>;
+export type FastPath = (operation: IncomingOperation) => Promise<FastPathResult | undefined>;
+export type FastPathResult =
+  | { readonly kind: 'answered'; readonly body: string; readonly operation: string }
+  | { readonly kind: 'generic'; readonly context: object };
 
 /** Refuses a request before execution: `{ code, message, status }`, or undefined to let it through. */
 export type Admission = (operation: IncomingOperation) => { code: string; message: string; status: number } | undefined;
@@ -122,10 +127,18 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
       return sendErrors(res, refusal.status, refusal.code, refusal.message);
     }
 
+    let context: object = {};
     if (options.fastPath && req.method === 'POST' && operation === body && acceptsPlainJson(req.headers.accept)) {
       const started = performance.now();
-      const fast = await options.fastPath(operation);
-      if (fast) {
+      let fast: FastPathResult | undefined;
+      try {
+        fast = await options.fastPath(operation);
+      } catch (error) {
+        // A fast path that fails unexpectedly must not fail the request: the generic path answers.
+        log.error({ err: (error as Error).message, stack: (error as Error).stack }, 'fast path failed; answering on the generic path');
+      }
+      if (fast?.kind === 'generic') context = fast.context;
+      if (fast?.kind === 'answered') {
         // The headers Apollo Server sends for the same response (a differential test compares them).
         res.writeHead(200, {
           'cache-control': 'no-store',
@@ -144,7 +157,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
       if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
     }
     const httpGraphQLRequest: HTTPGraphQLRequest = { method: req.method ?? 'GET', headers, search: url.search, body };
-    const response = await options.apollo.executeHTTPGraphQLRequest({ httpGraphQLRequest, context: async () => ({}) });
+    const response = await options.apollo.executeHTTPGraphQLRequest({ httpGraphQLRequest, context: async () => context });
     for (const [key, value] of response.headers) res.setHeader(key, value);
     res.statusCode = response.status ?? 200;
     if (response.body.kind === 'complete') {

@@ -31,9 +31,18 @@ import { readViewBatch } from './loaders.js';
  */
 export interface CompiledOperation {
   readonly name: string;
-  /** The response body (as Apollo Server would write it), or undefined to take the generic path. */
-  run(variables: unknown, operationName: unknown): Promise<string | undefined>;
+  /** The response body (as Apollo Server would write it), or a hand-over to the generic path. */
+  run(variables: unknown, operationName: unknown): Promise<CompiledResult>;
 }
+
+/**
+ * `generic`: take the generic path; `storeFailure` is set when the store
+ * failed, so the generic path reports that failure without reading again
+ * (see `storeFailure` in loaders.ts).
+ */
+export type CompiledResult = { readonly kind: 'answered'; readonly body: string } | { readonly kind: 'generic'; readonly storeFailure?: unknown };
+
+const generic: CompiledResult = { kind: 'generic' };
 
 export class CompiledOperations {
   private readonly byId = new Map<string, CompiledOperation>();
@@ -69,10 +78,13 @@ interface EntityField {
 
 interface RootField {
   readonly responseKey: string;
+  /** `"responseKey":` */
+  readonly keyJson: string;
   readonly entity: Entity;
   readonly plural: boolean;
   readonly argument: { variable: string } | { literal: string | string[] };
   readonly fields: readonly EntityField[];
+  readonly typenameJson: string;
   /** The views whose values decide whether the entity exists. */
   readonly existenceViews: readonly ViewVersion[];
 }
@@ -105,19 +117,19 @@ export function compileOperation(registry: Registry, name: string, body: string,
   return {
     name,
     async run(variables, operationName) {
-      if (operationName !== undefined && operationName !== null && operationName !== name) return undefined;
+      if (operationName !== undefined && operationName !== null && operationName !== name) return generic;
       const vars = (variables ?? {}) as Record<string, unknown>;
-      if (typeof vars !== 'object' || Array.isArray(vars)) return undefined;
+      if (typeof vars !== 'object' || Array.isArray(vars)) return generic;
 
       // Coerce arguments exactly as far as the generic path would accept them without an error.
       const idsOf: (string[] | string)[] = [];
       for (const root of roots) {
         const value = 'variable' in root.argument ? vars[root.argument.variable] : root.argument.literal;
         if (root.plural) {
-          if (!Array.isArray(value) || value.length > maxBatchIds || !value.every((id) => typeof id === 'string')) return undefined;
+          if (!Array.isArray(value) || value.length > maxBatchIds || !value.every((id) => typeof id === 'string')) return generic;
           idsOf.push(value as string[]);
         } else {
-          if (typeof value !== 'string') return undefined;
+          if (typeof value !== 'string') return generic;
           idsOf.push(value);
         }
       }
@@ -135,8 +147,8 @@ export function compileOperation(registry: Registry, name: string, body: string,
       let results: (StoredFeatures | null)[][];
       try {
         results = await Promise.all(allViews.map((view) => readViewBatch(store, view, [...wanted.get(view)!.keys()])));
-      } catch {
-        return undefined; // The generic path reports the failure in its own words.
+      } catch (error) {
+        return { kind: 'generic', storeFailure: error }; // The generic path reports it in its own words, without reading again.
       }
       const byView = new Map<ViewVersion, { results: (StoredFeatures | null)[]; index: Map<string, number> }>();
       allViews.forEach((view, i) => byView.set(view, { results: results[i]!, index: wanted.get(view)! }));
@@ -148,7 +160,7 @@ export function compileOperation(registry: Registry, name: string, body: string,
       let out = '{"data":{';
       roots.forEach((root, i) => {
         if (i > 0) out += ',';
-        out += JSON.stringify(root.responseKey) + ':';
+        out += root.keyJson;
         const ids = idsOf[i]!;
         if (typeof ids === 'string') out += writeEntity(root, ids, value);
         else {
@@ -160,7 +172,7 @@ export function compileOperation(registry: Registry, name: string, body: string,
           out += ']';
         }
       });
-      return out + '}}\n';
+      return { kind: 'answered', body: out + '}}\n' };
     },
   };
 }
@@ -181,7 +193,7 @@ function writeEntity(root: RootField, id: string, value: (view: ViewVersion, id:
     if (i > 0) out += ',';
     out += field.keyJson;
     if (field.kind === 'id') out += JSON.stringify(id);
-    else if (field.kind === 'typename') out += JSON.stringify(root.entity.typeName);
+    else if (field.kind === 'typename') out += root.typenameJson;
     else out += field.write!(value(field.view!, id));
   }
   return out + '}';
@@ -226,10 +238,12 @@ function compileRoot(registry: Registry, field: FieldNode, variableTypes: Map<st
   const selected = [...new Set(fields.filter((f) => f.view).map((f) => f.view!))];
   return {
     responseKey: field.alias?.value ?? name,
+    keyJson: `${JSON.stringify(field.alias?.value ?? name)}:`,
     entity,
     plural,
     argument,
     fields,
+    typenameJson: JSON.stringify(entity.typeName),
     existenceViews: selected.length > 0 ? selected : entity.views.map(activeVersionOf),
   };
 }

@@ -11,10 +11,18 @@ import { CorruptValueError, StoreUnavailableError, type OnlineStore, type Stored
  * (ARCHITECTURE.md, decision 2). Loaders live exactly as long as the request
  * context object they are keyed on, so nothing is cached across requests.
  */
+/**
+ * A request context may carry a store failure already seen for this request
+ * (the compiled fast path hands over to the generic path after one): its
+ * loaders then answer with that failure instead of asking the store again,
+ * so a hung shard costs one timeout, not two, and is counted once.
+ */
+export const storeFailure = Symbol('storeFailure');
+
 export class RequestLoaders {
   private readonly loaders = new Map<ViewVersion, DataLoader<string, StoredFeatures | null>>();
 
-  constructor(private readonly store: OnlineStore) {}
+  constructor(private readonly store: OnlineStore, private readonly failure: unknown = undefined) {}
 
   forView(view: ViewVersion): DataLoader<string, StoredFeatures | null> {
     let loader = this.loaders.get(view);
@@ -26,6 +34,7 @@ export class RequestLoaders {
   }
 
   private async readBatch(view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null)[]> {
+    if (this.failure !== undefined) throw toGraphQLError(this.failure);
     try {
       return await readViewBatch(this.store, view, ids);
     } catch (error) {
@@ -80,7 +89,7 @@ export class LoaderScope {
     }
     let loaders = this.byContext.get(context);
     if (!loaders) {
-      loaders = new RequestLoaders(this.store);
+      loaders = new RequestLoaders(this.store, (context as { [storeFailure]?: unknown })[storeFailure]);
       this.byContext.set(context, loaders);
     }
     return loaders;

@@ -24,12 +24,16 @@ const NOW = Date.parse('2026-11-26T12:00:00.000Z');
 /** A store that can be told to fail, as a dead Redis shard would. */
 class SwitchableStore implements OnlineStore {
   failing = false;
+  failedReads = 0;
   constructor(private readonly inner: OnlineStore) {}
   get kind(): string {
     return this.inner.kind;
   }
   read(view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null)[]> {
-    if (this.failing) return Promise.reject(new StoreUnavailableError('redis', '127.0.0.1:6390', 'Connection is closed.'));
+    if (this.failing) {
+      this.failedReads++;
+      return Promise.reject(new StoreUnavailableError('redis', '127.0.0.1:6390', 'Connection is closed.'));
+    }
     return this.inner.read(view, ids);
   }
   write: OnlineStore['write'] = (view, rows) => this.inner.write(view, rows);
@@ -175,9 +179,16 @@ describe('fast path equals the generic federated path byte for byte', () => {
     store.failing = true;
     try {
       for (const name of Object.keys(cases)) {
-        const [a, b] = await both({ extensions: { persistedQuery: { version: 1, sha256Hash: idOf(name) } }, variables: cases[name]![0] });
+        const body = { extensions: { persistedQuery: { version: 1, sha256Hash: idOf(name) } }, variables: cases[name]![0] };
+        store.failedReads = 0;
+        const a = await post(fast.url, body);
+        const fastReads = store.failedReads;
+        store.failedReads = 0;
+        const b = await post(generic.url, body);
         assertSame(a, b, `${name} with the store down`);
         assert.equal(a.json.errors[0].extensions.code, 'STORE_UNAVAILABLE');
+        // The hand-over carries the failure: the generic path does not ask the dead store again.
+        assert.equal(fastReads, store.failedReads, `${name}: the fast path read the failing store ${fastReads} times, the generic path ${store.failedReads}`);
       }
     } finally {
       store.failing = false;
