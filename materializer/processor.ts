@@ -54,7 +54,7 @@ export class Materializer {
   private readonly aggregators = new Map<string, ViewAggregator[]>();
   private readonly now: () => number;
 
-  constructor(private readonly registry: Registry, private readonly store: MaterializedStore, options: MaterializerOptions = {}) {
+  constructor(registry: Registry, private readonly store: MaterializedStore, options: MaterializerOptions = {}) {
     this.now = options.now ?? Date.now;
     for (const schema of registry.events) this.schemas.set(schema.topic, schema);
     for (const entity of registry.entities) {

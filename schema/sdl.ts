@@ -18,6 +18,16 @@ export function versionFieldName(version: ViewVersion): string {
   return `${version.viewName}V${version.version}`;
 }
 
+/** The entity type's view fields — each view (its active version) and each `<view>V<n>` — to the version they read. */
+export function viewFieldsOf(entity: Entity): Map<string, ViewVersion> {
+  const fields = new Map<string, ViewVersion>();
+  for (const view of entity.views) {
+    fields.set(view.name, view.versions[view.activeVersion - 1]!);
+    for (const version of view.versions) fields.set(versionFieldName(version), version);
+  }
+  return fields;
+}
+
 export function entitySubgraphSdl(entity: Entity): string {
   const parts: string[] = [federationLink, ''];
   parts.push(describe(entityDescription(entity)));

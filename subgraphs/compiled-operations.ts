@@ -4,7 +4,7 @@ import {
 } from 'graphql';
 import { log } from '../runtime/log.js';
 import type { PersistedQueryManifest } from '../schema/manifest.js';
-import { versionFieldName, viewTypeName } from '../schema/sdl.js';
+import { viewFieldsOf, viewTypeName } from '../schema/sdl.js';
 import type { Entity, Feature, Registry, ViewVersion } from '../schema/types.js';
 import { activeVersionOf } from '../schema/types.js';
 import type { FeatureValue } from '../store/codec.js';
@@ -212,11 +212,7 @@ function compileRoot(registry: Registry, field: FieldNode, variableTypes: Map<st
   if (typeof argument === 'string') return argument;
   if (!field.selectionSet) return `${name} has no selection`;
 
-  const viewFields = new Map<string, ViewVersion>();
-  for (const view of entity.views) {
-    viewFields.set(view.name, activeVersionOf(view));
-    for (const version of view.versions) viewFields.set(versionFieldName(version), version);
-  }
+  const viewFields = viewFieldsOf(entity);
   const fields: EntityField[] = [];
   const keys = new Set<string>();
   for (const s of field.selectionSet.selections) {

@@ -2,7 +2,7 @@ import { buildSubgraphSchema } from '@apollo/subgraph';
 import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
 import { GraphQLError, parse, type DocumentNode, type GraphQLResolveInfo, type GraphQLSchema } from 'graphql';
 import { ErrorCode } from '../runtime/errors.js';
-import { entitySubgraphSdl, versionFieldName } from '../schema/sdl.js';
+import { entitySubgraphSdl, viewFieldsOf } from '../schema/sdl.js';
 import type { Entity, Registry, ViewVersion } from '../schema/types.js';
 import { activeVersionOf } from '../schema/types.js';
 import type { OnlineStore, StoredFeatures } from '../store/online-store.js';
@@ -45,11 +45,7 @@ export function buildEntitySubgraph(registry: Registry, entityName: string, deps
   const scope = new LoaderScope(deps.store);
 
   // Field name on the entity type → the view version it reads.
-  const viewFields = new Map<string, ViewVersion>();
-  for (const view of entity.views) {
-    viewFields.set(view.name, activeVersionOf(view));
-    for (const version of view.versions) viewFields.set(versionFieldName(version), version);
-  }
+  const viewFields = viewFieldsOf(entity);
   const activeVersions = entity.views.map(activeVersionOf);
 
   /**
