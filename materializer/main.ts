@@ -8,6 +8,7 @@ import { runUntilSignal } from '../runtime/process.js';
 import { loadRegistry } from '../schema/registry.js';
 import { createStore, waitForStore } from '../store/create-store.js';
 import { KafkaLog } from '../eventlog/kafka-log.js';
+import { backfillGroup, backfillTarget, caughtUp } from './backfill.js';
 import { startMaterializer } from './run.js';
 
 /**
@@ -15,8 +16,13 @@ import { startMaterializer } from './run.js';
  * topics from Kafka (KAFKA_BROKERS) into the configured Redis store, exactly
  * once. Start several in the same MATERIALIZER_GROUP to share partitions.
  * `--port` serves /metrics and /healthz.
+ *
+ * `npm run materializer -- --backfill clickStats:3`: builds version 3 of
+ * clickStats (newer than the active one) from the earliest offset in a group
+ * of its own, logs "backfill caught up" when it has, and keeps following the
+ * topic until stopped (materializer/backfill.ts has the switch-over).
  */
-const { values } = parseArgs({ options: { port: { type: 'string' } } });
+const { values } = parseArgs({ options: { port: { type: 'string' }, backfill: { type: 'string' } } });
 await runUntilSignal(async () => {
   const config = loadConfig();
   if (!config.kafkaBrokers) throw new ConfigError('KAFKA_BROKERS', 'the materializer process reads Kafka: set KAFKA_BROKERS=host:port (npm start runs an embedded log in-process instead)');
@@ -24,13 +30,28 @@ await runUntilSignal(async () => {
   const registry = loadRegistry(config.registryFile);
   const store = createStore(config.store);
   if (!(await waitForStore(store, 10_000))) log.warn({ store: store.kind }, 'store not reachable yet; batches fail and are retried until it is');
+  const target = values.backfill ? backfillTarget(registry, values.backfill) : undefined;
+  const groupId = target ? backfillGroup(config.materializerGroup, target) : config.materializerGroup;
   const eventLog = new KafkaLog({ brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}` });
   const running = await startMaterializer({
-    registry, store, log: eventLog, groupId: config.materializerGroup, instanceId: String(process.pid),
+    registry, store, log: eventLog, groupId, instanceId: String(process.pid),
+    ...(target ? { materializer: { only: (v) => v === target } } : {}),
     // Exit so the supervisor (systemd, Kubernetes, the test) restarts us; the group hands our partitions on meanwhile.
     onFatal: () => process.exit(1),
   });
-  log.info({ topics: running.materializer.topics, group: config.materializerGroup, brokers: config.kafkaBrokers }, 'materializer running');
+  log.info({ topics: running.materializer.topics, group: groupId, brokers: config.kafkaBrokers, backfill: values.backfill ?? null }, 'materializer running');
+  let watch: NodeJS.Timeout | undefined;
+  if (target) {
+    const brokers = config.kafkaBrokers;
+    watch = setInterval(() => {
+      caughtUp(brokers, groupId, running.materializer.topics).then(({ caughtUp: done, lag }) => {
+        if (!done) return void log.info({ backfill: values.backfill, lag }, 'backfill in progress');
+        clearInterval(watch);
+        log.info({ backfill: values.backfill, group: groupId },
+          `backfill caught up: set activeVersion: ${target.version} for ${target.viewName} in the registry, restart the live materializers and gateways, then stop this process`);
+      }).catch((error: Error) => log.warn({ err: error.message }, 'backfill progress check failed'));
+    }, 2000);
+  }
 
   let server: http.Server | undefined;
   if (values.port) {
@@ -43,6 +64,7 @@ await runUntilSignal(async () => {
     server.listen(Number(values.port), config.host);
   }
   return async () => {
+    if (watch) clearInterval(watch);
     server?.close();
     await running.stop();
     await eventLog.close();

@@ -44,7 +44,7 @@ const maxCasAttempts = 20;
 const dayMs = 86_400_000;
 
 export interface MaterializerOptions {
-  /** Only these view versions (a backfill rebuilds one); all materialized versions when absent. */
+  /** Only these view versions (a backfill rebuilds one); when absent, every materialized version up to the active one. */
   readonly only?: (view: ViewVersion) => boolean;
   readonly now?: () => number;
 }
@@ -60,7 +60,10 @@ export class Materializer {
     for (const entity of registry.entities) {
       for (const view of entity.views) {
         for (const version of view.versions) {
-          if (!version.materialization || (options.only && !options.only(version))) continue;
+          if (!version.materialization) continue;
+          // By default the live versions only: those up to the active one. A newer version is built by a backfill
+          // (materializer/backfill.ts) until the registry makes it active.
+          if (options.only ? !options.only(version) : version.version > view.activeVersion) continue;
           const list = this.aggregators.get(version.materialization.source) ?? [];
           list.push(new ViewAggregator(version));
           this.aggregators.set(version.materialization.source, list);
