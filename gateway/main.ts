@@ -59,10 +59,13 @@ if (config.workers > 1 && cluster.isPrimary) {
       ? new KafkaLog({ brokers: config.kafkaBrokers, clientId: `gateway-${process.pid}` })
       : embeddedPipeline ? new EmbeddedLog() : undefined;
     let materializer: RunningMaterializer | undefined;
-    let demoEvents: { stop(): void } | undefined;
+    let demoEvents: ReturnType<typeof startDemoEvents> | undefined;
     if (embeddedPipeline && eventLog && opened) {
       materializer = await startMaterializer({ registry, store: opened.store, log: eventLog, groupId: config.materializerGroup, instanceId: String(process.pid) });
-      if (config.demoEventsPerSecond > 0) demoEvents = startDemoEvents(eventLog, registry, config.demoEventsPerSecond);
+      if (config.demoEventsPerSecond > 0) {
+        demoEvents = startDemoEvents(eventLog, registry, config.demoEventsPerSecond, { burst: config.demoSeed ? 20_000 : 0 });
+        await demoEvents.started;
+      }
     }
     const gateway = await startGateway({ config, registry, store: opened?.store, eventLog });
     log.info(

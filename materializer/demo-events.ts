@@ -11,7 +11,8 @@ import type { EventLog, OutgoingRecord } from '../eventlog/event-log.js';
  * It feeds the same materializer code as Kafka does, so dashboards see
  * subscriptions tick without any setup.
  */
-export function startDemoEvents(eventLog: EventLog, registry: Registry, perSecond: number, seed = Date.now()): { stop(): void } {
+export function startDemoEvents(eventLog: EventLog, registry: Registry, perSecond: number, options: { burst?: number; seed?: number } = {}): { stop(): void; started: Promise<void> } {
+  const seed = options.seed ?? Date.now();
   const random = mulberry32(seed);
   const idSpace = new Map<string, number>(); // "topic/field" → how many demo ids
   for (const entity of registry.entities) {
@@ -35,6 +36,8 @@ export function startDemoEvents(eventLog: EventLog, registry: Registry, perSecon
     }
     return { topic: schema.topic, key: String(body[schema.key]), value: JSON.stringify(body) };
   };
+  // A first burst gives every demo entity a few events at once, so all streamed views have values at start-up.
+  const started = eventLog.produce(Array.from({ length: options.burst ?? 0 }, () => event(registry.events[Math.floor(random() * registry.events.length)]!)));
   const tickMs = 100;
   let carry = 0;
   const timer = setInterval(() => {
@@ -44,5 +47,5 @@ export function startDemoEvents(eventLog: EventLog, registry: Registry, perSecon
     if (records.length > 0) eventLog.produce(records).catch((error: Error) => log.warn({ err: error.message }, 'demo events: produce failed'));
   }, tickMs);
   timer.unref();
-  return { stop: () => clearInterval(timer) };
+  return { stop: () => clearInterval(timer), started };
 }

@@ -1,6 +1,6 @@
 import { log } from '../runtime/log.js';
 import type { Config } from '../runtime/config.js';
-import type { Registry } from '../schema/types.js';
+import type { Registry, ViewVersion } from '../schema/types.js';
 import { createStore, waitForStore } from './create-store.js';
 import type { CodecStore } from './codec-store.js';
 import { demoRows } from './demo-data.js';
@@ -27,7 +27,10 @@ export async function openStore(config: Config, registry: Registry, options: { m
     const n = await writeRows(store, readRowsFile(registry, config.embeddedSeedFile));
     log.info({ file: config.embeddedSeedFile, rows: n }, 'seeded store from file');
   } else if (config.demoSeed) {
-    const n = await writeRows(store, demoRows(registry, { eventTimeMs: Date.now() }));
+    // Streamed views are the in-process materializer's to build (from a burst of demo events), so that
+    // their values are real aggregates from the start rather than unrelated random numbers.
+    const views = options.materializerInProcess ? (v: ViewVersion) => !v.materialization : undefined;
+    const n = await writeRows(store, demoRows(registry, { eventTimeMs: Date.now(), ...(views ? { views } : {}) }));
     log.info({ rows: n }, 'seeded store with demo data');
   }
   let timer: NodeJS.Timeout | undefined;
