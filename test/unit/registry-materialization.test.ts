@@ -1,7 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadRegistry, parseRegistry, RegistryError, type RegistryIssue } from '../../schema/registry.js';
-import { findView, type FeatureView, type Registry } from '../../schema/types.js';
+import { onlyRegistryIssue, positionOf, registryIssues, replaceOnce, viewOf } from '../support/registry-text.js';
+import { loadRegistry, parseRegistry, type RegistryIssue } from '../../schema/registry.js';
+import type { FeatureView, Registry } from '../../schema/types.js';
 
 /**
  * The registry's streaming half: event topics with their schemas, and views
@@ -58,19 +59,8 @@ views:
           - { name: country, type: String }
 `;
 
-function mutate(from: string, to: string, text = base): string {
-  const at = text.indexOf(from);
-  assert.ok(at >= 0 && text.indexOf(from, at + 1) < 0, `test setup: ${JSON.stringify(from)} must occur exactly once`);
-  return text.slice(0, at) + to + text.slice(at + from.length);
-}
-
-/** 1-based line and column of the only occurrence of `needle` in `text`. */
-function posOf(text: string, needle: string): { line: number; column: number } {
-  const at = text.indexOf(needle);
-  assert.ok(at >= 0 && text.indexOf(needle, at + 1) < 0, `test setup: ${JSON.stringify(needle)} must occur exactly once`);
-  const before = text.slice(0, at);
-  return { line: before.split('\n').length, column: at - before.lastIndexOf('\n') };
-}
+const mutate = (from: string, to: string, text = base): string => replaceOnce(text, from, to);
+const posOf = positionOf;
 
 /** Line and column of the last `needle` on the only line containing `lineNeedle` (values come last on their line). */
 function posIn(text: string, lineNeedle: string, needle: string): { line: number; column: number } {
@@ -80,31 +70,17 @@ function posIn(text: string, lineNeedle: string, needle: string): { line: number
   return { line, column };
 }
 
-function issuesOf(text: string): readonly RegistryIssue[] {
-  try {
-    parseRegistry(text, FILE);
-  } catch (error) {
-    assert.ok(error instanceof RegistryError, `expected a RegistryError, got ${String(error)}`);
-    assert.ok(error.issues.length > 0);
-    return error.issues;
-  }
-  assert.fail('expected the registry to be rejected');
-}
+const issuesOf = (text: string): readonly RegistryIssue[] => registryIssues(text, FILE);
 
 function onlyIssue(text: string): RegistryIssue {
-  const issues = issuesOf(text);
-  assert.equal(issues.length, 1, `expected one issue, got:\n${issues.map((i) => `${i.path}: ${i.message}`).join('\n')}`);
-  assert.equal(issues[0]!.file, FILE);
-  return issues[0]!;
+  const issue = onlyRegistryIssue(text, FILE);
+  assert.equal(issue.file, FILE);
+  return issue;
 }
 
 const at = (issue: RegistryIssue) => ({ line: issue.line, column: issue.column });
 
-function view(registry: Registry, name: string): FeatureView {
-  const v = findView(registry, name);
-  assert.ok(v, `view ${name}`);
-  return v;
-}
+const view = (registry: Registry, name: string): FeatureView => viewOf(registry, name);
 
 /** Inserts another event topic before `views:`. */
 function withEvent(topic: string, text = base): string {

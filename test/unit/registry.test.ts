@@ -1,5 +1,6 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { onlyRegistryIssue, positionOf, registryIssues, replaceOnce, viewOf } from '../support/registry-text.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -47,43 +48,11 @@ views:
           - { name: ctr, type: Float }
 `;
 
-function mutate(from: string, to: string, text = base): string {
-  const at = text.indexOf(from);
-  assert.ok(at >= 0 && text.indexOf(from, at + 1) < 0, `test setup: ${JSON.stringify(from)} must occur exactly once`);
-  return text.slice(0, at) + to + text.slice(at + from.length);
-}
-
-/** 1-based line and column of the only occurrence of `needle` in `text`. */
-function posOf(text: string, needle: string): { line: number; column: number } {
-  const at = text.indexOf(needle);
-  assert.ok(at >= 0 && text.indexOf(needle, at + 1) < 0, `test setup: ${JSON.stringify(needle)} must occur exactly once`);
-  const before = text.slice(0, at);
-  return { line: before.split('\n').length, column: at - before.lastIndexOf('\n') };
-}
-
-function issuesOf(text: string, file = FILE): readonly RegistryIssue[] {
-  try {
-    parseRegistry(text, file);
-  } catch (error) {
-    assert.ok(error instanceof RegistryError, `expected a RegistryError, got ${String(error)}`);
-    assert.ok(error.issues.length > 0);
-    return error.issues;
-  }
-  assert.fail('expected the registry to be rejected');
-}
-
-/** The only issue of `text`; fails listing all of them if there are more. */
-function onlyIssue(text: string): RegistryIssue {
-  const issues = issuesOf(text);
-  assert.equal(issues.length, 1, `expected one issue, got:\n${issues.map((i) => `${i.path}: ${i.message}`).join('\n')}`);
-  return issues[0]!;
-}
-
-function view(registry: ReturnType<typeof loadRegistry>, name: string): FeatureView {
-  const v = findView(registry, name);
-  assert.ok(v, `view ${name} exists`);
-  return v;
-}
+const mutate = (from: string, to: string, text = base): string => replaceOnce(text, from, to);
+const posOf = positionOf;
+const issuesOf = (text: string, file = FILE): readonly RegistryIssue[] => registryIssues(text, file);
+const onlyIssue = (text: string): RegistryIssue => onlyRegistryIssue(text, FILE);
+const view = (registry: ReturnType<typeof loadRegistry>, name: string): FeatureView => viewOf(registry, name);
 
 describe('the shipped registry (schema/registry.yaml)', () => {
   const registry = loadRegistry();
