@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { signalAndWait } from './child.js';
 import { loadConfig, type Config } from '../../runtime/config.js';
 import { fromRoot } from '../../runtime/paths.js';
 import { startGateway, type RunningGateway } from '../../gateway/server.js';
@@ -35,12 +36,7 @@ export class NodeProcess {
   }
 
   async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise((r) => this.child.once('exit', r));
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
+    await signalAndWait(this.child, 'SIGTERM', 5000);
   }
 }
 

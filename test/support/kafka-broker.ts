@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { signalAndWait } from './child.js';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -181,22 +182,12 @@ export class KafkaBroker {
 
   /** SIGTERM, i.e. a controlled shutdown that flushes the logs; waits for the JVM to exit (SIGKILL after 30 s). */
   async stop(): Promise<void> {
-    const child = this.child;
-    if (!child) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    await exited;
-    clearTimeout(timer);
+    if (this.child) await signalAndWait(this.child, 'SIGTERM', 30_000);
   }
 
   /** SIGKILL: the broker dies without a shutdown; waits for the process to be gone. */
   async kill(): Promise<void> {
-    const child = this.child;
-    if (!child) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
+    if (this.child) await signalAndWait(this.child, 'SIGKILL');
   }
 
   /** Kills the broker and removes its directory (config, logs, data). */

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { signalAndWait } from './child.js';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -77,11 +78,7 @@ export class RedisProcess {
   }
 
   async kill(): Promise<void> {
-    const child = this.child;
-    if (!child) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
+    if (this.child) await signalAndWait(this.child, 'SIGKILL');
   }
 
   async destroy(): Promise<void> {
