@@ -51,6 +51,16 @@ export class PersistedQueries {
    * operation or its text and hash disagree.
    */
   manifestIdOf(operation: IncomingOperation): string | undefined {
+    // Admission and the fast path both ask for the same request: hash its text once.
+    if (this.ids.has(operation)) return this.ids.get(operation);
+    const id = this.computeManifestId(operation);
+    this.ids.set(operation, id);
+    return id;
+  }
+
+  private readonly ids = new WeakMap<IncomingOperation, string | undefined>();
+
+  private computeManifestId(operation: IncomingOperation): string | undefined {
     const hash = persistedHash(operation.extensions);
     if (typeof operation.query === 'string') {
       const id = sha256Hex(operation.query);

@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Redis, type ChainableCommander } from 'ioredis';
 import { log } from '../../runtime/log.js';
 import { storeErrors, storeReadDuration } from '../../runtime/metrics.js';
 import { StoreUnavailableError } from '../online-store.js';
@@ -60,6 +60,7 @@ export class RedisBackend implements ByteBackend {
         }
       });
       client.on('ready', () => log.info({ store: this.kind, shard: name }, 'redis shard ready'));
+      client.defineCommand('featureCas', { numberOfKeys: 2, lua: casScript });
       return { name, client };
     });
     this.ring = new HashRing(this.shards.map((s, i) => ({ id: s.name, value: i })));
@@ -90,41 +91,40 @@ export class RedisBackend implements ByteBackend {
   }
 
   async setMany(entries: readonly ByteEntry[]): Promise<void> {
-    if (entries.length === 0) return;
-    const groups = this.groupByShard(entries.map((e) => e.key));
-    await Promise.all(
-      groups.map(async (group, shardIndex) => {
-        if (group.length === 0) return;
-        const shard = this.shards[shardIndex]!;
-        const pipeline = shard.client.pipeline();
-        for (const i of group) {
-          const entry = entries[i]!;
-          pipeline.set(entry.key, entry.value, 'PXAT', entry.expireAtMs);
-        }
-        const results = await this.call(shard, () => pipeline.exec());
-        const failed = results?.find(([error]) => error);
-        if (failed?.[0]) throw this.unavailable(shard, failed[0]);
-      }),
-    );
+    await this.pipelined(entries.map((e) => e.key), (pipeline, i) => {
+      const entry = entries[i]!;
+      pipeline.set(entry.key, entry.value, 'PXAT', entry.expireAtMs);
+    });
   }
 
   async compareAndSet(entries: readonly CasEntry[]): Promise<boolean[]> {
-    const out: boolean[] = new Array(entries.length).fill(false);
-    const groups = this.groupByShard(entries.map((e) => e.stateKey));
+    const replies = await this.pipelined(entries.map((e) => e.stateKey), (pipeline, i) => {
+      const e = entries[i]!;
+      // EVALSHA of the script ioredis defined on every client (it loads it on first use).
+      (pipeline as unknown as CasPipeline).featureCas(e.stateKey, e.valueKey, String(e.expectedVersion), e.state, String(e.stateExpireAtMs), e.value ?? '', String(e.valueExpireAtMs));
+    });
+    return replies.map((reply) => reply === 1);
+  }
+
+  /**
+   * One pipeline per shard for the commands that `add` queues, one per key
+   * (routed like the key), sent to the shards in parallel; the replies in the
+   * order of `keys`. Any failed reply fails the call, naming its shard.
+   */
+  private async pipelined(keys: readonly string[], add: (pipeline: ChainableCommander, index: number) => void): Promise<unknown[]> {
+    const out: unknown[] = new Array(keys.length);
+    if (keys.length === 0) return out;
     await Promise.all(
-      groups.map(async (group, shardIndex) => {
+      this.groupByShard(keys).map(async (group, shardIndex) => {
         if (group.length === 0) return;
         const shard = this.shards[shardIndex]!;
         const pipeline = shard.client.pipeline();
-        for (const i of group) {
-          const e = entries[i]!;
-          pipeline.eval(casScript, 2, e.stateKey, e.valueKey, String(e.expectedVersion), e.state, String(e.stateExpireAtMs), e.value ?? '', String(e.valueExpireAtMs));
-        }
+        for (const i of group) add(pipeline, i);
         const results = await this.call(shard, () => pipeline.exec());
-        group.forEach((entryIndex, j) => {
-          const [error, result] = results?.[j] ?? [new Error('no reply')];
+        group.forEach((keyIndex, j) => {
+          const [error, reply] = results?.[j] ?? [new Error('no reply')];
           if (error) throw this.unavailable(shard, error);
-          out[entryIndex] = result === 1;
+          out[keyIndex] = reply;
         });
       }),
     );
@@ -174,6 +174,11 @@ export class RedisBackend implements ByteBackend {
     keys.forEach((key, i) => groups[this.ring.nodeFor(routingKey(key))]!.push(i));
     return groups;
   }
+}
+
+/** The pipeline method `defineCommand` adds for the compare-and-set script. */
+interface CasPipeline {
+  featureCas(...args: string[] | (string | Buffer)[]): unknown;
 }
 
 function routingKey(key: string): string {
