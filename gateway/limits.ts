@@ -9,6 +9,7 @@ import { rejectedRequests } from '../runtime/metrics.js';
 export interface Limits {
   readonly maxQueryDepth: number;
   readonly maxBatchIds: number;
+  readonly maxQueryCost: number;
 }
 
 /**
@@ -32,6 +33,8 @@ export function limitsPlugin(limits: Limits): ApolloServerPlugin<BaseContext> {
               extensions: { code: ErrorCode.QueryTooDeep, max: limits.maxQueryDepth, http: { status: 400 } },
             });
           }
+          const cost = operationCost(document, operation, request.variables ?? {});
+          if (cost > limits.maxQueryCost) throw queryTooCostly(cost, limits.maxQueryCost);
           const largest = largestList(document, operation, request.variables ?? {});
           if (largest > limits.maxBatchIds) {
             rejectedRequests.inc({ code: ErrorCode.BatchTooLarge });
@@ -45,6 +48,84 @@ export function limitsPlugin(limits: Limits): ApolloServerPlugin<BaseContext> {
   };
 }
 
+export function queryTooCostly(cost: number, max: number): GraphQLError {
+  rejectedRequests.inc({ code: ErrorCode.QueryTooCostly });
+  return new GraphQLError(
+    `Query cost ${cost} (entities × features requested) exceeds the limit of ${max} (MAX_QUERY_COST); ask for fewer ids or fields per request`,
+    { extensions: { code: ErrorCode.QueryTooCostly, cost, max, http: { status: 400 } } },
+  );
+}
+
+/**
+ * What an operation costs the store and the encoder: for each root field, the
+ * entities it asks for (the longest list among its arguments, else 1) times
+ * the leaf fields it selects (features and metadata; fragments expanded, each
+ * occurrence counted, so aliases cost too). Introspection costs nothing here;
+ * its size is fixed by the schema. Each fragment is counted once and its
+ * count reused, so fragments spreading fragments twice over cost linear time
+ * to measure, however large the count they add up to.
+ */
+export function operationCost(document: DocumentNode, operation: OperationDefinitionNode, variables: Record<string, unknown>): number {
+  const fragments = fragmentsOf(document);
+  const defaults = new Map<string, ValueNode>();
+  for (const def of operation.variableDefinitions ?? []) if (def.defaultValue) defaults.set(def.variable.name.value, def.defaultValue);
+  const listLength = (value: ValueNode): number => {
+    if (value.kind === Kind.LIST) return value.values.length;
+    if (value.kind !== Kind.VARIABLE) return 0;
+    const name = value.name.value;
+    if (Object.hasOwn(variables, name)) return Array.isArray(variables[name]) ? (variables[name] as unknown[]).length : 0;
+    const fallback = defaults.get(name);
+    return fallback?.kind === Kind.LIST ? fallback.values.length : 0;
+  };
+  const leaves = memoized(fragments, (set, recurse) => {
+    let n = 0;
+    for (const s of set.selections) {
+      if (s.kind === Kind.FIELD) n += s.selectionSet ? recurse(s.selectionSet) : s.name.value === '__typename' ? 0 : 1;
+      else if (s.kind === Kind.INLINE_FRAGMENT) n += recurse(s.selectionSet);
+      else n += recurse(s.name.value);
+    }
+    return n;
+  });
+  const rootCost = memoized(fragments, (set, recurse) => {
+    let n = 0;
+    for (const s of set.selections) {
+      if (s.kind === Kind.FIELD) {
+        if (s.name.value.startsWith('__')) continue;
+        const entities = Math.max(1, ...(s.arguments ?? []).map((a) => listLength(a.value)));
+        n += entities * Math.max(1, s.selectionSet ? leaves(s.selectionSet) : 1);
+      } else if (s.kind === Kind.INLINE_FRAGMENT) n += recurse(s.selectionSet);
+      else n += recurse(s.name.value);
+    }
+    return n;
+  });
+  return rootCost(operation.selectionSet);
+}
+
+/**
+ * A sum over a selection set whose fragment spreads are evaluated once per
+ * fragment name. A fragment that (invalidly) reaches itself counts 0 there.
+ */
+function memoized(
+  fragments: Map<string, FragmentDefinitionNode>,
+  sum: (set: SelectionSetNode, recurse: (target: SelectionSetNode | string) => number) => number,
+): (set: SelectionSetNode) => number {
+  const done = new Map<string, number>();
+  const active = new Set<string>();
+  const recurse = (target: SelectionSetNode | string): number => {
+    if (typeof target !== 'string') return sum(target, recurse);
+    const known = done.get(target);
+    if (known !== undefined) return known;
+    const fragment = fragments.get(target);
+    if (!fragment || active.has(target)) return 0;
+    active.add(target);
+    const n = sum(fragment.selectionSet, recurse);
+    active.delete(target);
+    done.set(target, n);
+    return n;
+  };
+  return (set) => sum(set, recurse);
+}
+
 function fragmentsOf(document: DocumentNode): Map<string, FragmentDefinitionNode> {
   const out = new Map<string, FragmentDefinitionNode>();
   for (const def of document.definitions) if (def.kind === Kind.FRAGMENT_DEFINITION) out.set(def.name.value, def);
@@ -56,23 +137,30 @@ function fragmentsOf(document: DocumentNode): Map<string, FragmentDefinitionNode
  * is not counted: its depth is fixed by the spec, and Sandbox needs it.
  * Validation has already rejected fragment cycles; `active` guards anyway.
  */
-export function selectionDepth(set: SelectionSetNode | undefined, fragments: Map<string, FragmentDefinitionNode>, active: Set<string>): number {
+export function selectionDepth(set: SelectionSetNode | undefined, fragments: Map<string, FragmentDefinitionNode>, active: Set<string>, known = new Map<string, number>()): number {
   if (!set) return 0;
   let max = 0;
   for (const s of set.selections) {
     let d = 0;
     if (s.kind === Kind.FIELD) {
       if (s.name.value.startsWith('__')) continue;
-      d = 1 + selectionDepth(s.selectionSet, fragments, active);
+      d = 1 + selectionDepth(s.selectionSet, fragments, active, known);
     } else if (s.kind === Kind.INLINE_FRAGMENT) {
-      d = selectionDepth(s.selectionSet, fragments, active);
+      d = selectionDepth(s.selectionSet, fragments, active, known);
     } else {
       const name = s.name.value;
       const fragment = fragments.get(name);
       if (!fragment || active.has(name)) continue;
-      active.add(name);
-      d = selectionDepth(fragment.selectionSet, fragments, active);
-      active.delete(name);
+      // A fragment's depth does not depend on where it is spread: measured once, so that
+      // fragments spreading fragments several times over cannot make this exponential.
+      const seen = known.get(name);
+      if (seen !== undefined) d = seen;
+      else {
+        active.add(name);
+        d = selectionDepth(fragment.selectionSet, fragments, active, known);
+        active.delete(name);
+        known.set(name, d);
+      }
     }
     if (d > max) max = d;
   }

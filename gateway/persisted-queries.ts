@@ -1,7 +1,7 @@
 import type { KeyValueCache } from '@apollo/utils.keyvaluecache';
 import { InMemoryLRUCache, PrefixingKeyValueCache } from '@apollo/utils.keyvaluecache';
 import { Kind, parse, type TypeNode } from 'graphql';
-import type { Admission, IncomingOperation } from '../runtime/graphql-http.js';
+import type { IncomingOperation, Refusal } from '../runtime/graphql-http.js';
 import { ErrorCode } from '../runtime/errors.js';
 import { sha256Hex, type PersistedOperation, type PersistedQueryManifest } from '../schema/manifest.js';
 
@@ -69,16 +69,13 @@ export class PersistedQueries {
     return hash !== undefined && this.byId.has(hash) ? hash : undefined;
   }
 
-  /** In safelist mode, refuses every operation that is not in the manifest. */
-  readonly admit: Admission = (operation) => {
-    if (!this.safelist || this.manifestIdOf(operation) !== undefined) return undefined;
-    return {
-      status: 400,
-      code: ErrorCode.NotInSafelist,
-      message:
-        'This gateway runs in safelist mode: only operations of its persisted-query manifest may run. ' +
-        'Send { "extensions": { "persistedQuery": { "version": 1, "sha256Hash": "<manifest id>" } }, "variables": … }.',
-    };
+  /** What a client that may not run ad-hoc operations gets for one outside the manifest, in safelist mode. */
+  readonly safelistRefusal: Refusal = {
+    status: 400,
+    code: ErrorCode.NotInSafelist,
+    message:
+      'This gateway runs in safelist mode: only operations of its persisted-query manifest may run. ' +
+      'Send { "extensions": { "persistedQuery": { "version": 1, "sha256Hash": "<manifest id>" } }, "variables": … }.',
   };
 
   /** Variables that let each manifest operation be planned at start-up (ids that match nothing). */

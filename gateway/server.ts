@@ -1,8 +1,14 @@
 import { ApolloServer, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
 import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
-import { ApolloGateway, LocalGraphQLDataSource, RemoteGraphQLDataSource, type GraphQLDataSource } from '@apollo/gateway';
-import { parse } from 'graphql';
+import {
+  ApolloGateway, LocalGraphQLDataSource, RemoteGraphQLDataSource, type GraphQLDataSource, type GraphQLDataSourceProcessOptions,
+} from '@apollo/gateway';
+import { getOperationAST, parse } from 'graphql';
+import { Authenticator } from '../auth/authenticator.js';
+import { principalHeaders } from '../auth/internal.js';
+import { mayDo, mayReadView } from '../auth/policy.js';
+import { principalKey, principalOf } from '../auth/principal.js';
 import type { EventLog } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ConfigError } from '../runtime/errors.js';
@@ -17,7 +23,8 @@ import { CompiledOperations } from '../subgraphs/compiled-operations.js';
 import { storeFailure } from '../subgraphs/loaders.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
 import { composeSupergraph, type SubgraphDefinition } from './compose.js';
-import { limitsPlugin } from './limits.js';
+import { authorizationPlugin, gatewayAdmission, gatewayAuthentication, gatewayPrincipal, trustedOperation } from './authorization.js';
+import { limitsPlugin, operationCost } from './limits.js';
 import { metricsPlugin } from './metrics-plugin.js';
 import { PersistedQueries } from './persisted-queries.js';
 import { introspectionPlugin } from './introspection-plugin.js';
@@ -61,7 +68,7 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
       const url = config.subgraphUrls[entity.name];
       if (!url) throw new ConfigError('SUBGRAPH_URLS', `no URL for subgraph "${entity.name}" (every entity of the registry needs one)`);
       definitions.push({ name: entity.name, typeDefs: parse(entitySubgraphSdl(entity)), url });
-      services.set(entity.name, new RemoteGraphQLDataSource({ url }));
+      services.set(entity.name, new PrincipalForwardingDataSource({ url }, config.internalAuthSecret));
     }
   } else {
     if (!store) throw new Error('a co-located gateway needs a store for its subgraphs');
@@ -83,6 +90,7 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
   });
 
   const persisted = new PersistedQueries(readManifest(config.manifestFile), config.safelist);
+  const authenticator = Authenticator.fromSettings(config.auth);
   let subscriptionsRef: Subscriptions | undefined;
   const apollo = new ApolloServer<BaseContext>({
     gateway,
@@ -92,6 +100,7 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     // Bounds the parser's work on hostile input before validation runs.
     parseOptions: { maxTokens: 20_000 },
     plugins: [
+      authorizationPlugin(persisted),
       limitsPlugin(config),
       metricsPlugin((hash) => persisted.nameOf(hash)),
       // Introspection shows the Subscription type too once subscriptions are attached (below).
@@ -131,10 +140,19 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
 
   // Co-located only: the compiled operations read the store the in-process subgraphs read.
   const compiled = !distributed && config.fastPath ? new CompiledOperations(registry, persisted.manifest, store!, config.maxBatchIds) : undefined;
-  const fastPath: FastPath | undefined = compiled && (async (operation) => {
+  const manifestOperations = new Map(persisted.manifest.operations.map((op) => {
+    const document = parse(op.body);
+    return [op.id, { document, operation: getOperationAST(document)! }] as const;
+  }));
+  const fastPath: FastPath | undefined = compiled && (async (operation, principal) => {
     const id = persisted.manifestIdOf(operation);
     const op = id === undefined ? undefined : compiled.get(id);
     if (!op) return undefined;
+    // Anything access or limits would refuse, or answer with a field error, is the generic path's to say.
+    if (!mayDo(principal, 'persisted') || !op.views.every((view) => mayReadView(principal, view))) return undefined;
+    const parsed = manifestOperations.get(id!)!;
+    const variables = typeof operation.variables === 'object' && operation.variables !== null ? (operation.variables as Record<string, unknown>) : {};
+    if (operationCost(parsed.document, parsed.operation, variables) > config.maxQueryCost) return undefined;
     const result = await op.run(operation.variables, operation.operationName);
     fastPathRequests.inc({ operation: op.name, outcome: result.kind === 'answered' ? 'served' : 'generic' });
     if (result.kind === 'answered') return { kind: 'answered', body: result.body, operation: op.name };
@@ -142,9 +160,12 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
   });
   if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
 
-  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit: persisted.admit, fastPath });
+  const admit = gatewayAdmission(persisted);
+  const server = createGraphQLHttpServer({
+    apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate: gatewayAuthentication(authenticator), admit, fastPath,
+  });
   const subscriptions = eventLog
-    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit: persisted.admit, ...(!distributed && config.fastPath && store ? { store } : {}) })
+    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, authenticator, admit, ...(!distributed && config.fastPath && store ? { store } : {}) })
     : undefined;
   subscriptionsRef = subscriptions;
   let running: RunningHttpServer;
@@ -174,7 +195,7 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
  */
 async function warmUp(apollo: ApolloServer<BaseContext>, persisted: PersistedQueries): Promise<void> {
   for (const request of persisted.warmupRequests()) {
-    const result = await apollo.executeOperation(request, { contextValue: {} });
+    const result = await apollo.executeOperation(request, { contextValue: { [principalKey]: gatewayPrincipal, [trustedOperation]: true } });
     if (result.body.kind === 'single' && result.body.singleResult.errors?.some((e) => e.extensions?.code === 'GRAPHQL_VALIDATION_FAILED')) {
       throw new Error(`persisted operation does not validate against the supergraph: ${JSON.stringify(result.body.singleResult.errors)}`);
     }
@@ -199,6 +220,19 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promi
       timer = setTimeout(() => reject(new Error(message)), ms);
     }),
   ]);
+}
+
+/** Hands the caller's principal to a subgraph process, signed (auth/internal.ts). */
+class PrincipalForwardingDataSource extends RemoteGraphQLDataSource<BaseContext> {
+  constructor(options: { url: string }, private readonly secret: string | null) {
+    super(options);
+  }
+
+  override willSendRequest({ request, context }: GraphQLDataSourceProcessOptions<BaseContext>): void {
+    const principal = principalOf(context);
+    if (!principal) return;
+    for (const [name, value] of Object.entries(principalHeaders(principal, this.secret))) request.http?.headers.set(name, value);
+  }
 }
 
 /** Apollo's logger interface over our JSON-lines logger. */

@@ -22,7 +22,12 @@ import type { Entity, Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { compileOperation, type CompiledOperation } from '../subgraphs/compiled-operations.js';
 import { storeFailure } from '../subgraphs/loaders.js';
-import { selectionDepth } from './limits.js';
+import { credentialsFromHeaders, credentialsFromPayload, type Authenticator } from '../auth/authenticator.js';
+import { AccessError } from '../auth/errors.js';
+import { authorize, mayReadView } from '../auth/policy.js';
+import { principalKey, type Principal } from '../auth/principal.js';
+import { trustedOperation } from './authorization.js';
+import { operationCost, selectionDepth } from './limits.js';
 
 /**
  * GraphQL subscriptions of live feature changes, over graphql-ws on the
@@ -80,8 +85,10 @@ export interface SubscriptionsOptions {
   readonly apollo: ApolloServer<BaseContext>;
   readonly gateway: SchemaSource;
   readonly registry: Registry;
-  readonly config: Pick<Config, 'maxBatchIds' | 'maxQueryDepth' | 'maxBodyBytes' | 'subscriptionQueueSize' | 'maxSubscriptionsPerConnection' | 'debugErrors'>;
+  readonly config: Pick<Config, 'maxBatchIds' | 'maxQueryDepth' | 'maxQueryCost' | 'maxBodyBytes' | 'subscriptionQueueSize' | 'maxSubscriptionsPerConnection' | 'debugErrors'>;
   readonly eventLog: EventLog;
+  /** Checks a connection's credentials at connection_init (auth/authenticator.ts); none: every connection is let in. */
+  readonly authenticator?: Authenticator;
   /** Safelist admission, applied to each subscribe message as to each HTTP request. */
   readonly admit?: Admission;
   /**
@@ -120,7 +127,9 @@ export interface Subscriptions {
 const log = rootLog.child({ component: 'subscriptions' });
 
 export async function attachSubscriptions(options: SubscriptionsOptions): Promise<Subscriptions> {
-  const { server, apollo, gateway, registry, config, eventLog, admit } = options;
+  const { server, apollo, gateway, registry, config, eventLog, admit, authenticator } = options;
+  /** Each connection's principal, decided at connection_init. */
+  const principals = new WeakMap<object, Principal>();
   const path = options.path ?? '/graphql';
   const hub = new ChangeHub(registry, config.subscriptionQueueSize);
   const { store } = options;
@@ -141,12 +150,36 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
   const disposer = useServer<Record<string, unknown>>(
     {
       isProd: !config.debugErrors,
-      onConnect: () => true,
+      onConnect: async (ctx) => {
+        if (!authenticator) return true;
+        const { request, socket } = ctx.extra as unknown as { request: http.IncomingMessage; socket: WebSocket };
+        try {
+          // Browsers cannot set headers on a WebSocket: credentials come in the connection_init payload, else the upgrade's headers.
+          const credentials = credentialsFromPayload(ctx.connectionParams) ?? credentialsFromHeaders(request.headers);
+          const principal = await authenticator.authenticate(credentials, request.socket.remoteAddress);
+          const refusal = authorize(principal, 'subscription');
+          if (refusal) throw refusal;
+          principals.set(ctx, principal);
+          return true;
+        } catch (error) {
+          if (!(error instanceof AccessError)) throw error;
+          rejectedRequests.inc({ code: error.code });
+          // 4401/4403/4429 with the reason, where graphql-ws alone would say only "Forbidden".
+          socket.close(closeCodeOf(error), closeReason(error.message));
+          return false;
+        }
+      },
       onSubscribe: async (ctx, _id, payload) => {
         const refuse = (code: string, message: string, extensions: Record<string, unknown> = {}): GraphQLError[] => {
           rejectedRequests.inc({ code });
           return [new GraphQLError(message, { extensions: { code, ...extensions } })];
         };
+        const principal = principals.get(ctx);
+        if (authenticator) {
+          // Checked per subscription too, as each HTTP request is (the roles could be narrower than the connection's use).
+          const denied = authorize(principal, 'subscription');
+          if (denied) return refuse(denied.code, denied.message);
+        }
         // graphql-ws registers the subscription before this hook: the count includes this one.
         if (Object.keys(ctx.subscriptions).length > config.maxSubscriptionsPerConnection) {
           return refuse(
@@ -156,7 +189,7 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
             { max: config.maxSubscriptionsPerConnection },
           );
         }
-        const refusal = admit?.(payload);
+        const refusal = admit?.(payload, principal);
         if (refusal) return refuse(refusal.code, refusal.message);
 
         let document: DocumentNode;
@@ -190,7 +223,14 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
           });
         }
 
-        const contextValue: SubscriptionContext = { entityQueries: new Map() };
+        const cost = operationCost(document, operation, payload.variables ?? {});
+        if (cost > config.maxQueryCost) {
+          return refuse(ErrorCode.QueryTooCostly, `Query cost ${cost} (entities × features requested) exceeds the limit of ${config.maxQueryCost} (MAX_QUERY_COST)`, {
+            cost, max: config.maxQueryCost,
+          });
+        }
+
+        const contextValue: SubscriptionContext = { entityQueries: new Map(), principal };
         const args: ExecutionArgs = {
           schema: current,
           document,
@@ -267,6 +307,8 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
 // --- the schema -----------------------------------------------------------------------------
 
 interface SubscriptionContext {
+  /** The connection's principal (undefined when the gateway authenticates no one). */
+  readonly principal?: Principal | undefined;
   /** The stream opened while the subscribe message was checked; reused when graphql-ws subscribes. */
   stream?: ChangeStream;
   /** Per entity field (by response key): the printed gateway query for its selection. */
@@ -358,7 +400,7 @@ function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registr
             description: 'Only changes of these feature views of `entity` (registry names); all its views when absent.',
           },
         },
-        subscribe: (_root, args: FeatureChangedArgs, context) => (context.stream ??= hub.open(args, maxBatchIds)),
+        subscribe: (_root, args: FeatureChangedArgs, context) => (context.stream ??= hub.open(readableOnly(registry, args, context.principal), maxBatchIds)),
         resolve: (change: unknown) => change,
       },
     },
@@ -409,11 +451,18 @@ function entityResolver(apollo: ApolloServer<BaseContext>, compile?: (name: stri
     const variables: Record<string, unknown> = { [op.idVariable]: change.id };
     for (const name of op.variables) if (Object.hasOwn(info.variableValues, name)) variables[name] = info.variableValues[name];
 
-    // One store read per view and a precompiled writer, instead of the planner and graphql-js per event.
-    const compiled = await op.compiled?.run(variables, undefined);
+    // One store read per view and a precompiled writer, instead of the planner and graphql-js per event;
+    // a view the subscriber may not read is answered by the generic path, with its field error.
+    const readable = op.compiled?.views.every((view) => mayReadView(context.principal, view)) ?? false;
+    const compiled = readable ? await op.compiled!.run(variables, undefined) : undefined;
     if (compiled?.kind === 'answered') return (JSON.parse(compiled.body) as { data: Record<string, unknown> }).data[entity.singularField] ?? null;
     // On a store failure the gateway reports it without reading the store again.
-    const contextValue = compiled?.kind === 'generic' && compiled.storeFailure !== undefined ? { [storeFailure]: compiled.storeFailure } : {};
+    // The entity query is the gateway's own (no ad-hoc rights needed), read with the subscriber's principal (per-view roles).
+    const contextValue = {
+      [trustedOperation]: true,
+      ...(context.principal ? { [principalKey]: context.principal } : {}),
+      ...(compiled?.kind === 'generic' && compiled.storeFailure !== undefined ? { [storeFailure]: compiled.storeFailure } : {}),
+    };
 
     const response = await apollo.executeOperation({ query: op.query, variables }, { contextValue });
     if (response.body.kind !== 'single') throw new GraphQLError('the gateway answered with an incremental response');
@@ -507,6 +556,48 @@ function markError(root: object, path: readonly (string | number)[], error: Grap
   if (!fieldHolder || field === undefined) return;
   const marked = fieldHolder as WithFieldErrors;
   (marked[fieldErrors] ??= new Map()).set(field, marked[fieldErrors]?.get(field) ?? error);
+}
+
+/**
+ * The subscription's view filter narrowed to the views its principal may
+ * read: an explicitly named view it may not read is refused (FORBIDDEN); with
+ * no `views`, changes of unreadable views are not delivered at all, since even
+ * the fact of a change is information about the value.
+ */
+function readableOnly(registry: Registry, args: FeatureChangedArgs, principal: Principal | undefined): FeatureChangedArgs {
+  const entity = registry.entities.find((e) => e.name === args.entity);
+  if (!entity || entity.views.every((view) => mayReadView(principal, view))) return args;
+  if (args.views) {
+    for (const name of args.views) {
+      const view = entity.views.find((v) => v.name === name);
+      if (view && !mayReadView(principal, view)) {
+        rejectedRequests.inc({ code: ErrorCode.Forbidden });
+        throw new GraphQLError(`Not allowed to read feature view ${name}: it is readable by ${view.readRoles!.join(', ')} only`, {
+          extensions: { code: ErrorCode.Forbidden, view: name },
+        });
+      }
+    }
+    return args;
+  }
+  const views = entity.views.filter((view) => mayReadView(principal, view)).map((view) => view.name);
+  if (views.length === 0) {
+    rejectedRequests.inc({ code: ErrorCode.Forbidden });
+    throw new GraphQLError(`Not allowed to read any feature view of ${entity.name}`, { extensions: { code: ErrorCode.Forbidden } });
+  }
+  return { ...args, views };
+}
+
+function closeCodeOf(error: AccessError): number {
+  if (error.status === 401) return 4401;
+  if (error.status === 429) return 4429;
+  return 4403;
+}
+
+/** A WebSocket close reason is at most 123 bytes. */
+function closeReason(message: string): string {
+  let reason = message;
+  while (Buffer.byteLength(reason) > 123) reason = reason.slice(0, -2) + '…';
+  return reason;
 }
 
 function toGraphQLError(formatted: GraphQLFormattedError): GraphQLError {

@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import { ConfigError } from './errors.js';
 import { fromRoot } from './paths.js';
 import type { StoreConfig } from '../store/create-store.js';
+import type { AuthSettings } from '../auth/authenticator.js';
+import { isRole, ROLES, type Role } from '../auth/principal.js';
 
 /**
  * The one typed configuration object, read from environment variables and an
@@ -40,6 +42,14 @@ export interface Config {
   readonly materializerGroup: string;
   /** Demo raw events per second fed to the in-process materializer of `npm start` (0: none). */
   readonly demoEventsPerSecond: number;
+  readonly auth: AuthSettings;
+  /** Entities × features one operation may ask for. */
+  readonly maxQueryCost: number;
+  /**
+   * Distributed shape: the gateway signs the caller's principal for the
+   * subgraphs with it (HMAC-SHA256), and subgraphs trust only signed principals.
+   */
+  readonly internalAuthSecret: string | null;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -89,8 +99,58 @@ export function loadConfig(env: Env = process.env): Config {
     debugErrors: bool(get, 'DEBUG_ERRORS', false),
     kafkaBrokers: brokers(get('KAFKA_BROKERS')),
     materializerGroup: get('MATERIALIZER_GROUP') ?? 'feature-materializer',
+    auth: authSettings(get),
+    maxQueryCost: int(get, 'MAX_QUERY_COST', 50_000, 1, 100_000_000),
+    internalAuthSecret: secret(get, 'INTERNAL_AUTH_SECRET'),
     demoEventsPerSecond: int(get, 'DEMO_EVENTS_PER_SECOND', embedded && !get('EMBEDDED_SEED_FILE') ? 100 : 0, 0, 100_000),
   };
+}
+
+function authSettings(get: (n: string) => string | undefined): AuthSettings {
+  const apiKeysFile = get('API_KEYS_FILE') ?? null;
+  if (apiKeysFile !== null && !fs.existsSync(apiKeysFile)) throw new ConfigError('API_KEYS_FILE', `no such file: ${apiKeysFile}`);
+  const jwt = {
+    hs256Secret: secret(get, 'JWT_HS256_SECRET'),
+    jwksFile: get('JWT_JWKS_FILE') ?? null,
+    issuer: get('JWT_ISSUER') ?? null,
+    audience: get('JWT_AUDIENCE') ?? null,
+    rolesClaim: get('JWT_ROLES_CLAIM') ?? 'roles',
+  };
+  if (jwt.hs256Secret !== null && Buffer.byteLength(jwt.hs256Secret) < 32) {
+    throw new ConfigError('JWT_HS256_SECRET', 'must be at least 32 bytes (HS256 keys shorter than the hash are guessable)');
+  }
+  if (jwt.jwksFile !== null && !fs.existsSync(jwt.jwksFile)) throw new ConfigError('JWT_JWKS_FILE', `no such file: ${jwt.jwksFile}`);
+  const anyCredentials = apiKeysFile !== null || jwt.hs256Secret !== null || jwt.jwksFile !== null;
+  // Zero-setup default: with no credentials configured, everyone may read and subscribe, nobody may push.
+  const anonymousText = get('ANONYMOUS_ROLES') ?? (anyCredentials ? 'none' : 'inference,analyst,dashboard');
+  let anonymousRoles: Role[] | null = null;
+  if (anonymousText.trim().toLowerCase() !== 'none') {
+    anonymousRoles = list('ANONYMOUS_ROLES', anonymousText).map((r) => {
+      if (!isRole(r)) throw new ConfigError('ANONYMOUS_ROLES', `unknown role ${JSON.stringify(r)} (roles: ${ROLES.join(', ')}, or none)`);
+      return r;
+    });
+  }
+  const rateLimitPerSecond = int(get, 'RATE_LIMIT_PER_SECOND', 0, 0, 10_000_000);
+  return {
+    apiKeysFile,
+    jwt,
+    anonymousRoles,
+    rateLimitPerSecond,
+    rateLimitBurst: int(get, 'RATE_LIMIT_BURST', Math.max(1, rateLimitPerSecond), 1, 10_000_000),
+  };
+}
+
+/** A secret from `NAME` or from the file named by `NAME_FILE` (trailing newline dropped), never both. */
+function secret(get: (n: string) => string | undefined, name: string): string | null {
+  const inline = get(name);
+  const file = get(`${name}_FILE`);
+  if (inline !== undefined && file !== undefined) throw new ConfigError(name, `set ${name} or ${name}_FILE, not both`);
+  if (file === undefined) return inline ?? null;
+  try {
+    return fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  } catch (error) {
+    throw new ConfigError(`${name}_FILE`, `cannot read ${file}: ${(error as Error).message}`);
+  }
 }
 
 function readConfigFile(file: string | undefined): Record<string, string> {

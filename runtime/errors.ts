@@ -10,6 +10,10 @@ export const ErrorCode = {
   NotInSafelist: 'PERSISTED_QUERY_NOT_IN_SAFELIST',
   StoreUnavailable: 'STORE_UNAVAILABLE',
   StoreCorruptValue: 'STORE_CORRUPT_VALUE',
+  Unauthenticated: 'UNAUTHENTICATED',
+  Forbidden: 'FORBIDDEN',
+  RateLimited: 'RATE_LIMITED',
+  QueryTooCostly: 'QUERY_TOO_COSTLY',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -1,6 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { HeaderMap, type ApolloServer, type BaseContext, type HTTPGraphQLRequest } from '@apollo/server';
+import { AccessError } from '../auth/errors.js';
+import { principalKey, type Principal } from '../auth/principal.js';
 import { ErrorCode } from './errors.js';
 import { log } from './log.js';
 import { metricsRegistry, rejectedRequests, requestDuration } from './metrics.js';
@@ -35,18 +37,31 @@ export interface IncomingOperation {
  * request context that path should start from (it may carry what the fast
  * path already learned, such as a store failure); or undefined: not its own.
  */
-export type FastPath = (operation: IncomingOperation) => Promise<FastPathResult | undefined>;
+export type FastPath = (operation: IncomingOperation, principal: Principal | undefined) => Promise<FastPathResult | undefined>;
 export type FastPathResult =
   | { readonly kind: 'answered'; readonly body: string; readonly operation: string }
   | { readonly kind: 'generic'; readonly context: object };
 
 /** Refuses a request before execution: `{ code, message, status }`, or undefined to let it through. */
-export type Admission = (operation: IncomingOperation) => { code: string; message: string; status: number } | undefined;
+export type Admission = (operation: IncomingOperation, principal: Principal | undefined) => Refusal | undefined;
+export interface Refusal {
+  readonly code: string;
+  readonly message: string;
+  readonly status: number;
+}
+
+/**
+ * Who sends a request, from its headers alone (before its body is read), or
+ * an AccessError (401, 403, 429) to refuse it. `landingPage`: a browser asks
+ * for the Sandbox page. Without this hook requests carry no principal.
+ */
+export type Authenticate = (req: http.IncomingMessage, landingPage: boolean) => Promise<Principal | undefined>;
 
 export interface GraphQLHttpOptions {
   readonly apollo: ApolloServer<BaseContext>;
   readonly maxBodyBytes: number;
   readonly ready: () => Promise<ReadyStatus>;
+  readonly authenticate?: Authenticate;
   readonly admit?: Admission;
   readonly fastPath?: FastPath;
   readonly path?: string;
@@ -92,6 +107,16 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
   }
 
   async function graphql(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
+    let principal: Principal | undefined;
+    if (options.authenticate) {
+      const landingPage = req.method === 'GET' && !url.searchParams.has('query') && (req.headers.accept ?? '').includes('text/html');
+      try {
+        principal = await options.authenticate(req, landingPage);
+      } catch (error) {
+        if (!(error instanceof AccessError)) throw error;
+        return refuseAccess(req, res, error);
+      }
+    }
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > options.maxBodyBytes) return refuseBody(req, res, options.maxBodyBytes);
 
@@ -121,23 +146,23 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
       operation = { query: url.searchParams.get('query') ?? undefined, extensions };
     }
 
-    const refusal = options.admit?.(operation);
+    const refusal = options.admit?.(operation, principal);
     if (refusal) {
       rejectedRequests.inc({ code: refusal.code });
       return sendErrors(res, refusal.status, refusal.code, refusal.message);
     }
 
-    let context: object = {};
+    let context: object = principal === undefined ? {} : { [principalKey]: principal };
     if (options.fastPath && req.method === 'POST' && operation === body && acceptsPlainJson(req.headers.accept)) {
       const started = performance.now();
       let fast: FastPathResult | undefined;
       try {
-        fast = await options.fastPath(operation);
+        fast = await options.fastPath(operation, principal);
       } catch (error) {
         // A fast path that fails unexpectedly must not fail the request: the generic path answers.
         log.error({ err: (error as Error).message, stack: (error as Error).stack }, 'fast path failed; answering on the generic path');
       }
-      if (fast?.kind === 'generic') context = fast.context;
+      if (fast?.kind === 'generic') context = { ...fast.context, ...context };
       if (fast?.kind === 'answered') {
         // The headers Apollo Server sends for the same response (a differential test compares them).
         res.writeHead(200, {
@@ -233,6 +258,16 @@ function refuseBody(req: http.IncomingMessage, res: http.ServerResponse, limit: 
   // still arriving is discarded as it comes, never buffered.
   res.setHeader('connection', 'close');
   sendErrors(res, 413, ErrorCode.BodyTooLarge, `Request body exceeds ${limit} bytes (MAX_BODY_BYTES)`);
+  req.resume();
+}
+
+function refuseAccess(req: http.IncomingMessage, res: http.ServerResponse, error: AccessError): void {
+  rejectedRequests.inc({ code: error.code });
+  if (error.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(error.retryAfterSeconds));
+  if (error.status === 401) res.setHeader('www-authenticate', 'Bearer, ApiKey header="x-api-key"');
+  // The body is not read: close the connection after the answer rather than drain an unknown amount.
+  if (req.headers['content-length'] !== '0' && req.method !== 'GET') res.setHeader('connection', 'close');
+  sendErrors(res, error.status, error.code, error.message);
   req.resume();
 }
 

@@ -4,6 +4,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { fromRoot } from '../runtime/paths.js';
 import { parseAggregate, parseEvents, parseMaterialization, type RawAggregate, type RawEvent, type RawMaterializedView } from './materialization.js';
+import type { Role } from '../auth/principal.js';
 import type { Entity, EventSchema, Feature, FeatureType, FeatureView, Materialization, Registry, ScalarTypeName, ViewVersion } from './types.js';
 
 /**
@@ -57,7 +58,7 @@ interface RawFeature { name: string; type: string; description?: string; aggrega
 interface RawVersion { version: number; features: RawFeature[] }
 interface RawView extends RawMaterializedView {
   name: string; entity: string; description: string; owner: string; tags?: string[];
-  ttl: string | number; source?: string; activeVersion?: number; versions: RawVersion[];
+  ttl: string | number; source?: string; activeVersion?: number; versions: RawVersion[]; readRoles?: Role[];
 }
 interface RawEntity { name: string; type: string; key: 'id'; plural?: string; description: string }
 interface RawRegistry { entities: RawEntity[]; views: RawView[]; events?: RawEvent[] }
@@ -146,14 +147,17 @@ function checkSemantics(raw: RawRegistry, file: string, at: Report): Registry {
       const features = raw.features.map((f, k) => parseFeature(f, [...path, 'versions', j, 'features', k], at, materialization, events, v.source !== undefined));
       const seen = new Map<string, number>();
       raw.features.forEach((f, k) => checkUnique(seen, f.name, k, [...path, 'versions', j, 'features', k, 'name'], 'feature', at));
-      versions.push({ viewName: v.name, entityName: v.entity, version: j + 1, active: j + 1 === activeVersion, ttlSeconds, features, materialization });
+      versions.push({
+        viewName: v.name, entityName: v.entity, version: j + 1, active: j + 1 === activeVersion, ttlSeconds, features, materialization,
+        readRoles: v.readRoles ?? null,
+      });
     });
     if (activeVersion < 1 || activeVersion > v.versions.length) {
       at([...path, 'activeVersion'], `active version ${activeVersion} does not exist`, `a version between 1 and ${v.versions.length}`);
     }
     views.push({
       name: v.name, entityName: v.entity, description: v.description, owner: v.owner, tags: v.tags ?? [],
-      ttlSeconds, source: v.source ?? null, materialization, activeVersion, versions,
+      ttlSeconds, source: v.source ?? null, materialization, activeVersion, readRoles: v.readRoles ?? null, versions,
     });
   });
 

@@ -125,6 +125,7 @@ function viewFieldDescription(view: FeatureView, version: ViewVersion, isActiveA
     `Version: ${version.version}${version.active ? ' (active)' : ''} of ${view.versions.length}`,
     view.tags.length ? `Tags: ${view.tags.join(', ')}` : null,
     view.source ? `Source: ${view.source}` : null,
+    view.readRoles ? `Readable by: ${view.readRoles.join(', ')}` : null,
   ].filter((x): x is string => x !== null);
   return `${head}\n\n${meta.join(' · ')}`;
 }

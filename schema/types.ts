@@ -1,3 +1,5 @@
+import type { Role } from '../auth/principal.js';
+
 /**
  * The resolved feature registry: what every other part of the system derives
  * its SDL, store keys, codecs and TTLs from (ARCHITECTURE.md, decision 1).
@@ -74,6 +76,8 @@ export interface ViewVersion {
   readonly ttlSeconds: number;
   readonly features: readonly Feature[];
   readonly materialization: Materialization | null;
+  /** Roles that may read this view; null: anyone allowed to run the operation (see FeatureView.readRoles). */
+  readonly readRoles: readonly Role[] | null;
 }
 
 export interface FeatureView {
@@ -87,6 +91,11 @@ export interface FeatureView {
   readonly source: string | null;
   readonly materialization: Materialization | null;
   readonly activeVersion: number;
+  /**
+   * Roles that may read the view, every version of it; null when the registry
+   * names none. A caller without one gets an error on the view's field alone.
+   */
+  readonly readRoles: readonly Role[] | null;
   /** Versions 1..n in order. */
   readonly versions: readonly ViewVersion[];
 }

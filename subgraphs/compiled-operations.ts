@@ -31,6 +31,8 @@ import { readViewBatch } from './loaders.js';
  */
 export interface CompiledOperation {
   readonly name: string;
+  /** Every view version it reads (authorization checks them before running it). */
+  readonly views: readonly ViewVersion[];
   /** The response body (as Apollo Server would write it), or a hand-over to the generic path. */
   run(variables: unknown, operationName: unknown): Promise<CompiledResult>;
 }
@@ -116,6 +118,7 @@ export function compileOperation(registry: Registry, name: string, body: string,
   const allViews = [...new Set(roots.flatMap((r) => r.existenceViews))];
   return {
     name,
+    views: allViews,
     async run(variables, operationName) {
       if (operationName !== undefined && operationName !== null && operationName !== name) return generic;
       const vars = (variables ?? {}) as Record<string, unknown>;

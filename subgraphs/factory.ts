@@ -1,6 +1,8 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
 import { GraphQLError, parse, type DocumentNode, type GraphQLResolveInfo, type GraphQLSchema } from 'graphql';
+import { mayReadView } from '../auth/policy.js';
+import { principalOf } from '../auth/principal.js';
 import { ErrorCode } from '../runtime/errors.js';
 import { entitySubgraphSdl, viewFieldsOf } from '../schema/sdl.js';
 import type { Entity, Registry, ViewVersion } from '../schema/types.js';
@@ -63,7 +65,11 @@ export function buildEntitySubgraph(registry: Registry, entityName: string, deps
     const selected = [...selectedFieldNames(info, entity.typeName)]
       .map((name) => viewFields.get(name))
       .filter((v): v is ViewVersion => v !== undefined);
-    const views = selected.length > 0 ? [...new Set(selected)] : activeVersions;
+    // Existence is decided by the views the caller may read: a view it may not read neither
+    // costs a read nor tells it whether the entity exists.
+    const principal = principalOf(context);
+    const views = (selected.length > 0 ? [...new Set(selected)] : activeVersions).filter((view) => mayReadView(principal, view));
+    if (views.length === 0) return ids.map((id) => ({ id }));
     const loaders = scope.for(context);
     const perView = await Promise.all(views.map((view) => loaders.forView(view).loadMany(ids)));
     return ids.map((id, i) => {
@@ -81,8 +87,10 @@ export function buildEntitySubgraph(registry: Registry, entityName: string, deps
       (await resolveEntities(context, [ref.id], info))[0] ?? null,
   };
   for (const [field, view] of viewFields) {
-    entityResolvers[field] = async (parent: EntityRef, _args: unknown, context: unknown) =>
-      toViewObject(await scope.for(context).forView(view).load(parent.id));
+    entityResolvers[field] = async (parent: EntityRef, _args: unknown, context: unknown) => {
+      if (!mayReadView(principalOf(context), view)) throw forbiddenView(view);
+      return toViewObject(await scope.for(context).forView(view).load(parent.id));
+    };
   }
 
   const meta = registryMetadata(registry);
@@ -103,6 +111,13 @@ export function buildEntitySubgraph(registry: Registry, entityName: string, deps
 
 export function buildAllSubgraphs(registry: Registry, deps: SubgraphDeps): EntitySubgraph[] {
   return registry.entities.map((e) => buildEntitySubgraph(registry, e.name, deps));
+}
+
+/** The error on a view field its caller may not read: that field alone fails (README, "Roles"). */
+function forbiddenView(view: ViewVersion): GraphQLError {
+  return new GraphQLError(`Not allowed to read feature view ${view.viewName}: it is readable by ${view.readRoles!.join(', ')} only`, {
+    extensions: { code: ErrorCode.Forbidden, view: view.viewName },
+  });
 }
 
 /** Missing → null; stale → eventTime and `stale: true` with every feature null (decision 3). */

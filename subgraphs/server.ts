@@ -1,5 +1,6 @@
 import { ApolloServer, type BaseContext } from '@apollo/server';
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { principalFromHeaders } from '../auth/internal.js';
 import type { Config } from '../runtime/config.js';
 import { createGraphQLHttpServer, listen, type RunningHttpServer } from '../runtime/graphql-http.js';
 import type { Registry } from '../schema/types.js';
@@ -33,7 +34,11 @@ export async function startSubgraph(config: Config, registry: Registry, entityNa
       return { ready: false, checks: { store: `${store.kind}: ${(error as Error).message}` } };
     }
   };
-  const running = await listen(createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready }), config.host, config.port);
+  // The caller's principal as the gateway signed it (auth/internal.ts): per-view read roles and the
+  // push API's admin check apply here as in the co-located shape.
+  const authenticate = async (req: { headers: Readonly<Record<string, string | string[] | undefined>> }) =>
+    principalFromHeaders(req.headers, config.internalAuthSecret);
+  const running = await listen(createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate }), config.host, config.port);
   return {
     ...running,
     name: subgraph.name,

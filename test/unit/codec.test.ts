@@ -14,6 +14,7 @@ function viewOf(features: readonly (readonly [string, string])[], viewName = 'te
     viewName,
     entityName: 'user',
     version,
+    readRoles: null,
     active: true,
     ttlSeconds: 60,
     materialization: null,

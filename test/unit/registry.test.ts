@@ -91,7 +91,7 @@ describe('the shipped registry (schema/registry.yaml)', () => {
     assert.ok(embedding);
     assert.equal(embedding.typeName, '[Float!]');
     assert.deepEqual(embedding.type, { scalar: 'Float', list: true });
-    assert.deepEqual(findEntity(registry, 'user')!.views.map((v) => v.name), ['clickStats', 'profile']);
+    assert.deepEqual(findEntity(registry, 'user')!.views.map((v) => v.name), ['clickStats', 'profile', 'riskProfile']);
   });
 
   test('item.itemStats and merchant.riskStats have TTL 1h', () => {
@@ -99,6 +99,11 @@ describe('the shipped registry (schema/registry.yaml)', () => {
     assert.equal(view(registry, 'itemStats').ttlSeconds, 3600);
     assert.equal(view(registry, 'riskStats').entityName, 'merchant');
     assert.equal(view(registry, 'riskStats').ttlSeconds, 3600);
+  });
+
+  test('user.riskProfile is readable by admins only', () => {
+    assert.deepEqual(view(registry, 'riskProfile').readRoles, ['admin']);
+    assert.equal(view(registry, 'clickStats').readRoles, null);
   });
 });
 
@@ -115,6 +120,21 @@ describe('parseRegistry', () => {
     assert.equal(findView(parseRegistry(mutate('ttl: 60s', 'ttl: 90'), FILE), 'clickStats')!.ttlSeconds, 90);
     assert.equal(findView(parseRegistry(mutate('ttl: 60s', 'ttl: 366d'), FILE), 'clickStats')!.ttlSeconds, 366 * 86400);
     assert.equal(findView(parseRegistry(mutate('ttl: 60s', 'ttl: 15m'), FILE), 'clickStats')!.ttlSeconds, 900);
+  });
+
+  test('readRoles: absent is null (no restriction); a list restricts every version of the view', () => {
+    assert.equal(findView(parseRegistry(base, FILE), 'clickStats')!.readRoles, null);
+    const restricted = findView(parseRegistry(mutate('    ttl: 60s\n', '    ttl: 60s\n    readRoles: [admin, analyst]\n'), FILE), 'clickStats')!;
+    assert.deepEqual(restricted.readRoles, ['admin', 'analyst']);
+    assert.ok(restricted.versions.every((v) => v.readRoles?.join() === 'admin,analyst'));
+  });
+
+  test('readRoles: an unknown role, an empty list and a repeated role are errors at the field', () => {
+    for (const roles of ['[admin, root]', '[]', '[admin, admin]']) {
+      const issues = registryIssues(mutate('    ttl: 60s\n', `    ttl: 60s\n    readRoles: ${roles}\n`), FILE);
+      assert.ok(issues.length > 0, roles);
+      assert.ok(issues.every((i) => i.path.startsWith('/views/0/readRoles')), `${roles}: ${JSON.stringify(issues)}`);
+    }
   });
 
   test('activeVersion defaults to the last version', () => {

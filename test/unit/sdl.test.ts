@@ -72,6 +72,8 @@ describe('entitySubgraphSdl', () => {
       'clickStatsV2: UserClickStatsV2',
       'profile: UserProfileV1',
       'profileV1: UserProfileV1',
+      'riskProfile: UserRiskProfileV1',
+      'riskProfileV1: UserRiskProfileV1',
     ]);
     const [v1, v2] = entity('user').views[0]!.versions;
     assert.equal(viewTypeName(entity('user'), v1!), 'UserClickStatsV1');

@@ -1,0 +1,80 @@
+import { Kind, type DocumentNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode } from 'graphql';
+import { forbidden, type AccessError } from './errors.js';
+import type { Principal, Role } from './principal.js';
+
+/**
+ * What each role may do (README, "Roles"). Roles add up: a principal may do
+ * what any of its roles allows. `admin` may do everything.
+ *
+ *   persisted     a manifest operation (by hash or by its exact text)
+ *   ad-hoc        any other query
+ *   introspection a query selecting __schema or __type
+ *   subscription  a subscription over graphql-ws
+ *   push          a mutation (the push API)
+ *   sandbox       the Apollo Sandbox landing page
+ */
+export type OperationKind = 'persisted' | 'ad-hoc' | 'introspection' | 'subscription' | 'push' | 'sandbox';
+
+export const ALLOWED: Readonly<Record<OperationKind, readonly Role[]>> = {
+  persisted: ['inference', 'analyst', 'admin'],
+  'ad-hoc': ['analyst', 'admin'],
+  introspection: ['analyst', 'admin'],
+  subscription: ['dashboard', 'analyst', 'admin'],
+  push: ['admin'],
+  sandbox: ['analyst', 'admin'],
+};
+
+const DESCRIBED: Readonly<Record<OperationKind, string>> = {
+  persisted: 'run persisted operations',
+  'ad-hoc': 'run ad-hoc (non-persisted) queries',
+  introspection: 'introspect the schema',
+  subscription: 'subscribe to feature changes',
+  push: 'push feature values (mutations)',
+  sandbox: 'use Apollo Sandbox',
+};
+
+export function mayDo(principal: Principal | undefined, kind: OperationKind): boolean {
+  return principal !== undefined && ALLOWED[kind].some((role) => principal.roles.has(role));
+}
+
+/** undefined when allowed; otherwise a FORBIDDEN error saying which roles would be. */
+export function authorize(principal: Principal | undefined, kind: OperationKind): AccessError | undefined {
+  if (mayDo(principal, kind)) return undefined;
+  const has = principal && principal.roles.size > 0 ? `has role(s) ${[...principal.roles].join(', ')}` : 'has no role';
+  return forbidden(`Not allowed to ${DESCRIBED[kind]}: principal "${principal?.id ?? 'unknown'}" ${has}; needs one of ${ALLOWED[kind].join(', ')}`);
+}
+
+/** A view with no `readRoles` in the registry is readable by whoever may run the operation; admins read every view. */
+export function mayReadView(principal: Principal | undefined, view: { readonly readRoles: readonly Role[] | null }): boolean {
+  if (view.readRoles === null) return true;
+  if (principal === undefined) return false;
+  return principal.roles.has('admin') || view.readRoles.some((role) => principal.roles.has(role));
+}
+
+/** The kinds an operation needs; `persisted`: it is a manifest operation. */
+export function kindsOf(document: DocumentNode, operation: OperationDefinitionNode, persisted: boolean): OperationKind[] {
+  if (operation.operation === 'mutation') return ['push'];
+  if (operation.operation === 'subscription') return ['subscription'];
+  const roots = rootFieldNames(document, operation.selectionSet, new Set());
+  const introspects = roots.some((name) => name === '__schema' || name === '__type');
+  // An introspection-only query (what Sandbox sends) needs introspection rights alone.
+  if (introspects && roots.every((name) => name.startsWith('__'))) return ['introspection'];
+  const kinds: OperationKind[] = [persisted ? 'persisted' : 'ad-hoc'];
+  if (introspects) kinds.push('introspection');
+  return kinds;
+}
+
+/** Root field names, through fragments (validation has rejected fragment cycles; `seen` guards anyway). */
+function rootFieldNames(document: DocumentNode, set: SelectionSetNode, seen: Set<string>): string[] {
+  const names: string[] = [];
+  for (const s of set.selections) {
+    if (s.kind === Kind.FIELD) names.push(s.name.value);
+    else if (s.kind === Kind.INLINE_FRAGMENT) names.push(...rootFieldNames(document, s.selectionSet, seen));
+    else if (!seen.has(s.name.value)) {
+      seen.add(s.name.value);
+      const fragment = document.definitions.find((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION && d.name.value === s.name.value);
+      if (fragment) names.push(...rootFieldNames(document, fragment.selectionSet, seen));
+    }
+  }
+  return names;
+}
