@@ -51,7 +51,7 @@ export class JwtVerifier {
         (header, jws) => {
           if (header.alg === 'HS256' && this.secret) return this.secret;
           if (header.alg === 'RS256' && this.jwks) return this.jwks(header, jws);
-          throw new joseErrors.JOSEAlgNotAllowed(`algorithm ${String(header.alg)} is not accepted (accepted: ${this.algorithms.join(', ')})`);
+          throw new joseErrors.JOSEAlgNotAllowed(`algorithm ${String(header.alg)} is not accepted`);
         },
         {
           algorithms: this.algorithms,
@@ -61,7 +61,7 @@ export class JwtVerifier {
         },
       ));
     } catch (error) {
-      throw unauthenticated(`Invalid bearer token: ${describeJoseError(error)}`);
+      throw unauthenticated(`Invalid bearer token: ${describeJoseError(error, this.algorithms)}`);
     }
     if (typeof payload.sub !== 'string' || payload.sub === '') throw unauthenticated('Invalid bearer token: it has no `sub` (subject) claim');
     const principal: Principal = { id: payload.sub, roles: rolesOf(payload[this.settings.rolesClaim]), via: 'jwt' };
@@ -78,12 +78,12 @@ function rolesOf(claim: unknown): ReadonlySet<Role> {
   return new Set(items.filter((r): r is Role => typeof r === 'string' && isRole(r)));
 }
 
-function describeJoseError(error: unknown): string {
+function describeJoseError(error: unknown, accepted: readonly string[]): string {
   if (error instanceof joseErrors.JWTExpired) return 'it has expired';
   if (error instanceof joseErrors.JWTClaimValidationFailed) return `claim "${error.claim}" ${error.reason === 'check_failed' ? 'is not accepted' : error.reason}`;
   if (error instanceof joseErrors.JWSSignatureVerificationFailed) return 'the signature does not verify';
   if (error instanceof joseErrors.JWKSNoMatchingKey) return 'no key of the JWKS matches its `kid`/algorithm';
-  if (error instanceof joseErrors.JOSEAlgNotAllowed) return error.message;
+  if (error instanceof joseErrors.JOSEAlgNotAllowed) return `its algorithm is not accepted (accepted: ${accepted.join(', ')})`;
   if (error instanceof joseErrors.JWSInvalid || error instanceof joseErrors.JWTInvalid) return 'it is not a well-formed JWT';
   return error instanceof Error ? error.message : String(error);
 }

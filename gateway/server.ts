@@ -165,7 +165,7 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate: gatewayAuthentication(authenticator), admit, fastPath,
   });
   const subscriptions = eventLog
-    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, authenticator, admit, ...(!distributed && config.fastPath && store ? { store } : {}) })
+    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, authenticator, ...(!distributed && config.fastPath && store ? { store } : {}) })
     : undefined;
   subscriptionsRef = subscriptions;
   let running: RunningHttpServer;

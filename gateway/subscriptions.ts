@@ -13,7 +13,6 @@ import { changeTopic, changeTopicPartitions, decodeChange, type FeatureChange } 
 import type { EventLog, LogRecord, Tail } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ErrorCode } from '../runtime/errors.js';
-import type { Admission } from '../runtime/graphql-http.js';
 import { log as rootLog } from '../runtime/log.js';
 import {
   rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueuedEvents, subscriptionsActive,
@@ -89,8 +88,6 @@ export interface SubscriptionsOptions {
   readonly eventLog: EventLog;
   /** Checks a connection's credentials at connection_init (auth/authenticator.ts); none: every connection is let in. */
   readonly authenticator?: Authenticator;
-  /** Safelist admission, applied to each subscribe message as to each HTTP request. */
-  readonly admit?: Admission;
   /**
    * Co-located shape: the store the in-process subgraphs read. Payload queries that compile
    * (subgraphs/compiled-operations.ts) are then answered by their compiled plan, byte-identical to
@@ -127,7 +124,7 @@ export interface Subscriptions {
 const log = rootLog.child({ component: 'subscriptions' });
 
 export async function attachSubscriptions(options: SubscriptionsOptions): Promise<Subscriptions> {
-  const { server, apollo, gateway, registry, config, eventLog, admit, authenticator } = options;
+  const { server, apollo, gateway, registry, config, eventLog, authenticator } = options;
   /** Each connection's principal, decided at connection_init. */
   const principals = new WeakMap<object, Principal>();
   const path = options.path ?? '/graphql';
@@ -189,8 +186,6 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
             { max: config.maxSubscriptionsPerConnection },
           );
         }
-        const refusal = admit?.(payload, principal);
-        if (refusal) return refuse(refusal.code, refusal.message);
 
         let document: DocumentNode;
         try {

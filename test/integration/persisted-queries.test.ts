@@ -117,15 +117,22 @@ describe('persisted queries', () => {
     });
   });
 
-  describe('safelist mode (SAFELIST=true)', () => {
+  describe('safelist mode (SAFELIST=true), for callers without the analyst role', () => {
     let gateway: RunningGateway;
+    let analysts: RunningGateway;
 
     before(async () => {
-      gateway = await startTestGateway(store, { SAFELIST: 'true' });
+      gateway = await startTestGateway(store, { SAFELIST: 'true', ANONYMOUS_ROLES: 'inference' });
+      analysts = await startTestGateway(store, { SAFELIST: 'true', ANONYMOUS_ROLES: 'analyst' });
     });
 
     after(async () => {
       await gateway?.close();
+      await analysts?.close();
+    });
+
+    it('lets an analyst run ad-hoc queries (ARCHITECTURE.md, decision 4)', async () => {
+      assert.deepEqual(assertData(await gql(analysts.url, adhoc, { id: 'u1' })), adhocData);
     });
 
     it('refuses an ad-hoc query with 400 PERSISTED_QUERY_NOT_IN_SAFELIST', async () => {
