@@ -40,6 +40,8 @@ export interface Config {
   readonly materializerGroup: string;
   /** Demo raw events per second fed to the in-process materializer of `npm start` (0: none). */
   readonly demoEventsPerSecond: number;
+  /** How far ahead of the server's clock a pushed row's event time may be (clock skew of the pushing service). */
+  readonly pushMaxFutureMs: number;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -90,6 +92,7 @@ export function loadConfig(env: Env = process.env): Config {
     kafkaBrokers: brokers(get('KAFKA_BROKERS')),
     materializerGroup: get('MATERIALIZER_GROUP') ?? 'feature-materializer',
     demoEventsPerSecond: int(get, 'DEMO_EVENTS_PER_SECOND', embedded && !get('EMBEDDED_SEED_FILE') ? 100 : 0, 0, 100_000),
+    pushMaxFutureMs: int(get, 'PUSH_MAX_FUTURE_MS', 300_000, 0, 86_400_000),
   };
 }
 

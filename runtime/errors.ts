@@ -10,6 +10,12 @@ export const ErrorCode = {
   NotInSafelist: 'PERSISTED_QUERY_NOT_IN_SAFELIST',
   StoreUnavailable: 'STORE_UNAVAILABLE',
   StoreCorruptValue: 'STORE_CORRUPT_VALUE',
+  /** The caller lacks the role an operation needs (the push API needs admin). */
+  Forbidden: 'FORBIDDEN',
+  /** A push row breaks a rule GraphQL's types cannot express; the extensions name the row and field. */
+  PushInvalid: 'PUSH_INVALID',
+  /** A push was written to the store but its change events could not be produced; retrying is safe. */
+  PushNotPublished: 'PUSH_NOT_PUBLISHED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
