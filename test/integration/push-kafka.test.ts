@@ -1,8 +1,9 @@
 /**
  * The push API's change events on a real Kafka broker, as a subgraph process
  * with KAFKA_BROKERS produces them: each pushed row becomes one
- * `feature-updates` record; with the broker down the rows are still written
- * and the call fails with PUSH_NOT_PUBLISHED, saying so.
+ * `feature-updates` record; `npm run subgraph` wires Kafka in as that sink;
+ * with the broker down the rows are still written and the call fails with
+ * PUSH_NOT_PUBLISHED, saying so.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +16,9 @@ import { activeVersionOf } from '../../schema/types.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
 import { buildEntitySubgraph, type EntitySubgraph } from '../../subgraphs/factory.js';
-import { registry } from '../support/gateway.js';
+import { NodeProcess, registry, waitUntilReady } from '../support/gateway.js';
+import { post } from '../support/http.js';
+import { freePort } from '../support/redis-server.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
 import { viewOf } from '../support/registry-text.js';
 import { eventually } from '../support/wait.js';
@@ -75,6 +78,23 @@ describe('push change events on Kafka', () => {
       { entity: 'user', id: 'k-1', view: 'profile', version: 1, eventTime, values: { sessionLength: 1, isPremium: true, country: 'DE', embedding: [1.5] }, source: { topic: 'push:graphql', partition: 0, offset } },
       { entity: 'user', id: 'k-2', view: 'profile', version: 1, eventTime, values: { sessionLength: 2, isPremium: false, country: 'PL', embedding: [2.5, 3] }, source: { topic: 'push:graphql', partition: 0, offset } },
     ]);
+  });
+
+  it('a subgraph process with KAFKA_BROKERS starts with Kafka as its push change sink, and refuses a push without a principal', async () => {
+    const port = await freePort();
+    const proc = NodeProcess.spawn('subgraphs/main.js', ['--entity', 'user', '--port', String(port)], {
+      KAFKA_BROKERS: broker.brokers.join(','), DEMO_SEED: 'false', DEMO_WRITER: 'false',
+    });
+    try {
+      await waitUntilReady(`http://127.0.0.1:${port}/readyz`, proc, 60_000);
+      assert.match(proc.output, /"pushChanges":"kafka"/, proc.output);
+      const reply = await post(`http://127.0.0.1:${port}/graphql`, {
+        query: PUSH, variables: { rows: [{ id: 'k-proc', sessionLength: 1, isPremium: true, country: 'DE', embedding: [1] }] },
+      });
+      assert.equal(reply.json?.errors?.[0]?.extensions?.code, 'FORBIDDEN', reply.text);
+    } finally {
+      await proc.stop();
+    }
   });
 
   it('with the broker down, the rows are written and the call fails with PUSH_NOT_PUBLISHED', async () => {
