@@ -14,9 +14,9 @@ export interface RunningSubgraph extends RunningHttpServer {
 /**
  * One entity subgraph as its own HTTP service, for the distributed shape.
  * It is called by the gateway's planner, not by clients: no landing page,
- * no persisted queries; the gateway enforces those.
+ * no persisted queries; the gateway enforces those. `changes` is where push
+ * mutations produce their change events (a KafkaLog when KAFKA_BROKERS is set).
  */
-/** `changes`: where push mutations produce their change events (KafkaLog when KAFKA_BROKERS is set). */
 export async function startSubgraph(config: Config, registry: Registry, entityName: string, store: OnlineStore, changes?: ChangeSink): Promise<RunningSubgraph> {
   const subgraph = buildEntitySubgraph(registry, entityName, {
     store, maxBatchIds: config.maxBatchIds, pushMaxFutureMs: config.pushMaxFutureMs, ...(changes ? { changes } : {}),
