@@ -9,6 +9,13 @@ import type { LogRecord, OutgoingRecord } from './event-log.js';
  * so (view, version, id, source) identifies a change exactly once.
  */
 export const changeTopic = 'feature-updates';
+/**
+ * The `source.topic` of a change made by the push API (subgraphs/push.ts),
+ * which has no source event; its offset is the pushed value's event time in
+ * ms, so a retried push of the same row is the same change. The colon makes
+ * it a name no Kafka topic can have.
+ */
+export const pushSourceTopic = 'push:graphql';
 /** Partitions of the change topic, when the materializer or a gateway creates it. */
 export const changeTopicPartitions = 3;
 

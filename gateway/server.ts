@@ -72,7 +72,9 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     }
   } else {
     if (!store) throw new Error('a co-located gateway needs a store for its subgraphs');
-    for (const subgraph of buildAllSubgraphs(registry, { store, maxBatchIds: config.maxBatchIds })) {
+    // Pushes produce their change events to the same log the subscriptions tail.
+    const deps = { store, maxBatchIds: config.maxBatchIds, pushMaxFutureMs: config.pushMaxFutureMs, ...(eventLog ? { changes: eventLog } : {}) };
+    for (const subgraph of buildAllSubgraphs(registry, deps)) {
       // The URL is never called: buildService below answers for it in-process.
       definitions.push({ name: subgraph.name, typeDefs: subgraph.typeDefs, url: `in-process://${subgraph.name}` });
       services.set(subgraph.name, new LocalGraphQLDataSource(subgraph.schema));

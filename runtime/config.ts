@@ -50,6 +50,8 @@ export interface Config {
    * subgraphs with it (HMAC-SHA256), and subgraphs trust only signed principals.
    */
   readonly internalAuthSecret: string | null;
+  /** How far ahead of the server's clock a pushed row's event time may be (clock skew of the pushing service). */
+  readonly pushMaxFutureMs: number;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -103,6 +105,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxQueryCost: int(get, 'MAX_QUERY_COST', 50_000, 1, 100_000_000),
     internalAuthSecret: secret(get, 'INTERNAL_AUTH_SECRET'),
     demoEventsPerSecond: int(get, 'DEMO_EVENTS_PER_SECOND', embedded && !get('EMBEDDED_SEED_FILE') ? 100 : 0, 0, 100_000),
+    pushMaxFutureMs: int(get, 'PUSH_MAX_FUTURE_MS', 300_000, 0, 86_400_000),
   };
 }
 

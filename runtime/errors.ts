@@ -10,10 +10,16 @@ export const ErrorCode = {
   NotInSafelist: 'PERSISTED_QUERY_NOT_IN_SAFELIST',
   StoreUnavailable: 'STORE_UNAVAILABLE',
   StoreCorruptValue: 'STORE_CORRUPT_VALUE',
+  /** No valid credentials (or none, where anonymous callers are refused). */
   Unauthenticated: 'UNAUTHENTICATED',
+  /** The caller lacks the role an operation or a view needs (README, "Roles"). */
   Forbidden: 'FORBIDDEN',
   RateLimited: 'RATE_LIMITED',
   QueryTooCostly: 'QUERY_TOO_COSTLY',
+  /** A push row breaks a rule GraphQL's types cannot express; the extensions name the row and field. */
+  PushInvalid: 'PUSH_INVALID',
+  /** A push was written to the store but its change events could not be produced; retrying is safe. */
+  PushNotPublished: 'PUSH_NOT_PUBLISHED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -102,3 +102,12 @@ export const subscriptionEventsSuperseded = new Counter({
   help: 'Queued subscription events replaced by a newer change of the same value (entity, view, version) before they were sent.',
   registers: [metricsRegistry],
 });
+
+// The push API (subgraphs/push.ts).
+
+export const pushedRows = new Counter({
+  name: 'feature_push_rows_total',
+  help: 'Rows of push mutations by view ("name:vN") and outcome: "written", "invalid" (rejected by validation), "forbidden" (caller not admin), "store_error" (the write failed), "unpublished" (written, change events not produced).',
+  labelNames: ['view', 'outcome'] as const,
+  registers: [metricsRegistry],
+});

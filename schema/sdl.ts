@@ -28,6 +28,36 @@ export function viewFieldsOf(entity: Entity): Map<string, ViewVersion> {
   return fields;
 }
 
+/**
+ * Whether a view takes values through the push API: only views the
+ * materializer does not compute (no `source`). A streamed view keeps its
+ * window state beside the value and the next event would overwrite a pushed
+ * value from that state (docs/decisions/0015-push-api.md).
+ */
+export function isPushable(view: FeatureView): boolean {
+  return view.source === null;
+}
+
+/** `pushUserProfile` (the active version) or `pushUserProfileV1`. */
+export function pushFieldName(entity: Entity, view: FeatureView, version?: ViewVersion): string {
+  return `push${entity.typeName}${capitalize(view.name)}${version ? `V${version.version}` : ''}`;
+}
+
+/** The input object of one row of a push of one view version, e.g. `UserProfileV1Push`. */
+export function pushInputTypeName(entity: Entity, version: ViewVersion): string {
+  return `${viewTypeName(entity, version)}Push`;
+}
+
+/** The entity's Mutation fields — `push<Type><View>` (active) and `push<Type><View>V<n>` — to the version they write. */
+export function pushFieldsOf(entity: Entity): Map<string, ViewVersion> {
+  const fields = new Map<string, ViewVersion>();
+  for (const view of entity.views.filter(isPushable)) {
+    fields.set(pushFieldName(entity, view), view.versions[view.activeVersion - 1]!);
+    for (const version of view.versions) fields.set(pushFieldName(entity, view, version), version);
+  }
+  return fields;
+}
+
 export function entitySubgraphSdl(entity: Entity): string {
   const parts: string[] = [federationLink, ''];
   parts.push(describe(entityDescription(entity)));
@@ -71,7 +101,71 @@ export function entitySubgraphSdl(entity: Entity): string {
   parts.push('  featureRegistry: FeatureRegistry! @shareable');
   parts.push('}', '');
   parts.push(registryMetaSdl);
+  const push = pushSdl(entity);
+  if (push) parts.push(push);
   return parts.join('\n');
+}
+
+/**
+ * The push API of an entity's pushable views: one Mutation field per view
+ * (its active version) and per version, each taking typed input rows, so
+ * GraphQL validation itself rejects a missing feature or a wrong type.
+ * Empty when the entity has no pushable view.
+ */
+function pushSdl(entity: Entity): string {
+  const views = entity.views.filter(isPushable);
+  if (views.length === 0) return '';
+  const parts: string[] = ['type Mutation {'];
+  for (const view of views) {
+    const active = view.versions[view.activeVersion - 1]!;
+    parts.push(indent(describe(pushFieldDescription(entity, view, active, true))));
+    parts.push(`  ${pushFieldName(entity, view)}(rows: [${pushInputTypeName(entity, active)}!]!): PushResult!`);
+    for (const version of view.versions) {
+      parts.push(indent(describe(pushFieldDescription(entity, view, version, false))));
+      parts.push(`  ${pushFieldName(entity, view, version)}(rows: [${pushInputTypeName(entity, version)}!]!): PushResult!`);
+    }
+  }
+  parts.push('}', '');
+  for (const view of views) {
+    for (const version of view.versions) {
+      parts.push(describe(`One ${entity.name}'s new value of feature view \`${view.name}\` version ${version.version}: ` +
+        'every feature of the version, replacing the whole stored value.'));
+      parts.push(`input ${pushInputTypeName(entity, version)} {`);
+      parts.push(indent(describe(`The ${entity.name}'s id (non-empty; at most once per call).`)));
+      parts.push('  id: ID!');
+      parts.push(indent(describe('Event time of the value, ISO-8601 with a time zone (e.g. `2026-11-26T12:00:00Z`); default: now. ' +
+        `It must be within the view's TTL (${formatTtl(view.ttlSeconds)}) of now and not ahead of now by more than PUSH_MAX_FUTURE_MS.`)));
+      parts.push('  eventTime: String');
+      for (const feature of version.features) {
+        const rule = feature.type.list ? ' (A non-empty list.)' : feature.type.scalar === 'Float' ? ' (A finite number.)' : '';
+        parts.push(indent(describe(`${feature.description}${rule}`)));
+        parts.push(`  ${feature.name}: ${feature.typeName}!`);
+      }
+      parts.push('}', '');
+    }
+  }
+  parts.push(pushResultSdl);
+  return parts.join('\n');
+}
+
+/** Identical in every subgraph with a pushable view, hence @shareable. */
+const pushResultSdl = `"""What one push call wrote: all of its rows, or (on any error) none."""
+type PushResult @shareable {
+  """The feature view written, by its registry name."""
+  view: String!
+  """The version of the view written."""
+  version: Int!
+  """Rows written (one value per entity id)."""
+  written: Int!
+}
+`;
+
+function pushFieldDescription(entity: Entity, view: FeatureView, version: ViewVersion, isActiveAlias: boolean): string {
+  const which = isActiveAlias ? `the active version, v${version.version}` : `version ${version.version}${version.active ? ', active' : ''}`;
+  return `Writes values of feature view \`${view.name}\` (${which}) for up to MAX_BATCH_IDS ${entity.name}s, replacing their stored values; ` +
+    'a read right after it returns them, and subscribers of `featureChanged` get a change event. Requires the admin role. ' +
+    'The whole call is checked first: one bad row rejects it and nothing is written.\n\n' +
+    `${view.description} Owner: ${view.owner} · TTL: ${formatTtl(view.ttlSeconds)}`;
 }
 
 /** Types describing the registry itself; identical in every subgraph, hence @shareable. */

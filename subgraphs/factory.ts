@@ -9,6 +9,7 @@ import type { Entity, Registry, ViewVersion } from '../schema/types.js';
 import { activeVersionOf } from '../schema/types.js';
 import type { OnlineStore, StoredFeatures } from '../store/online-store.js';
 import { LoaderScope } from './loaders.js';
+import { pushResolvers, type ChangeSink } from './push.js';
 import { registryMetadata } from './registry-metadata.js';
 import { selectedFieldNames } from './selection.js';
 
@@ -27,6 +28,10 @@ export interface EntitySubgraph {
 export interface SubgraphDeps {
   readonly store: OnlineStore;
   readonly maxBatchIds: number;
+  /** PUSH_MAX_FUTURE_MS: how far ahead of now a pushed event time may be. */
+  readonly pushMaxFutureMs: number;
+  /** Where push mutations produce their change events (`feature-updates`); absent: no change feed. */
+  readonly changes?: ChangeSink;
 }
 
 /** What an entity field resolves to; views hang off it. */
@@ -94,6 +99,11 @@ export function buildEntitySubgraph(registry: Registry, entityName: string, deps
   }
 
   const meta = registryMetadata(registry);
+  const mutations = pushResolvers(entity, {
+    store: deps.store,
+    limits: { maxBatchIds: deps.maxBatchIds, maxFutureMs: deps.pushMaxFutureMs },
+    changes: deps.changes,
+  });
   const resolvers = {
     Query: {
       [entity.singularField]: async (_: unknown, args: { id: string }, context: unknown, info: GraphQLResolveInfo) =>
@@ -102,6 +112,7 @@ export function buildEntitySubgraph(registry: Registry, entityName: string, deps
         resolveEntities(context, args.ids, info),
       featureRegistry: () => meta,
     },
+    ...(Object.keys(mutations).length > 0 ? { Mutation: mutations } : {}),
     [entity.typeName]: entityResolvers,
   } as unknown as GraphQLResolverMap<unknown>;
 

@@ -1,4 +1,6 @@
 import { parseArgs } from 'node:util';
+import { changeTopic, changeTopicPartitions } from '../eventlog/change-event.js';
+import { KafkaLog } from '../eventlog/kafka-log.js';
 import { loadConfig } from '../runtime/config.js';
 import { log } from '../runtime/log.js';
 import { runUntilSignal } from '../runtime/process.js';
@@ -19,10 +21,21 @@ await runUntilSignal(async () => {
   const config = loadConfig({ ...process.env, ...(values.port ? { PORT: values.port } : {}) });
   const registry = loadRegistry(config.registryFile);
   const opened = await openStore(config, registry);
-  const subgraph = await startSubgraph(config, registry, values.entity!, opened.store);
-  log.info({ subgraph: subgraph.name, url: subgraph.url, store: opened.store.kind }, 'subgraph listening');
+  // Push mutations announce their writes on feature-updates, where every gateway's subscriptions read.
+  // Without Kafka there is no feed a separate gateway process could read, so none is produced.
+  const changes = config.kafkaBrokers ? new KafkaLog({ brokers: config.kafkaBrokers, clientId: `subgraph-${values.entity}-${process.pid}` }) : undefined;
+  try {
+    await changes?.createTopics([{ topic: changeTopic, partitions: changeTopicPartitions }]);
+  } catch (error) {
+    await changes?.close();
+    await opened.close();
+    throw error;
+  }
+  const subgraph = await startSubgraph(config, registry, values.entity!, opened.store, changes);
+  log.info({ subgraph: subgraph.name, url: subgraph.url, store: opened.store.kind, pushChanges: changes ? 'kafka' : 'none' }, 'subgraph listening');
   return async () => {
     await subgraph.close();
+    await changes?.close();
     await opened.close();
   };
 });

@@ -6,6 +6,7 @@ import { createGraphQLHttpServer, listen, type RunningHttpServer } from '../runt
 import type { Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { buildEntitySubgraph } from './factory.js';
+import type { ChangeSink } from './push.js';
 
 export interface RunningSubgraph extends RunningHttpServer {
   readonly name: string;
@@ -14,10 +15,13 @@ export interface RunningSubgraph extends RunningHttpServer {
 /**
  * One entity subgraph as its own HTTP service, for the distributed shape.
  * It is called by the gateway's planner, not by clients: no landing page,
- * no persisted queries; the gateway enforces those.
+ * no persisted queries; the gateway enforces those. `changes` is where push
+ * mutations produce their change events (a KafkaLog when KAFKA_BROKERS is set).
  */
-export async function startSubgraph(config: Config, registry: Registry, entityName: string, store: OnlineStore): Promise<RunningSubgraph> {
-  const subgraph = buildEntitySubgraph(registry, entityName, { store, maxBatchIds: config.maxBatchIds });
+export async function startSubgraph(config: Config, registry: Registry, entityName: string, store: OnlineStore, changes?: ChangeSink): Promise<RunningSubgraph> {
+  const subgraph = buildEntitySubgraph(registry, entityName, {
+    store, maxBatchIds: config.maxBatchIds, pushMaxFutureMs: config.pushMaxFutureMs, ...(changes ? { changes } : {}),
+  });
   const apollo = new ApolloServer<BaseContext>({
     schema: subgraph.schema,
     introspection: true,

@@ -213,7 +213,9 @@ describe('bad input', () => {
 
     describe('methods', () => {
       it('refuses a mutation sent by GET with a 4xx error', async () => {
-        const url = `${gateway.url}?query=${encodeURIComponent('mutation { doSomething }')}`;
+        // A real mutation of the schema (the push API), so only the method can be what refuses it.
+        const mutation = 'mutation { pushUserProfile(rows: [{ id: "get-1", sessionLength: 1, isPremium: true, country: "DE", embedding: [1] }]) { written } }';
+        const url = `${gateway.url}?query=${encodeURIComponent(mutation)}`;
         const reply = await get(url, { 'apollo-require-preflight': 'true' });
         expectClientError(reply);
         assert.equal(reply.status, 405);

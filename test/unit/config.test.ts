@@ -48,6 +48,15 @@ describe('loadConfig defaults', () => {
     assert.equal(config.demoWriteIntervalMs, 5000);
   });
 
+  test('PUSH_MAX_FUTURE_MS: 5 minutes by default, 0 to a day', () => {
+    assert.equal(config.pushMaxFutureMs, 300_000);
+    assert.equal(loadConfig({ PUSH_MAX_FUTURE_MS: '0' }).pushMaxFutureMs, 0);
+    assert.equal(loadConfig({ PUSH_MAX_FUTURE_MS: '86400000' }).pushMaxFutureMs, 86_400_000);
+    rejects({ PUSH_MAX_FUTURE_MS: '-1' }, 'PUSH_MAX_FUTURE_MS', /expected an integer from 0 to 86400000/);
+    rejects({ PUSH_MAX_FUTURE_MS: '86400001' }, 'PUSH_MAX_FUTURE_MS');
+    rejects({ PUSH_MAX_FUTURE_MS: '5m' }, 'PUSH_MAX_FUTURE_MS');
+  });
+
   test('does not read process.env when an env object is given', () => {
     const saved = process.env.PORT;
     process.env.PORT = '4321';
