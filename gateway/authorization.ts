@@ -48,7 +48,14 @@ export function gatewayAdmission(persisted: PersistedQueries): Admission {
     if (mayDo(principal, 'ad-hoc')) return undefined;
     if (persisted.manifestIdOf(operation) !== undefined) return undefined;
     if (persisted.safelist) return persisted.safelistRefusal;
-    return asRefusal(authorize(principal, 'ad-hoc')!);
+    const roles = principal && principal.roles.size > 0 ? `role(s) ${[...principal.roles].join(', ')}` : 'no role';
+    return {
+      status: 403,
+      code: ErrorCode.Forbidden,
+      message:
+        `Not allowed to run operations outside the persisted-query manifest: principal "${principal?.id ?? 'unknown'}" has ${roles}; ` +
+        'ad-hoc queries need analyst or admin, pushes (mutations) need admin',
+    };
   };
 }
 

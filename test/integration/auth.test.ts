@@ -120,7 +120,8 @@ describe('authentication and authorization (co-located gateway)', () => {
   });
 
   describe('every role × operation kind', () => {
-    const expected: Record<'persisted' | 'ad-hoc' | 'introspection', Record<Who, number>> = {
+    const expected: Record<'persisted' | 'ad-hoc' | 'introspection' | 'push', Record<Who, number>> = {
+      push: { inference: 403, analyst: 403, dashboard: 403, admin: 200, anonymous: 401 },
       persisted: { inference: 200, analyst: 200, dashboard: 403, admin: 200, anonymous: 401 },
       'ad-hoc': { inference: 403, analyst: 200, dashboard: 403, admin: 200, anonymous: 401 },
       introspection: { inference: 403, analyst: 200, dashboard: 403, admin: 200, anonymous: 401 },
@@ -129,8 +130,12 @@ describe('authentication and authorization (co-located gateway)', () => {
       persisted: (who: Who) => post(gateway.url, persistedBody(['u1']), headersOf(who)),
       'ad-hoc': (who: Who) => post(gateway.url, { query: adhocQuery }, headersOf(who)),
       introspection: (who: Who) => post(gateway.url, { query: '{ __schema { queryType { name } } }' }, headersOf(who)),
+      push: (who: Who) => post(gateway.url, {
+        query: 'mutation Push($rows: [UserProfileV1Push!]!) { pushUserProfile(rows: $rows) { written } }',
+        variables: { rows: [{ id: `pushed-by-${who}`, sessionLength: 1, isPremium: false, country: 'NL', embedding: [1] }] },
+      }, headersOf(who)),
     };
-    for (const kind of ['persisted', 'ad-hoc', 'introspection'] as const) {
+    for (const kind of ['persisted', 'ad-hoc', 'introspection', 'push'] as const) {
       for (const who of WHO) {
         const status = expected[kind][who];
         it(`${kind} query as ${who} → ${status}`, async () => {
@@ -143,6 +148,10 @@ describe('authentication and authorization (co-located gateway)', () => {
             assert.deepEqual(codes(reply), [status === 401 ? 'UNAUTHENTICATED' : 'FORBIDDEN'], reply.text);
             assert.equal(reply.json.data ?? null, null);
           }
+          if (kind === 'push') {
+            const [stored] = await store.read(activeVersionOf(findView(registry, 'profile')!), [`pushed-by-${who}`]);
+            assert.equal(stored?.values.country ?? null, status === 200 ? 'NL' : null, 'written exactly when allowed');
+          }
         });
       }
     }
@@ -150,7 +159,7 @@ describe('authentication and authorization (co-located gateway)', () => {
     it('an inference key cannot run an ad-hoc query, and is told it may run persisted operations only', async () => {
       const reply = await send['ad-hoc']('inference');
       assert.equal(reply.status, 403);
-      assert.match(reply.json.errors[0].message, /ad-hoc.*"inference-service" has role\(s\) inference; needs one of analyst, admin/);
+      assert.match(reply.json.errors[0].message, /outside the persisted-query manifest: principal "inference-service" has role\(s\) inference; ad-hoc queries need analyst or admin/);
     });
 
     const subscription = 'subscription { featureChanged(entity: USER, ids: ["u1"]) { id view user { clickStats { clickRate } } } }';

@@ -5,13 +5,14 @@
  * admin-only rule (at the subgraph itself and through the gateway), and the
  * distributed shape.
  *
- * Until the lead's authentication lands the gateway puts no principal in
- * the request context, so these tests add one with a test plugin that reads
- * the roles from an `x-test-roles` header (absent header: no principal).
+ * Callers authenticate with API keys (test/support/auth.ts): admin, analyst,
+ * dashboard and inference keys, anonymous callers refused.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ApolloServerPlugin, BaseContext } from '@apollo/server';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { graphql } from 'graphql';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
@@ -23,6 +24,7 @@ import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
 import { buildEntitySubgraph } from '../../subgraphs/factory.js';
 import { startSubgraph, type RunningSubgraph } from '../../subgraphs/server.js';
+import { testCredentials } from '../support/auth.js';
 import { registry, testConfig } from '../support/gateway.js';
 import { baseUrl, get, post, type Reply } from '../support/http.js';
 import { RedisProcess } from '../support/redis-server.js';
@@ -30,23 +32,14 @@ import { viewOf } from '../support/registry-text.js';
 import { eventually } from '../support/wait.js';
 
 const profile = activeVersionOf(viewOf(registry, 'profile'));
-const env = { MAX_BATCH_IDS: '5', PUSH_MAX_FUTURE_MS: '60000' };
+const env = () => ({ ...creds.env, MAX_BATCH_IDS: '5', PUSH_MAX_FUTURE_MS: '60000' });
+
 const PUSH = 'mutation Push($rows: [UserProfileV1Push!]!) { pushUserProfile(rows: $rows) { view version written } }';
 const READ = 'query Read($ids: [ID!]!) { users(ids: $ids) { id profile { sessionLength isPremium country embedding eventTime stale } } }';
 
-/** Sets the principal from `x-test-roles` (comma-separated) at the start of each request, as the lead's auth will. */
-function testPrincipalPlugin(): ApolloServerPlugin<BaseContext> {
-  return {
-    async requestDidStart({ request, contextValue }) {
-      const roles = request.http?.headers.get('x-test-roles');
-      if (roles === undefined) return;
-      const principal: Principal = { id: `test-${roles || 'none'}`, roles: new Set(roles.split(',').filter(Boolean) as Role[]), via: 'internal' };
-      (contextValue as Record<symbol, unknown>)[principalKey] = principal;
-    },
-  };
-}
-
-const admin = { 'x-test-roles': 'admin' };
+const creds = await testCredentials(fs.mkdtempSync(path.join(os.tmpdir(), 'fg-push-')));
+const admin = { 'x-api-key': creds.keys.admin };
+const analyst = { 'x-api-key': creds.keys.analyst };
 const row = (id: string, extra: Record<string, unknown> = {}) => ({ id, sessionLength: 300, isPremium: true, country: 'DE', embedding: [0.5, -1.25], ...extra });
 
 function push(gateway: RunningGateway, rows: unknown[], headers: Record<string, string> = admin, query = PUSH): Promise<Reply> {
@@ -54,7 +47,7 @@ function push(gateway: RunningGateway, rows: unknown[], headers: Record<string, 
 }
 
 async function read(gateway: RunningGateway, ids: string[]): Promise<any[]> {
-  const reply = await post(gateway.url, { query: READ, variables: { ids } });
+  const reply = await post(gateway.url, { query: READ, variables: { ids } }, analyst);
   assert.equal(reply.status, 200, reply.text);
   assert.equal(reply.json.errors, undefined, reply.text);
   return reply.json.data.users;
@@ -105,7 +98,7 @@ for (const kind of ['embedded', 'redis'] as const) {
       if (kind === 'redis') redis = await RedisProcess.start();
       store = createStore(redis ? { kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 } : { kind: 'embedded' });
       eventLog = new EmbeddedLog();
-      gateway = await startGateway({ config: testConfig(env), registry, store, eventLog, extraPlugins: [testPrincipalPlugin()] });
+      gateway = await startGateway({ config: testConfig(env()), registry, store, eventLog });
     });
 
     after(async () => {
@@ -138,7 +131,7 @@ for (const kind of ['embedded', 'redis'] as const) {
     });
 
     it('a featureChanged subscriber receives the pushed change; a rejected push sends none', async () => {
-      const client = createClient({ url: gateway.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+      const client = createClient({ url: gateway.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, retryAttempts: 0, connectionParams: { 'x-api-key': creds.keys.dashboard } });
       try {
         const received = new Received(client, 'subscription { featureChanged(entity: USER, ids: ["sub-1"], views: ["profile"]) { id view version eventTime user { profile { country embedding } } } }');
         await eventually(async () => assert.equal(gateway.subscriptions!.stats().active, 1));
@@ -210,17 +203,20 @@ for (const kind of ['embedded', 'redis'] as const) {
       assert.deepEqual(await read(gateway, ['rule-many-0']), [null]);
     });
 
-    it('an analyst cannot push, nor can a caller without a principal: FORBIDDEN, nothing written', async () => {
-      const forbiddenBefore = await metric(gateway, 'feature_push_rows_total', '{view="profile:v1",outcome="forbidden"}');
-      for (const headers of [{ 'x-test-roles': 'analyst' }, { 'x-test-roles': 'inference,dashboard' }, {}] as Record<string, string>[]) {
-        const reply = await push(gateway, [row('forbidden-1')], headers);
-        assert.equal(reply.json.data, null, reply.text);
+    it('an analyst, a dashboard and an inference key cannot push (403 FORBIDDEN), nor can an anonymous caller (401); nothing written', async () => {
+      for (const role of ['analyst', 'dashboard', 'inference'] as const) {
+        const reply = await push(gateway, [row('forbidden-1')], { 'x-api-key': creds.keys[role] });
+        assert.equal(reply.status, 403, reply.text);
+        assert.equal(reply.json.data, undefined, reply.text);
         const error = onlyError(reply);
         assert.equal(error.extensions.code, 'FORBIDDEN', reply.text);
-        assert.match(error.message, /pushUserProfile needs the admin role/);
+        // An analyst's mutation is parsed and refused as a push; the others' never get past admission.
+        assert.match(error.message, role === 'analyst' ? /Not allowed to push feature values.*"analyst-service".*needs one of admin/ : /pushes \(mutations\) need admin/);
       }
+      const anonymous = await push(gateway, [row('forbidden-1')], {});
+      assert.equal(anonymous.status, 401, anonymous.text);
+      assert.equal(onlyError(anonymous).extensions.code, 'UNAUTHENTICATED');
       assert.deepEqual(await read(gateway, ['forbidden-1']), [null]);
-      assert.equal(await metric(gateway, 'feature_push_rows_total', '{view="profile:v1",outcome="forbidden"}'), forbiddenBefore + 3);
     });
 
     it('streamed views have no push mutation; introspection shows the pushable one', async () => {
@@ -228,9 +224,9 @@ for (const kind of ['embedded', 'redis'] as const) {
       assert.equal(reply.status, 400, reply.text);
       assert.match(onlyError(reply).message, /Cannot query field "pushUserClickStats" on type "Mutation"/);
 
-      const schema = await post(gateway.url, { query: '{ __schema { mutationType { fields { name description } } } }' });
+      const schema = await post(gateway.url, { query: '{ __schema { mutationType { fields { name description } } } }' }, analyst);
       const fields = schema.json?.data?.__schema?.mutationType?.fields ?? [];
-      assert.deepEqual(fields.map((f: any) => f.name), ['pushUserProfile', 'pushUserProfileV1'], schema.text);
+      assert.deepEqual(fields.map((f: any) => f.name), ['pushUserProfile', 'pushUserProfileV1', 'pushUserRiskProfile', 'pushUserRiskProfileV1'], schema.text);
       assert.match(fields[0].description, /Requires the admin role/);
     });
   });
@@ -276,9 +272,9 @@ describe('push API (distributed shape, Redis)', () => {
   before(async () => {
     redis = await RedisProcess.start();
     store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 });
-    subgraphs = await Promise.all(registry.entities.map((e) => startSubgraph(testConfig(env), registry, e.name, store)));
+    subgraphs = await Promise.all(registry.entities.map((e) => startSubgraph(testConfig(env()), registry, e.name, store)));
     const subgraphUrls = subgraphs.map((s) => `${s.name}=${s.url}`).join(',');
-    gateway = await startGateway({ config: testConfig({ ...env, SUBGRAPH_URLS: subgraphUrls }), registry, extraPlugins: [testPrincipalPlugin()] });
+    gateway = await startGateway({ config: testConfig({ ...env(), SUBGRAPH_URLS: subgraphUrls }), registry });
   });
 
   after(async () => {
@@ -288,11 +284,12 @@ describe('push API (distributed shape, Redis)', () => {
     await redis?.stop();
   });
 
-  it('the mutation is planned to the user subgraph, which refuses it: no principal crosses the process boundary yet', async () => {
+  it('an admin push crosses the process boundary with its signed principal; an analyst is refused', async () => {
     const reply = await push(gateway, [row('dist-1')]);
-    const error = onlyError(reply);
-    assert.equal(error.extensions.code, 'FORBIDDEN', reply.text);
-    assert.match(error.message, /the request is not authenticated/);
-    assert.deepEqual(await read(gateway, ['dist-1']), [null]);
+    assert.deepEqual(reply.json, { data: { pushUserProfile: { view: 'profile', version: 1, written: 1 } } }, reply.text);
+    assert.equal((await read(gateway, ['dist-1']))[0].profile.country, 'DE');
+    const refused = await push(gateway, [row('dist-2')], analyst);
+    assert.equal(refused.status, 403, refused.text);
+    assert.deepEqual(await read(gateway, ['dist-2']), [null]);
   });
 });

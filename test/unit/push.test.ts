@@ -124,8 +124,8 @@ function entity(name: string): Entity {
 describe('push SDL', () => {
   test('views without a source are pushable; streamed ones are not', () => {
     const pushable = registry.entities.flatMap((e) => e.views).filter(isPushable).map((v) => v.name);
-    assert.deepEqual(pushable, ['profile']);
-    assert.deepEqual([...pushFieldsOf(entity('user')).keys()], ['pushUserProfile', 'pushUserProfileV1']);
+    assert.deepEqual(pushable, ['profile', 'riskProfile']);
+    assert.deepEqual([...pushFieldsOf(entity('user')).keys()], ['pushUserProfile', 'pushUserProfileV1', 'pushUserRiskProfile', 'pushUserRiskProfileV1']);
     assert.equal(pushFieldsOf(entity('item')).size, 0);
   });
 
@@ -136,6 +136,8 @@ describe('push SDL', () => {
     assert.deepEqual(mutation.fields?.map((f) => `${f.name.value}(${f.arguments?.map((a) => `${a.name.value}: ${print(a.type)}`).join(', ')}): ${print(f.type)}`), [
       'pushUserProfile(rows: [UserProfileV1Push!]!): PushResult!',
       'pushUserProfileV1(rows: [UserProfileV1Push!]!): PushResult!',
+      'pushUserRiskProfile(rows: [UserRiskProfileV1Push!]!): PushResult!',
+      'pushUserRiskProfileV1(rows: [UserRiskProfileV1Push!]!): PushResult!',
     ]);
     assert.match(mutation.fields![0]!.description!.value, /the active version, v1.*Requires the admin role/s);
     const input = definition<InputObjectTypeDefinitionNode>(doc, Kind.INPUT_OBJECT_TYPE_DEFINITION, 'UserProfileV1Push');
