@@ -1,7 +1,7 @@
 import type { ApolloServerPlugin, BaseContext } from '@apollo/server';
 import {
   GraphQLError, Kind, visit,
-  type DocumentNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode, type ValueNode,
+  type DocumentNode, type FieldNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode, type ValueNode,
 } from 'graphql';
 import { ErrorCode } from '../runtime/errors.js';
 import { rejectedRequests } from '../runtime/metrics.js';
@@ -66,17 +66,17 @@ export function queryTooCostly(cost: number, max: number): GraphQLError {
  * to measure, however large the count they add up to.
  */
 export function operationCost(document: DocumentNode, operation: OperationDefinitionNode, variables: Record<string, unknown>): number {
+  return costFunction(document, operation)(variables);
+}
+
+/**
+ * The cost of an operation as a function of its variables: the document is
+ * walked once, so a persisted operation's cost is a few lookups per request.
+ */
+export function costFunction(document: DocumentNode, operation: OperationDefinitionNode): (variables: Record<string, unknown>) => number {
   const fragments = fragmentsOf(document);
   const defaults = new Map<string, ValueNode>();
   for (const def of operation.variableDefinitions ?? []) if (def.defaultValue) defaults.set(def.variable.name.value, def.defaultValue);
-  const listLength = (value: ValueNode): number => {
-    if (value.kind === Kind.LIST) return value.values.length;
-    if (value.kind !== Kind.VARIABLE) return 0;
-    const name = value.name.value;
-    if (Object.hasOwn(variables, name)) return Array.isArray(variables[name]) ? (variables[name] as unknown[]).length : 0;
-    const fallback = defaults.get(name);
-    return fallback?.kind === Kind.LIST ? fallback.values.length : 0;
-  };
   const leaves = memoized(fragments, (set, recurse) => {
     let n = 0;
     for (const s of set.selections) {
@@ -86,19 +86,56 @@ export function operationCost(document: DocumentNode, operation: OperationDefini
     }
     return n;
   });
-  const rootCost = memoized(fragments, (set, recurse) => {
-    let n = 0;
+  // Each root field node and how many times it occurs once fragments are expanded. Counted per
+  // fragment once (memoized), so fragments on Query spreading each other twice over stay linear.
+  const done = new Map<string, Map<FieldNode, number>>();
+  const occurrences = (set: SelectionSetNode, active: Set<string>): Map<FieldNode, number> => {
+    const out = new Map<FieldNode, number>();
+    const add = (from: Map<FieldNode, number>): void => {
+      for (const [field, n] of from) out.set(field, (out.get(field) ?? 0) + n);
+    };
     for (const s of set.selections) {
       if (s.kind === Kind.FIELD) {
-        if (s.name.value.startsWith('__')) continue;
-        const entities = Math.max(1, ...(s.arguments ?? []).map((a) => listLength(a.value)));
-        n += entities * Math.max(1, s.selectionSet ? leaves(s.selectionSet) : 1);
-      } else if (s.kind === Kind.INLINE_FRAGMENT) n += recurse(s.selectionSet);
-      else n += recurse(s.name.value);
+        if (!s.name.value.startsWith('__')) out.set(s, (out.get(s) ?? 0) + 1);
+      } else if (s.kind === Kind.INLINE_FRAGMENT) add(occurrences(s.selectionSet, active));
+      else {
+        const name = s.name.value;
+        let known = done.get(name);
+        if (!known) {
+          const fragment = fragments.get(name);
+          if (!fragment || active.has(name)) continue;
+          active.add(name);
+          known = occurrences(fragment.selectionSet, active);
+          active.delete(name);
+          done.set(name, known);
+        }
+        add(known);
+      }
     }
-    return n;
-  });
-  return rootCost(operation.selectionSet);
+    return out;
+  };
+  const roots = [...occurrences(operation.selectionSet, new Set())].map(([field, times]) => ({
+    times,
+    lists: (field.arguments ?? []).map((a) => a.value),
+    leaves: Math.max(1, field.selectionSet ? leaves(field.selectionSet) : 1),
+  }));
+  return (variables) => {
+    const listLength = (value: ValueNode): number => {
+      if (value.kind === Kind.LIST) return value.values.length;
+      if (value.kind !== Kind.VARIABLE) return 0;
+      const name = value.name.value;
+      if (Object.hasOwn(variables, name)) return Array.isArray(variables[name]) ? (variables[name] as unknown[]).length : 0;
+      const fallback = defaults.get(name);
+      return fallback?.kind === Kind.LIST ? fallback.values.length : 0;
+    };
+    let cost = 0;
+    for (const root of roots) {
+      let entities = 1;
+      for (const value of root.lists) entities = Math.max(entities, listLength(value));
+      cost += root.times * entities * root.leaves;
+    }
+    return cost;
+  };
 }
 
 /**

@@ -24,7 +24,7 @@ import { storeFailure } from '../subgraphs/loaders.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
 import { composeSupergraph, type SubgraphDefinition } from './compose.js';
 import { authorizationPlugin, gatewayAdmission, gatewayAuthentication, gatewayPrincipal, trustedOperation } from './authorization.js';
-import { limitsPlugin, operationCost } from './limits.js';
+import { costFunction, limitsPlugin } from './limits.js';
 import { metricsPlugin } from './metrics-plugin.js';
 import { PersistedQueries } from './persisted-queries.js';
 import { introspectionPlugin } from './introspection-plugin.js';
@@ -142,9 +142,9 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
 
   // Co-located only: the compiled operations read the store the in-process subgraphs read.
   const compiled = !distributed && config.fastPath ? new CompiledOperations(registry, persisted.manifest, store!, config.maxBatchIds) : undefined;
-  const manifestOperations = new Map(persisted.manifest.operations.map((op) => {
+  const costOf = new Map(persisted.manifest.operations.map((op) => {
     const document = parse(op.body);
-    return [op.id, { document, operation: getOperationAST(document)! }] as const;
+    return [op.id, costFunction(document, getOperationAST(document)!)] as const;
   }));
   const fastPath: FastPath | undefined = compiled && (async (operation, principal) => {
     const id = persisted.manifestIdOf(operation);
@@ -152,9 +152,8 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     if (!op) return undefined;
     // Anything access or limits would refuse, or answer with a field error, is the generic path's to say.
     if (!mayDo(principal, 'persisted') || !op.views.every((view) => mayReadView(principal, view))) return undefined;
-    const parsed = manifestOperations.get(id!)!;
     const variables = typeof operation.variables === 'object' && operation.variables !== null ? (operation.variables as Record<string, unknown>) : {};
-    if (operationCost(parsed.document, parsed.operation, variables) > config.maxQueryCost) return undefined;
+    if (costOf.get(id!)!(variables) > config.maxQueryCost) return undefined;
     const result = await op.run(operation.variables, operation.operationName);
     fastPathRequests.inc({ operation: op.name, outcome: result.kind === 'answered' ? 'served' : 'generic' });
     if (result.kind === 'answered') return { kind: 'answered', body: result.body, operation: op.name };
