@@ -10,11 +10,12 @@ import { createGraphQLHttpServer, listen, type FastPath, type ReadyStatus, type 
 import { log } from '../runtime/log.js';
 import { fastPathRequests } from '../runtime/metrics.js';
 import { readManifest } from '../schema/manifest.js';
+import { storeReadiness } from '../store/health.js';
 import { entitySubgraphSdl } from '../schema/sdl.js';
 import type { Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { CompiledOperations } from '../subgraphs/compiled-operations.js';
-import { storeFailure } from '../subgraphs/loaders.js';
+import { primedReads } from '../subgraphs/loaders.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
 import { composeSupergraph, type SubgraphDefinition } from './compose.js';
 import { limitsPlugin } from './limits.js';
@@ -118,31 +119,27 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
         }),
       );
     } else {
-      try {
-        await withTimeout(store!.ping(), 1000, 'store ping timed out after 1000 ms');
-        checks.store = `${store!.kind}: reachable`;
-      } catch (error) {
-        checks.store = `${store!.kind}: ${(error as Error).message}`;
-        ok = false;
-      }
+      const readiness = await storeReadiness(store!);
+      Object.assign(checks, readiness.checks);
+      if (!readiness.ready) ok = false;
     }
     return { ready: ok, checks };
   };
 
   // Co-located only: the compiled operations read the store the in-process subgraphs read.
   const compiled = !distributed && config.fastPath ? new CompiledOperations(registry, persisted.manifest, store!, config.maxBatchIds) : undefined;
-  const fastPath: FastPath | undefined = compiled && (async (operation) => {
+  const fastPath: FastPath | undefined = compiled && (async (operation, deadline) => {
     const id = persisted.manifestIdOf(operation);
     const op = id === undefined ? undefined : compiled.get(id);
     if (!op) return undefined;
-    const result = await op.run(operation.variables, operation.operationName);
+    const result = await op.run(operation.variables, operation.operationName, deadline);
     fastPathRequests.inc({ operation: op.name, outcome: result.kind === 'answered' ? 'served' : 'generic' });
     if (result.kind === 'answered') return { kind: 'answered', body: result.body, operation: op.name };
-    return { kind: 'generic', context: result.storeFailure === undefined ? {} : { [storeFailure]: result.storeFailure } };
+    return { kind: 'generic', context: result.reads === undefined ? {} : { [primedReads]: result.reads } };
   });
   if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
 
-  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit: persisted.admit, fastPath });
+  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit: persisted.admit, fastPath, requestDeadlineMs: config.requestDeadlineMs });
   const subscriptions = eventLog
     ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit: persisted.admit, ...(!distributed && config.fastPath && store ? { store } : {}) })
     : undefined;
@@ -189,16 +186,6 @@ async function probe(url: string): Promise<string> {
   } catch (error) {
     return `unreachable: ${(error as Error).message}`;
   }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(message)), ms);
-    }),
-  ]);
 }
 
 /** Apollo's logger interface over our JSON-lines logger. */

@@ -21,7 +21,7 @@ import {
 import type { Entity, Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { compileOperation, type CompiledOperation } from '../subgraphs/compiled-operations.js';
-import { storeFailure } from '../subgraphs/loaders.js';
+import { primedReads } from '../subgraphs/loaders.js';
 import { selectionDepth } from './limits.js';
 
 /**
@@ -412,8 +412,8 @@ function entityResolver(apollo: ApolloServer<BaseContext>, compile?: (name: stri
     // One store read per view and a precompiled writer, instead of the planner and graphql-js per event.
     const compiled = await op.compiled?.run(variables, undefined);
     if (compiled?.kind === 'answered') return (JSON.parse(compiled.body) as { data: Record<string, unknown> }).data[entity.singularField] ?? null;
-    // On a store failure the gateway reports it without reading the store again.
-    const contextValue = compiled?.kind === 'generic' && compiled.storeFailure !== undefined ? { [storeFailure]: compiled.storeFailure } : {};
+    // When some read failed the gateway reports it from what was read, without reading the store again.
+    const contextValue = compiled?.kind === 'generic' && compiled.reads !== undefined ? { [primedReads]: compiled.reads } : {};
 
     const response = await apollo.executeOperation({ query: op.query, variables }, { contextValue });
     if (response.body.kind !== 'single') throw new GraphQLError('the gateway answered with an incremental response');

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { HeaderMap, type ApolloServer, type BaseContext, type HTTPGraphQLRequest } from '@apollo/server';
+import { Deadline, deadlineKey } from './deadline.js';
 import { ErrorCode } from './errors.js';
 import { log } from './log.js';
 import { metricsRegistry, rejectedRequests, requestDuration } from './metrics.js';
@@ -35,7 +36,7 @@ export interface IncomingOperation {
  * request context that path should start from (it may carry what the fast
  * path already learned, such as a store failure); or undefined: not its own.
  */
-export type FastPath = (operation: IncomingOperation) => Promise<FastPathResult | undefined>;
+export type FastPath = (operation: IncomingOperation, deadline: Deadline | undefined) => Promise<FastPathResult | undefined>;
 export type FastPathResult =
   | { readonly kind: 'answered'; readonly body: string; readonly operation: string }
   | { readonly kind: 'generic'; readonly context: object };
@@ -50,6 +51,8 @@ export interface GraphQLHttpOptions {
   readonly admit?: Admission;
   readonly fastPath?: FastPath;
   readonly path?: string;
+  /** REQUEST_DEADLINE_MS: counted from the request's arrival, carried in the request context under `deadlineKey`. */
+  readonly requestDeadlineMs?: number;
 }
 
 export interface RunningHttpServer {
@@ -92,6 +95,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
   }
 
   async function graphql(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
+    const deadline = options.requestDeadlineMs === undefined ? undefined : Deadline.after(options.requestDeadlineMs);
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > options.maxBodyBytes) return refuseBody(req, res, options.maxBodyBytes);
 
@@ -127,17 +131,17 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
       return sendErrors(res, refusal.status, refusal.code, refusal.message);
     }
 
-    let context: object = {};
+    let context: object = deadline ? { [deadlineKey]: deadline } : {};
     if (options.fastPath && req.method === 'POST' && operation === body && acceptsPlainJson(req.headers.accept)) {
       const started = performance.now();
       let fast: FastPathResult | undefined;
       try {
-        fast = await options.fastPath(operation);
+        fast = await options.fastPath(operation, deadline);
       } catch (error) {
         // A fast path that fails unexpectedly must not fail the request: the generic path answers.
         log.error({ err: (error as Error).message, stack: (error as Error).stack }, 'fast path failed; answering on the generic path');
       }
-      if (fast?.kind === 'generic') context = fast.context;
+      if (fast?.kind === 'generic') context = { ...context, ...fast.context };
       if (fast?.kind === 'answered') {
         // The headers Apollo Server sends for the same response (a differential test compares them).
         res.writeHead(200, {

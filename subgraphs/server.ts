@@ -3,6 +3,7 @@ import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/dis
 import type { Config } from '../runtime/config.js';
 import { createGraphQLHttpServer, listen, type RunningHttpServer } from '../runtime/graphql-http.js';
 import type { Registry } from '../schema/types.js';
+import { storeReadiness } from '../store/health.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { buildEntitySubgraph } from './factory.js';
 
@@ -25,15 +26,9 @@ export async function startSubgraph(config: Config, registry: Registry, entityNa
     plugins: [ApolloServerPluginLandingPageDisabled()],
   });
   await apollo.start();
-  const ready = async () => {
-    try {
-      await store.ping();
-      return { ready: true, checks: { store: `${store.kind}: reachable` } };
-    } catch (error) {
-      return { ready: false, checks: { store: `${store.kind}: ${(error as Error).message}` } };
-    }
-  };
-  const running = await listen(createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready }), config.host, config.port);
+  const ready = () => storeReadiness(store);
+  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, requestDeadlineMs: config.requestDeadlineMs });
+  const running = await listen(server, config.host, config.port);
   return {
     ...running,
     name: subgraph.name,
