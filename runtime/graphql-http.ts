@@ -34,7 +34,8 @@ export interface IncomingOperation {
  * Answers a request without Apollo Server when it can: the response body and
  * the operation name for metrics; or hands it to the generic path, with the
  * request context that path should start from (it may carry what the fast
- * path already learned, such as a store failure); or undefined: not its own.
+ * path already read, failed reads included); or undefined: not its own.
+ * `deadline` is the request's (REQUEST_DEADLINE_MS), when the server has one.
  */
 export type FastPath = (operation: IncomingOperation, deadline: Deadline | undefined) => Promise<FastPathResult | undefined>;
 export type FastPathResult =

@@ -100,8 +100,9 @@ export class RedisBackend implements ByteBackend {
 
   /**
    * opossum's own `timeout` is off: ioredis' commandTimeout already bounds
-   * every call, and a second timer per call would only race it. Its
-   * `rejects` (short-circuited calls) are counted here as a metric.
+   * every call, and a second timer per call would only race it. State
+   * changes go to `feature_store_circuit_state` and the log; short-circuited
+   * calls are counted in `call`.
    */
   private breaker(name: string, options: BreakerOptions): Shard['breaker'] {
     const breaker = new CircuitBreaker((fn: () => Promise<unknown>) => fn(), {
@@ -205,12 +206,12 @@ export class RedisBackend implements ByteBackend {
 
   async health(): Promise<ShardHealth[]> {
     return Promise.all(this.shards.map(async (shard): Promise<ShardHealth> => {
-      const circuit = `circuit ${shard.breaker.opened ? 'open' : shard.breaker.halfOpen ? 'half-open' : 'closed'}`;
+      const circuit = (): string => `circuit ${shard.breaker.opened ? 'open' : shard.breaker.halfOpen ? 'half-open' : 'closed'}`;
       try {
         await shard.client.ping();
-        return { shard: shard.name, reachable: true, detail: `reachable, ${circuit}` };
+        return { shard: shard.name, reachable: true, detail: `reachable, ${circuit()}` };
       } catch (error) {
-        return { shard: shard.name, reachable: false, detail: `unavailable: ${error instanceof Error ? error.message : String(error)}, ${circuit}` };
+        return { shard: shard.name, reachable: false, detail: `unavailable: ${error instanceof Error ? error.message : String(error)}, ${circuit()}` };
       }
     }));
   }
