@@ -25,10 +25,14 @@ import { eventually } from '../support/wait.js';
  * deadline plus generous slack for a shared 2-core machine), not benchmarks.
  */
 const USERS = 300;
-const STORE_TIMEOUT_MS = 300;
-const DEADLINE_MS = 800;
+// Timeouts well above a healthy shard's answer even when the machine is starved (load average 15+ on
+// 2 cores stalls the event loop for hundreds of ms), so that only the failed shard ever times out.
+const STORE_TIMEOUT_MS = 800;
+const DEADLINE_MS = 1500;
 /** Scheduling slack on a machine shared with other test runs. */
-const SLACK_MS = 1500;
+const SLACK_MS = 2000;
+/** The in-process gateway's deadline in the deadline test, far below its store timeout. */
+const SHORT_DEADLINE_MS = 1000;
 const WORKERS = 12;
 
 const user = registry.entities.find((e) => e.name === 'user')!;
@@ -97,6 +101,8 @@ describe('one of three Redis shards killed and hung under load', () => {
   const loadData = async (): Promise<void> => {
     await eventually(() => writer.ping(), 15_000, 100);
     await writeRows(writer, demoRows(registry, { eventTimeMs: Date.now(), counts: { user: USERS, item: 1, merchant: 1 } }));
+    // Snapshots on disk: a shard killed later restarts with its data, as a node with persistence would.
+    for (const s of shards) await s.save();
   };
   const metric = async (name: string, shard: string): Promise<number> => {
     const text = (await get(url.replace('/graphql', '/metrics'))).text;
@@ -178,13 +184,13 @@ describe('one of three Redis shards killed and hung under load', () => {
     }, 30_000, 100);
   }
 
-  /** Waits until the last `n` replies were all complete and error-free. */
+  /** Waits until the last `n` replies were all complete: every value there, no error. */
   async function recovered(n: number): Promise<void> {
     await eventually(async () => {
       const recent = load.samples.slice(-n);
-      if (recent.length < n || recent.some((s) => s.reply.json?.errors)) throw new Error(`not recovered yet: ${recent.find((s) => s.reply.json?.errors)?.reply.text}`);
+      if (recent.length < n) throw new Error(`only ${recent.length} replies`);
+      for (const s of recent) assertPartial(s, null, []);
     }, 30_000, 200);
-    for (const s of load.samples.slice(-n)) assertPartial(s, null, []);
   }
 
   test('all shards up: every reply complete', async () => {
@@ -216,8 +222,7 @@ describe('one of three Redis shards killed and hung under load', () => {
 
   test('the shard restarted on its port with its data: serving recovers without a gateway restart', async () => {
     const victim = shards[1]!;
-    await victim.restart();
-    await loadData(); // The killed node saved nothing: its keys are loaded again, as a replica resync would.
+    await victim.restart(); // same port, same --dir: it loads the snapshot taken before the kill
     await recovered(200);
     const ready = await get(url.replace('/graphql', '/readyz'));
     assert.equal(ready.status, 200);
@@ -251,7 +256,7 @@ describe('one of three Redis shards killed and hung under load', () => {
     const hung = `127.0.0.1:${victim.port}`;
     try {
       await eventually(() => slowStore.ping());
-      inProcess = await startTestGateway(slowStore, { REQUEST_DEADLINE_MS: '400' });
+      inProcess = await startTestGateway(slowStore, { REQUEST_DEADLINE_MS: String(SHORT_DEADLINE_MS) });
       const ids = Array.from({ length: 40 }, (_, i) => String(i + 1));
       assert.ok(ids.some((id) => shardOf(clickStats, id) === hung) && ids.some((id) => shardOf(clickStats, id) !== hung));
       process.kill(victim.pid!, 'SIGSTOP');
@@ -263,10 +268,10 @@ describe('one of three Redis shards killed and hung under load', () => {
           const startedAt = performance.now();
           const reply = await post(inProcess.url, body);
           const ms = performance.now() - startedAt;
-          assert.ok(ms < 400 + SLACK_MS, `answered after ${Math.round(ms)} ms`);
+          assert.ok(ms < SHORT_DEADLINE_MS + SLACK_MS, `answered after ${Math.round(ms)} ms`);
           assertPartial({ startedAt, ms, kind, ids, reply }, hung, ['DEADLINE_EXCEEDED']);
           assert.ok(reply.json.errors.length > 0, reply.text);
-          assert.equal(reply.json.errors[0].extensions.deadlineMs, 400);
+          assert.equal(reply.json.errors[0].extensions.deadlineMs, SHORT_DEADLINE_MS);
         }
       } finally {
         process.kill(victim.pid!, 'SIGCONT');
