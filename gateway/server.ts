@@ -16,11 +16,12 @@ import { createGraphQLHttpServer, listen, type FastPath, type ReadyStatus, type 
 import { log } from '../runtime/log.js';
 import { fastPathRequests } from '../runtime/metrics.js';
 import { readManifest } from '../schema/manifest.js';
+import { storeReadiness } from '../store/health.js';
 import { entitySubgraphSdl } from '../schema/sdl.js';
 import type { Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { CompiledOperations } from '../subgraphs/compiled-operations.js';
-import { storeFailure } from '../subgraphs/loaders.js';
+import { primedReads } from '../subgraphs/loaders.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
 import { composeSupergraph, type SubgraphDefinition } from './compose.js';
 import { authorizationPlugin, gatewayAdmission, gatewayAuthentication, gatewayPrincipal, trustedOperation } from './authorization.js';
@@ -129,13 +130,9 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
         }),
       );
     } else {
-      try {
-        await withTimeout(store!.ping(), 1000, 'store ping timed out after 1000 ms');
-        checks.store = `${store!.kind}: reachable`;
-      } catch (error) {
-        checks.store = `${store!.kind}: ${(error as Error).message}`;
-        ok = false;
-      }
+      const readiness = await storeReadiness(store!);
+      Object.assign(checks, readiness.checks);
+      if (!readiness.ready) ok = false;
     }
     return { ready: ok, checks };
   };
@@ -146,7 +143,7 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     const document = parse(op.body);
     return [op.id, costFunction(document, getOperationAST(document)!)] as const;
   }));
-  const fastPath: FastPath | undefined = compiled && (async (operation, principal) => {
+  const fastPath: FastPath | undefined = compiled && (async (operation, principal, deadline) => {
     const id = persisted.manifestIdOf(operation);
     const op = id === undefined ? undefined : compiled.get(id);
     if (!op) return undefined;
@@ -154,16 +151,17 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     if (!mayDo(principal, 'persisted') || !op.views.every((view) => mayReadView(principal, view))) return undefined;
     const variables = typeof operation.variables === 'object' && operation.variables !== null ? (operation.variables as Record<string, unknown>) : {};
     if (costOf.get(id!)!(variables) > config.maxQueryCost) return undefined;
-    const result = await op.run(operation.variables, operation.operationName);
+    const result = await op.run(operation.variables, operation.operationName, deadline);
     fastPathRequests.inc({ operation: op.name, outcome: result.kind === 'answered' ? 'served' : 'generic' });
     if (result.kind === 'answered') return { kind: 'answered', body: result.body, operation: op.name };
-    return { kind: 'generic', context: result.storeFailure === undefined ? {} : { [storeFailure]: result.storeFailure } };
+    return { kind: 'generic', context: result.reads === undefined ? {} : { [primedReads]: result.reads } };
   });
   if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
 
   const admit = gatewayAdmission(persisted);
   const server = createGraphQLHttpServer({
     apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate: gatewayAuthentication(authenticator), admit, fastPath,
+    requestDeadlineMs: config.requestDeadlineMs,
   });
   const subscriptions = eventLog
     ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, authenticator, ...(!distributed && config.fastPath && store ? { store } : {}) })

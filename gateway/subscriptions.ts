@@ -20,7 +20,7 @@ import {
 import type { Entity, Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { compileOperation, type CompiledOperation } from '../subgraphs/compiled-operations.js';
-import { storeFailure } from '../subgraphs/loaders.js';
+import { primedReads } from '../subgraphs/loaders.js';
 import { credentialsFromHeaders, credentialsFromPayload, type Authenticator } from '../auth/authenticator.js';
 import { AccessError } from '../auth/errors.js';
 import { authorize, mayReadView } from '../auth/policy.js';
@@ -451,12 +451,12 @@ function entityResolver(apollo: ApolloServer<BaseContext>, compile?: (name: stri
     const readable = op.compiled?.views.every((view) => mayReadView(context.principal, view)) ?? false;
     const compiled = readable ? await op.compiled!.run(variables, undefined) : undefined;
     if (compiled?.kind === 'answered') return (JSON.parse(compiled.body) as { data: Record<string, unknown> }).data[entity.singularField] ?? null;
-    // On a store failure the gateway reports it without reading the store again.
-    // The entity query is the gateway's own (no ad-hoc rights needed), read with the subscriber's principal (per-view roles).
+    // The entity query is the gateway's own (no ad-hoc rights needed), read with the subscriber's principal
+    // (per-view roles); when some read failed the gateway reports it from what was read, without reading again.
     const contextValue = {
       [trustedOperation]: true,
       ...(context.principal ? { [principalKey]: context.principal } : {}),
-      ...(compiled?.kind === 'generic' && compiled.storeFailure !== undefined ? { [storeFailure]: compiled.storeFailure } : {}),
+      ...(compiled?.kind === 'generic' && compiled.reads !== undefined ? { [primedReads]: compiled.reads } : {}),
     };
 
     const response = await apollo.executeOperation({ query: op.query, variables }, { contextValue });

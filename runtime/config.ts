@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { ConfigError } from './errors.js';
 import { fromRoot } from './paths.js';
+import { defaultBreaker } from '../store/backends/redis.js';
 import type { StoreConfig } from '../store/create-store.js';
 import type { AuthSettings } from '../auth/authenticator.js';
 import { isRole, ROLES, type Role } from '../auth/principal.js';
@@ -27,6 +28,8 @@ export interface Config {
   readonly introspection: boolean;
   readonly sandbox: boolean;
   readonly maxBatchIds: number;
+  /** How long one GraphQL request may wait for the store in all, from its arrival (REQUEST_DEADLINE_MS). */
+  readonly requestDeadlineMs: number;
   readonly maxQueryDepth: number;
   readonly maxBodyBytes: number;
   /** Change events one subscription may have waiting; when full the oldest is dropped. */
@@ -67,9 +70,14 @@ export function loadConfig(env: Env = process.env): Config {
   const shardUrls = get('REDIS_SHARD_URLS');
   if (redisUrl && shardUrls) throw new ConfigError('REDIS_SHARD_URLS', 'set either REDIS_URL (one node) or REDIS_SHARD_URLS (sharded), not both');
   const commandTimeoutMs = int(get, 'STORE_TIMEOUT_MS', 250, 1, 60_000);
+  const breaker = {
+    errorPercent: int(get, 'STORE_BREAKER_ERROR_PERCENT', defaultBreaker.errorPercent, 1, 99),
+    minCalls: int(get, 'STORE_BREAKER_MIN_CALLS', defaultBreaker.minCalls, 1, 100_000),
+    resetMs: int(get, 'STORE_BREAKER_RESET_MS', defaultBreaker.resetMs, 10, 600_000),
+  };
   let store: StoreConfig = { kind: 'embedded' };
-  if (redisUrl) store = { kind: 'redis', urls: [redisUrl], commandTimeoutMs };
-  if (shardUrls) store = { kind: 'redis', urls: list('REDIS_SHARD_URLS', shardUrls), commandTimeoutMs };
+  if (redisUrl) store = { kind: 'redis', urls: [redisUrl], commandTimeoutMs, breaker };
+  if (shardUrls) store = { kind: 'redis', urls: list('REDIS_SHARD_URLS', shardUrls), commandTimeoutMs, breaker };
   for (const url of store.kind === 'redis' ? store.urls : []) {
     if (!/^rediss?:\/\/[^\s/]+(\/\d+)?$/.test(url)) {
       throw new ConfigError(redisUrl ? 'REDIS_URL' : 'REDIS_SHARD_URLS', `not a Redis URL: ${JSON.stringify(url)} (expected redis://host:port)`);
@@ -90,6 +98,7 @@ export function loadConfig(env: Env = process.env): Config {
     introspection: bool(get, 'INTROSPECTION', true),
     sandbox: bool(get, 'SANDBOX', true),
     maxBatchIds: int(get, 'MAX_BATCH_IDS', 1000, 1, 100_000),
+    requestDeadlineMs: int(get, 'REQUEST_DEADLINE_MS', 1000, 1, 600_000),
     maxQueryDepth: int(get, 'MAX_QUERY_DEPTH', 12, 2, 100),
     maxBodyBytes: int(get, 'MAX_BODY_BYTES', 262_144, 1024, 64 * 1024 * 1024),
     subscriptionQueueSize: int(get, 'SUBSCRIPTION_QUEUE_SIZE', 256, 1, 100_000),

@@ -20,6 +20,7 @@ export const ErrorCode = {
   PushInvalid: 'PUSH_INVALID',
   /** A push was written to the store but its change events could not be produced; retrying is safe. */
   PushNotPublished: 'PUSH_NOT_PUBLISHED',
+  DeadlineExceeded: 'DEADLINE_EXCEEDED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { HeaderMap, type ApolloServer, type BaseContext, type HTTPGraphQLRequest } from '@apollo/server';
 import { AccessError } from '../auth/errors.js';
 import { principalKey, type Principal } from '../auth/principal.js';
+import { Deadline, deadlineKey } from './deadline.js';
 import { ErrorCode } from './errors.js';
 import { log } from './log.js';
 import { metricsRegistry, rejectedRequests, requestDuration } from './metrics.js';
@@ -35,9 +36,10 @@ export interface IncomingOperation {
  * Answers a request without Apollo Server when it can: the response body and
  * the operation name for metrics; or hands it to the generic path, with the
  * request context that path should start from (it may carry what the fast
- * path already learned, such as a store failure); or undefined: not its own.
+ * path already read, failed reads included); or undefined: not its own.
+ * `deadline` is the request's (REQUEST_DEADLINE_MS), when the server has one.
  */
-export type FastPath = (operation: IncomingOperation, principal: Principal | undefined) => Promise<FastPathResult | undefined>;
+export type FastPath = (operation: IncomingOperation, principal: Principal | undefined, deadline: Deadline | undefined) => Promise<FastPathResult | undefined>;
 export type FastPathResult =
   | { readonly kind: 'answered'; readonly body: string; readonly operation: string }
   | { readonly kind: 'generic'; readonly context: object };
@@ -65,6 +67,8 @@ export interface GraphQLHttpOptions {
   readonly admit?: Admission;
   readonly fastPath?: FastPath;
   readonly path?: string;
+  /** REQUEST_DEADLINE_MS: counted from the request's arrival, carried in the request context under `deadlineKey`. */
+  readonly requestDeadlineMs?: number;
 }
 
 export interface RunningHttpServer {
@@ -107,6 +111,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
   }
 
   async function graphql(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
+    const deadline = options.requestDeadlineMs === undefined ? undefined : Deadline.after(options.requestDeadlineMs);
     let principal: Principal | undefined;
     if (options.authenticate) {
       const landingPage = req.method === 'GET' && !url.searchParams.has('query') && (req.headers.accept ?? '').includes('text/html');
@@ -152,12 +157,12 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
       return sendErrors(res, refusal.status, refusal.code, refusal.message);
     }
 
-    let context: object = principal === undefined ? {} : { [principalKey]: principal };
+    let context: object = { ...(deadline ? { [deadlineKey]: deadline } : {}), ...(principal === undefined ? {} : { [principalKey]: principal }) };
     if (options.fastPath && req.method === 'POST' && operation === body && acceptsPlainJson(req.headers.accept)) {
       const started = performance.now();
       let fast: FastPathResult | undefined;
       try {
-        fast = await options.fastPath(operation, principal);
+        fast = await options.fastPath(operation, principal, deadline);
       } catch (error) {
         // A fast path that fails unexpectedly must not fail the request: the generic path answers.
         log.error({ err: (error as Error).message, stack: (error as Error).stack }, 'fast path failed; answering on the generic path');

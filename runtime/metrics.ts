@@ -34,6 +34,27 @@ export const storeErrors = new Counter({
   registers: [metricsRegistry],
 });
 
+export const storeCircuitState = new Gauge({
+  name: 'feature_store_circuit_state',
+  help: 'Circuit breaker of each store shard: 0 closed (calls pass), 1 half-open (one probe call passes), 2 open (calls fail at once).',
+  labelNames: ['store', 'shard'] as const,
+  registers: [metricsRegistry],
+});
+
+export const storeShortCircuited = new Counter({
+  name: 'feature_store_short_circuited_total',
+  help: 'Store calls refused at once because the shard\'s circuit breaker was open.',
+  labelNames: ['store', 'shard'] as const,
+  registers: [metricsRegistry],
+});
+
+export const deadlineExceeded = new Counter({
+  name: 'feature_store_deadline_exceeded_total',
+  help: 'Store calls a request stopped waiting for (or did not start) because its REQUEST_DEADLINE_MS had passed.',
+  labelNames: ['store', 'shard'] as const,
+  registers: [metricsRegistry],
+});
+
 export const batchSize = new Histogram({
   name: 'feature_store_batch_size',
   help: 'Entity ids per DataLoader batch (one store read of one feature view).',

@@ -4,7 +4,8 @@ import { CodecError, codecFor } from './codec.js';
 import { expiryOf, isStale } from './freshness.js';
 import { stateKey, storeKey } from './keys.js';
 import {
-  CorruptValueError, type FeatureRow, type MaterializedState, type MaterializedStore, type MaterializedWrite, type StoredFeatures,
+  CorruptValueError, type FeatureRow, type MaterializedState, type MaterializedStore, type MaterializedWrite,
+  type ReadOptions, type ReadResult, type ShardHealth, type StoredFeatures,
 } from './online-store.js';
 
 /**
@@ -22,21 +23,26 @@ export class CodecStore implements MaterializedStore {
     return this.backend.kind;
   }
 
-  async read(view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null)[]> {
+  async readSettled(view: ViewVersion, ids: readonly string[], options: ReadOptions = {}): Promise<ReadResult[]> {
     const keys = ids.map((id) => storeKey(view, id));
-    const blobs = await this.backend.getMany(keys);
+    const blobs = await this.backend.getMany(keys, options);
     const codec = codecFor(view);
     const now = this.now();
-    return blobs.map((blob, i) => {
-      if (blob === null) return null;
+    return blobs.map((blob, i): ReadResult => {
+      if (blob === null || blob instanceof Error) return blob;
       let decoded;
       try {
         decoded = codec.decode(blob);
       } catch (error) {
-        throw new CorruptValueError(keys[i]!, error instanceof Error ? error.message : String(error));
+        // Only this id's field fails; the rest of the batch is served.
+        return new CorruptValueError(keys[i]!, error instanceof Error ? error.message : String(error));
       }
       return { values: decoded.values, eventTimeMs: decoded.eventTimeMs, stale: isStale(view, decoded.eventTimeMs, now) };
     });
+  }
+
+  async read(view: ViewVersion, ids: readonly string[], options: ReadOptions = {}): Promise<(StoredFeatures | null)[]> {
+    return allOrThrow(await this.readSettled(view, ids, options));
   }
 
   async write(view: ViewVersion, rows: readonly FeatureRow[]): Promise<void> {
@@ -60,7 +66,8 @@ export class CodecStore implements MaterializedStore {
   }
 
   async readStates(view: ViewVersion, ids: readonly string[]): Promise<(MaterializedState | null)[]> {
-    const blobs = await this.backend.getMany(ids.map((id) => stateKey(view, id)));
+    // The materializer's compare-and-set needs every state or none: any failed shard fails the batch.
+    const blobs = allOrThrow(await this.backend.getMany(ids.map((id) => stateKey(view, id))));
     return blobs.map((blob) => {
       if (blob === null) return null;
       const text = blob.toString('utf8');
@@ -87,7 +94,17 @@ export class CodecStore implements MaterializedStore {
     return this.backend.ping();
   }
 
+  health(): Promise<ShardHealth[]> {
+    return this.backend.health();
+  }
+
   close(): Promise<void> {
     return this.backend.close();
   }
+}
+
+/** The values of a settled read, or the first per-key error thrown. */
+function allOrThrow<T>(results: readonly (T | Error)[]): Exclude<T, Error>[] {
+  for (const r of results) if (r instanceof Error) throw r;
+  return results as Exclude<T, Error>[];
 }

@@ -1,10 +1,10 @@
 import { EmbeddedBackend } from './backends/embedded.js';
-import { RedisBackend } from './backends/redis.js';
+import { RedisBackend, type BreakerOptions } from './backends/redis.js';
 import { CodecStore } from './codec-store.js';
 
 export type StoreConfig =
   | { readonly kind: 'embedded' }
-  | { readonly kind: 'redis'; readonly urls: readonly string[]; readonly commandTimeoutMs: number };
+  | { readonly kind: 'redis'; readonly urls: readonly string[]; readonly commandTimeoutMs: number; readonly breaker?: BreakerOptions };
 
 /** Builds the configured online store: embedded by default, Redis (one node or sharded) when URLs are given. */
 export function createStore(config: StoreConfig, now: () => number = Date.now): CodecStore {
@@ -12,7 +12,7 @@ export function createStore(config: StoreConfig, now: () => number = Date.now): 
     case 'embedded':
       return new CodecStore(new EmbeddedBackend(now), now);
     case 'redis':
-      return new CodecStore(new RedisBackend({ urls: config.urls, commandTimeoutMs: config.commandTimeoutMs }), now);
+      return new CodecStore(new RedisBackend({ urls: config.urls, commandTimeoutMs: config.commandTimeoutMs, ...(config.breaker ? { breaker: config.breaker } : {}) }), now);
   }
 }
 

@@ -1,3 +1,4 @@
+import type { Deadline } from '../runtime/deadline.js';
 import type { ViewVersion } from '../schema/types.js';
 import type { FeatureValues, SourcePosition } from './codec.js';
 
@@ -10,13 +11,39 @@ import type { FeatureValues, SourcePosition } from './codec.js';
 export interface OnlineStore {
   /** e.g. `embedded`, `redis`, `sharded-redis`: the `store` label of metrics. */
   readonly kind: string;
-  /** Values of `view` for `ids`, in the order of `ids`; null where none is stored. */
-  read(view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null)[]>;
+  /**
+   * Values of `view` for `ids`, in the order of `ids`: per id the value, null
+   * where none is stored, or the error that kept it from being read (its
+   * shard unavailable, the request's deadline passed, a corrupt value). One
+   * failing shard fails only the ids whose values live on it. The serving
+   * path reads through this.
+   */
+  readSettled(view: ViewVersion, ids: readonly string[], options?: ReadOptions): Promise<ReadResult[]>;
+  /** `readSettled`, all or nothing: rejects with the first per-id error (for tools, the materializer and tests). */
+  read(view: ViewVersion, ids: readonly string[], options?: ReadOptions): Promise<(StoredFeatures | null)[]>;
   /** Upserts rows; each expires from the store at eventTime + retention (see `expiryOf`). */
   write(view: ViewVersion, rows: readonly FeatureRow[]): Promise<void>;
   /** Resolves when every shard answers; rejects with StoreUnavailableError otherwise. */
   ping(): Promise<void>;
+  /** One entry per shard: whether it answers a ping now, and the state of its circuit breaker (for /readyz). */
+  health(): Promise<ShardHealth[]>;
   close(): Promise<void>;
+}
+
+export interface ReadOptions {
+  /** Store calls wait at most until this (the request's REQUEST_DEADLINE_MS). */
+  readonly deadline?: Deadline;
+}
+
+/** Why one id of a batch read has no answer. */
+export type ReadError = StoreUnavailableError | DeadlineExceededError | CorruptValueError;
+export type ReadResult = StoredFeatures | null | ReadError;
+
+export interface ShardHealth {
+  readonly shard: string;
+  readonly reachable: boolean;
+  /** e.g. `reachable, circuit closed` or `unavailable: connect ECONNREFUSED…, circuit open`. */
+  readonly detail: string;
 }
 
 /**
@@ -72,6 +99,26 @@ export class StoreUnavailableError extends Error {
   ) {
     super(`online store ${store} shard ${shard} is unavailable: ${reason}`);
   }
+}
+
+/**
+ * The request's deadline (REQUEST_DEADLINE_MS) passed before this shard
+ * answered: the request answers with what it has and this error for the rest.
+ */
+export class DeadlineExceededError extends Error {
+  override name = 'DeadlineExceededError';
+  constructor(
+    readonly store: string,
+    readonly shard: string,
+    readonly budgetMs: number,
+  ) {
+    super(`online store ${store} shard ${shard} did not answer within the request deadline of ${budgetMs} ms`);
+  }
+}
+
+/** Whether `value` is one of the per-id read errors (as opposed to a value or null). */
+export function isReadError(value: unknown): value is ReadError {
+  return value instanceof StoreUnavailableError || value instanceof DeadlineExceededError || value instanceof CorruptValueError;
 }
 
 /** A stored value could not be decoded with the registry's schema for it. */

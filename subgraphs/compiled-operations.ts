@@ -2,14 +2,15 @@ import {
   Kind, parse,
   type FieldNode, type OperationDefinitionNode, type SelectionSetNode, type TypeNode, type ValueNode,
 } from 'graphql';
+import type { Deadline } from '../runtime/deadline.js';
 import { log } from '../runtime/log.js';
 import type { PersistedQueryManifest } from '../schema/manifest.js';
 import { viewFieldsOf, viewTypeName } from '../schema/sdl.js';
 import type { Entity, Feature, Registry, ViewVersion } from '../schema/types.js';
 import { activeVersionOf } from '../schema/types.js';
 import type { FeatureValue } from '../store/codec.js';
-import type { OnlineStore, StoredFeatures } from '../store/online-store.js';
-import { readViewBatch } from './loaders.js';
+import type { OnlineStore, ReadResult, StoredFeatures } from '../store/online-store.js';
+import { readViewBatch, type PrimedReads } from './loaders.js';
 
 /**
  * Persisted operations compiled, once at start-up, into a plan that reads the
@@ -19,10 +20,11 @@ import { readViewBatch } from './loaders.js';
  *
  * Only operations whose every root field is an entity lookup of this registry
  * compile; anything else, and any request the plan is not sure about (an
- * unexpected variable shape, a batch over the limit, a store error), returns
- * `undefined` and the caller takes the generic federated path. The result is
+ * unexpected variable shape, a batch over the limit, any id whose read
+ * failed) is handed to the generic federated path. The result is
  * byte-for-byte the generic path's: test/integration/fast-path.test.ts runs
- * every persisted operation through both, fresh, stale, missing and failing.
+ * every persisted operation through both, fresh, stale, missing, failing and
+ * partly failing.
  *
  * Semantics mirrored from subgraphs/factory.ts: one store read per view
  * version per request; an entity is null when none of its selected views
@@ -34,15 +36,17 @@ export interface CompiledOperation {
   /** Every view version it reads (authorization checks them before running it). */
   readonly views: readonly ViewVersion[];
   /** The response body (as Apollo Server would write it), or a hand-over to the generic path. */
-  run(variables: unknown, operationName: unknown): Promise<CompiledResult>;
+  run(variables: unknown, operationName: unknown, deadline?: Deadline): Promise<CompiledResult>;
 }
 
 /**
- * `generic`: take the generic path; `storeFailure` is set when the store
- * failed, so the generic path reports that failure without reading again
- * (see `storeFailure` in loaders.ts).
+ * `generic`: take the generic path. `reads` is set when some read failed:
+ * everything this plan read, per-id errors included, so the generic path
+ * answers the partial result from it without reading again (see
+ * `primedReads` in loaders.ts). The error shapes (paths, order, codes) are
+ * thereby the generic path's own, by construction.
  */
-export type CompiledResult = { readonly kind: 'answered'; readonly body: string } | { readonly kind: 'generic'; readonly storeFailure?: unknown };
+export type CompiledResult = { readonly kind: 'answered'; readonly body: string } | { readonly kind: 'generic'; readonly reads?: PrimedReads };
 
 const generic: CompiledResult = { kind: 'generic' };
 
@@ -119,7 +123,7 @@ export function compileOperation(registry: Registry, name: string, body: string,
   return {
     name,
     views: allViews,
-    async run(variables, operationName) {
+    async run(variables, operationName, deadline) {
       if (operationName !== undefined && operationName !== null && operationName !== name) return generic;
       const vars = (variables ?? {}) as Record<string, unknown>;
       if (typeof vars !== 'object' || Array.isArray(vars)) return generic;
@@ -147,14 +151,32 @@ export function compileOperation(registry: Registry, name: string, body: string,
           for (const id of typeof ids === 'string' ? [ids] : ids) if (!index.has(id)) index.set(id, index.size);
         }
       });
-      let results: (StoredFeatures | null)[][];
-      try {
-        results = await Promise.all(allViews.map((view) => readViewBatch(store, view, [...wanted.get(view)!.keys()])));
-      } catch (error) {
-        return { kind: 'generic', storeFailure: error }; // The generic path reports it in its own words, without reading again.
+      let failed = false;
+      const results = await Promise.all(allViews.map(async (view): Promise<(ReadResult | Error)[]> => {
+        const ids = [...wanted.get(view)!.keys()];
+        if (ids.length === 0) return []; // as the generic path's DataLoaders: no ids, no store call
+        let read: (ReadResult | Error)[];
+        try {
+          read = await readViewBatch(store, view, ids, deadline);
+        } catch (error) {
+          // Not a per-id failure but the whole read's: every id of the view carries it.
+          read = ids.map(() => (error instanceof Error ? error : new Error(String(error))));
+        }
+        if (!failed && read.some((r) => r instanceof Error)) failed = true;
+        return read;
+      }));
+      if (failed) {
+        // The generic path reports the failed ids in its own words, from these reads, without reading again.
+        const reads = new Map<ViewVersion, Map<string, ReadResult | Error>>();
+        allViews.forEach((view, i) => {
+          const byId = new Map<string, ReadResult | Error>();
+          for (const [id, k] of wanted.get(view)!) byId.set(id, results[i]![k]!);
+          reads.set(view, byId);
+        });
+        return { kind: 'generic', reads };
       }
       const byView = new Map<ViewVersion, { results: (StoredFeatures | null)[]; index: Map<string, number> }>();
-      allViews.forEach((view, i) => byView.set(view, { results: results[i]!, index: wanted.get(view)! }));
+      allViews.forEach((view, i) => byView.set(view, { results: results[i] as (StoredFeatures | null)[], index: wanted.get(view)! }));
       const value = (view: ViewVersion, id: string): StoredFeatures | null => {
         const v = byView.get(view)!;
         return v.results[v.index.get(id)!] ?? null;

@@ -60,8 +60,13 @@ export function buildEntitySubgraph(registry: Registry, entityName: string, deps
    * stale); otherwise the entity field is null. The check reads only the
    * views the query selects (all active ones if it selects none), through
    * the same loaders the view fields then hit, so it costs no extra read.
+   * A view that failed (its shard down, the deadline passed) does not hide
+   * the entity when another view has a value: only that view's field then
+   * errors. When no view has a value and one failed, whether the entity
+   * exists is unknown, and the entity itself answers that failure (an Error
+   * in the list fails that one item, not the list).
    */
-  const resolveEntities = async (context: unknown, ids: readonly string[], info: GraphQLResolveInfo): Promise<(EntityRef | null)[]> => {
+  const resolveEntities = async (context: unknown, ids: readonly string[], info: GraphQLResolveInfo): Promise<(EntityRef | Error | null)[]> => {
     if (ids.length > deps.maxBatchIds) {
       throw new GraphQLError(`${ids.length} ids requested; at most ${deps.maxBatchIds} per batch (MAX_BATCH_IDS)`, {
         extensions: { code: ErrorCode.BatchTooLarge, max: deps.maxBatchIds },
@@ -78,12 +83,13 @@ export function buildEntitySubgraph(registry: Registry, entityName: string, deps
     const loaders = scope.for(context);
     const perView = await Promise.all(views.map((view) => loaders.forView(view).loadMany(ids)));
     return ids.map((id, i) => {
+      let failure: Error | undefined;
       for (const values of perView) {
         const v = values[i];
-        if (v instanceof Error) throw v;
-        if (v) return { id };
+        if (v instanceof Error) failure ??= v;
+        else if (v) return { id };
       }
-      return null;
+      return failure ?? null;
     });
   };
 

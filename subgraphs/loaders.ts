@@ -1,45 +1,60 @@
 import DataLoader from 'dataloader';
 import { GraphQLError } from 'graphql';
 import type { ViewVersion } from '../schema/types.js';
+import { deadlineOf, type Deadline } from '../runtime/deadline.js';
 import { ErrorCode } from '../runtime/errors.js';
 import { batchSize, missingValues, staleValues } from '../runtime/metrics.js';
-import { CorruptValueError, StoreUnavailableError, type OnlineStore, type StoredFeatures } from '../store/online-store.js';
+import {
+  CorruptValueError, DeadlineExceededError, StoreUnavailableError, type OnlineStore, type ReadResult, type StoredFeatures,
+} from '../store/online-store.js';
 
 /**
  * Per-request DataLoaders, one per feature-view version: every resolution of
  * one view during a request is collected within a tick into one store read
  * (ARCHITECTURE.md, decision 2). Loaders live exactly as long as the request
  * context object they are keyed on, so nothing is cached across requests.
+ * A read answers per id, so an id whose shard failed fails only its own
+ * fields (DataLoader rejects just that key).
  */
 /**
- * A request context may carry a store failure already seen for this request
- * (the compiled fast path hands over to the generic path after one): its
- * loaders then answer with that failure instead of asking the store again,
- * so a hung shard costs one timeout, not two, and is counted once.
+ * A request context may carry what the compiled fast path already read for
+ * this request, per view version and id: values, nulls and per-id errors.
+ * The fast path hands a request with any failed id over to the generic path
+ * with these reads; its loaders start primed with them, so the generic path
+ * answers the partial result without asking the store again (a hung shard
+ * costs one timeout, not two, and is counted once).
  */
-export const storeFailure = Symbol('storeFailure');
+export const primedReads = Symbol('primedReads');
+export type PrimedReads = ReadonlyMap<ViewVersion, ReadonlyMap<string, ReadResult | Error>>;
 
 export class RequestLoaders {
   private readonly loaders = new Map<ViewVersion, DataLoader<string, StoredFeatures | null>>();
 
-  constructor(private readonly store: OnlineStore, private readonly failure: unknown = undefined) {}
+  constructor(
+    private readonly store: OnlineStore,
+    private readonly deadline: Deadline | undefined = undefined,
+    private readonly primed: PrimedReads | undefined = undefined,
+  ) {}
 
   forView(view: ViewVersion): DataLoader<string, StoredFeatures | null> {
     let loader = this.loaders.get(view);
     if (!loader) {
-      loader = new DataLoader((ids) => this.readBatch(view, ids));
+      loader = new DataLoader<string, StoredFeatures | null>((ids) => this.readBatch(view, ids));
+      // DataLoader takes a primed Error as that key's rejection.
+      for (const [id, result] of this.primed?.get(view) ?? []) loader.prime(id, result instanceof Error ? toGraphQLError(result) : result);
       this.loaders.set(view, loader);
     }
     return loader;
   }
 
-  private async readBatch(view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null)[]> {
-    if (this.failure !== undefined) throw toGraphQLError(this.failure);
+  private async readBatch(view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null | GraphQLError)[]> {
+    let results: ReadResult[];
     try {
-      return await readViewBatch(this.store, view, ids);
+      results = await readViewBatch(this.store, view, ids, this.deadline);
     } catch (error) {
       throw toGraphQLError(error);
     }
+    return results.map((r) => (r instanceof Error ? toGraphQLError(r) : r));
   }
 }
 
@@ -48,15 +63,15 @@ export class RequestLoaders {
  * missing metrics. Every read on the serving path goes through here, the
  * DataLoaders' and the compiled operations' alike.
  */
-export async function readViewBatch(store: OnlineStore, view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null)[]> {
+export async function readViewBatch(store: OnlineStore, view: ViewVersion, ids: readonly string[], deadline?: Deadline): Promise<ReadResult[]> {
   const label = `${view.viewName}:v${view.version}`;
   batchSize.observe({ view: label }, ids.length);
-  const records = await store.read(view, ids);
+  const records = await store.readSettled(view, ids, deadline ? { deadline } : {});
   let stale = 0;
   let missing = 0;
   for (const r of records) {
     if (r === null) missing++;
-    else if (r.stale) stale++;
+    else if (!(r instanceof Error) && r.stale) stale++;
   }
   if (stale) staleValues.inc({ view: label }, stale);
   if (missing) missingValues.inc({ view: label }, missing);
@@ -68,6 +83,11 @@ export function toGraphQLError(error: unknown): GraphQLError {
   if (error instanceof StoreUnavailableError) {
     return new GraphQLError(error.message, {
       extensions: { code: ErrorCode.StoreUnavailable, store: error.store, shard: error.shard },
+    });
+  }
+  if (error instanceof DeadlineExceededError) {
+    return new GraphQLError(error.message, {
+      extensions: { code: ErrorCode.DeadlineExceeded, store: error.store, shard: error.shard, deadlineMs: error.budgetMs },
     });
   }
   if (error instanceof CorruptValueError) {
@@ -89,7 +109,7 @@ export class LoaderScope {
     }
     let loaders = this.byContext.get(context);
     if (!loaders) {
-      loaders = new RequestLoaders(this.store, (context as { [storeFailure]?: unknown })[storeFailure]);
+      loaders = new RequestLoaders(this.store, deadlineOf(context), (context as { [primedReads]?: PrimedReads })[primedReads]);
       this.byContext.set(context, loaders);
     }
     return loaders;

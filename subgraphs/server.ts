@@ -4,6 +4,7 @@ import { principalFromHeaders } from '../auth/internal.js';
 import type { Config } from '../runtime/config.js';
 import { createGraphQLHttpServer, listen, type RunningHttpServer } from '../runtime/graphql-http.js';
 import type { Registry } from '../schema/types.js';
+import { storeReadiness } from '../store/health.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { buildEntitySubgraph } from './factory.js';
 import type { ChangeSink } from './push.js';
@@ -30,19 +31,13 @@ export async function startSubgraph(config: Config, registry: Registry, entityNa
     plugins: [ApolloServerPluginLandingPageDisabled()],
   });
   await apollo.start();
-  const ready = async () => {
-    try {
-      await store.ping();
-      return { ready: true, checks: { store: `${store.kind}: reachable` } };
-    } catch (error) {
-      return { ready: false, checks: { store: `${store.kind}: ${(error as Error).message}` } };
-    }
-  };
+  const ready = () => storeReadiness(store);
   // The caller's principal as the gateway signed it (auth/internal.ts): per-view read roles and the
   // push API's admin check apply here as in the co-located shape.
   const authenticate = async (req: { headers: Readonly<Record<string, string | string[] | undefined>> }) =>
     principalFromHeaders(req.headers, config.internalAuthSecret);
-  const running = await listen(createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate }), config.host, config.port);
+  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate, requestDeadlineMs: config.requestDeadlineMs });
+  const running = await listen(server, config.host, config.port);
   return {
     ...running,
     name: subgraph.name,

@@ -1,3 +1,5 @@
+import type { DeadlineExceededError, ReadOptions, ShardHealth, StoreUnavailableError } from '../online-store.js';
+
 /**
  * The raw key-value layer under the codec store: bytes in, bytes out,
  * absolute expiry. An adapter implements this once per engine; key layout,
@@ -6,8 +8,12 @@
  */
 export interface ByteBackend {
   readonly kind: string;
-  /** One value per key, in order; null where absent or expired. */
-  getMany(keys: readonly string[]): Promise<(Buffer | null)[]>;
+  /**
+   * One answer per key, in order: the bytes, null where absent or expired, or
+   * the error of the shard that holds the key. It never rejects for a shard
+   * failure, so one failing shard fails only its own keys.
+   */
+  getMany(keys: readonly string[], options?: ReadOptions): Promise<(Buffer | null | ShardError)[]>;
   setMany(entries: readonly ByteEntry[]): Promise<void>;
   /**
    * For each entry, atomically: if the version at the head of the stored
@@ -18,8 +24,12 @@ export interface ByteBackend {
    */
   compareAndSet(entries: readonly CasEntry[]): Promise<boolean[]>;
   ping(): Promise<void>;
+  health(): Promise<ShardHealth[]>;
   close(): Promise<void>;
 }
+
+/** What one shard answers instead of values when it cannot read. */
+export type ShardError = StoreUnavailableError | DeadlineExceededError;
 
 export interface ByteEntry {
   readonly key: string;

@@ -1,5 +1,9 @@
-import { storeReadDuration } from '../../runtime/metrics.js';
-import { stateVersion, type ByteBackend, type ByteEntry, type CasEntry } from './byte-backend.js';
+import { deadlineExceeded, storeReadDuration } from '../../runtime/metrics.js';
+import { DeadlineExceededError, type ReadOptions, type ShardHealth } from '../online-store.js';
+import { stateVersion, type ByteBackend, type ByteEntry, type CasEntry, type ShardError } from './byte-backend.js';
+
+/** The embedded store is one "shard"; metrics and errors name it like this. */
+const SHARD = '0';
 
 /**
  * The in-process store: a Map with absolute expiry. It is the zero-setup
@@ -17,14 +21,20 @@ export class EmbeddedBackend implements ByteBackend {
     this.sweeper.unref();
   }
 
-  async getMany(keys: readonly string[]): Promise<(Buffer | null)[]> {
+  async getMany(keys: readonly string[], options: ReadOptions = {}): Promise<(Buffer | null | ShardError)[]> {
+    // The same contract as Redis: a request already out of time reads nothing.
+    if (options.deadline?.expired) {
+      deadlineExceeded.inc({ store: this.kind, shard: SHARD });
+      const error = new DeadlineExceededError(this.kind, SHARD, options.deadline.budgetMs);
+      return keys.map(() => error);
+    }
     const started = performance.now();
     const now = this.now();
     const out = keys.map((key) => {
       const entry = this.entries.get(key);
       return entry && entry.expireAtMs > now ? entry.value : null;
     });
-    storeReadDuration.observe({ store: this.kind, shard: '0' }, (performance.now() - started) / 1000);
+    storeReadDuration.observe({ store: this.kind, shard: SHARD }, (performance.now() - started) / 1000);
     return out;
   }
 
@@ -45,6 +55,10 @@ export class EmbeddedBackend implements ByteBackend {
   }
 
   async ping(): Promise<void> {}
+
+  async health(): Promise<ShardHealth[]> {
+    return [{ shard: SHARD, reachable: true, detail: 'in process' }];
+  }
 
   async close(): Promise<void> {
     clearInterval(this.sweeper);

@@ -1,8 +1,10 @@
 import { Redis, type ChainableCommander } from 'ioredis';
+import CircuitBreaker from 'opossum';
+import type { Deadline } from '../../runtime/deadline.js';
 import { log } from '../../runtime/log.js';
-import { storeErrors, storeReadDuration } from '../../runtime/metrics.js';
-import { StoreUnavailableError } from '../online-store.js';
-import type { ByteBackend, ByteEntry, CasEntry } from './byte-backend.js';
+import { deadlineExceeded, storeCircuitState, storeErrors, storeReadDuration, storeShortCircuited } from '../../runtime/metrics.js';
+import { DeadlineExceededError, StoreUnavailableError, type ReadOptions, type ShardHealth } from '../online-store.js';
+import type { ByteBackend, ByteEntry, CasEntry, ShardError } from './byte-backend.js';
 import { HashRing } from './hash-ring.js';
 
 export interface RedisBackendOptions {
@@ -11,13 +13,32 @@ export interface RedisBackendOptions {
   /** Upper bound on one command; a hung shard fails the call after this. */
   readonly commandTimeoutMs: number;
   readonly connectTimeoutMs?: number;
+  readonly breaker?: BreakerOptions;
 }
 
-/** One shard: one ioredis client and the label metrics and errors use. */
+/** When a shard's circuit opens and how soon it is probed again (STORE_BREAKER_* in README "Configuration"). */
+export interface BreakerOptions {
+  /** Open when more than this percentage of the calls in the rolling window failed… */
+  readonly errorPercent: number;
+  /** …and the window holds at least this many calls. */
+  readonly minCalls: number;
+  /** After this long open, one call is let through as a probe (half-open); its success closes the circuit. */
+  readonly resetMs: number;
+}
+
+/** The defaults of STORE_BREAKER_ERROR_PERCENT, STORE_BREAKER_MIN_CALLS and STORE_BREAKER_RESET_MS. */
+export const defaultBreaker: BreakerOptions = { errorPercent: 50, minCalls: 10, resetMs: 2000 };
+
+/** One shard: one ioredis client, its circuit breaker, and the label metrics and errors use. */
 interface Shard {
   readonly name: string;
   readonly client: Redis;
+  /** Fires the call it is given; counts its failures (see `call`). */
+  readonly breaker: CircuitBreaker<[() => Promise<unknown>], unknown>;
 }
+
+/** The values of `feature_store_circuit_state`. */
+const circuitStates = { closed: 0, halfOpen: 1, open: 2 } as const;
 
 /**
  * Redis, on one node or sharded over N nodes by a consistent-hash ring.
@@ -29,13 +50,24 @@ interface Shard {
  * reconnect, and `commandTimeoutMs` bounds a shard that accepts but hangs.
  * ioredis keeps reconnecting in the background, so serving recovers by
  * itself when the node comes back.
+ *
+ * A read answers per key: a failing shard fails only the keys it holds
+ * (`getMany` never rejects for a shard). Each shard has a circuit breaker
+ * (opossum): after repeated failures or timeouts its calls fail at once
+ * instead of each waiting out the timeout, and after `breaker.resetMs` one
+ * real call probes it; its success closes the circuit. A request's deadline
+ * bounds how long the request waits for a shard, not the call itself, so the
+ * breaker still learns how the call ended (decision 0015).
  */
 export class RedisBackend implements ByteBackend {
   readonly kind: string;
   private readonly shards: Shard[];
   private readonly ring: HashRing<number>;
+  private readonly resetMs: number;
 
   constructor(options: RedisBackendOptions) {
+    const breaker = options.breaker ?? defaultBreaker;
+    this.resetMs = breaker.resetMs;
     if (options.urls.length === 0) throw new Error('RedisBackend needs at least one URL');
     this.kind = options.urls.length === 1 ? 'redis' : 'sharded-redis';
     this.shards = options.urls.map((url) => {
@@ -61,9 +93,38 @@ export class RedisBackend implements ByteBackend {
       });
       client.on('ready', () => log.info({ store: this.kind, shard: name }, 'redis shard ready'));
       client.defineCommand('featureCas', { numberOfKeys: 2, lua: casScript });
-      return { name, client };
+      return { name, client, breaker: this.breaker(name, breaker) };
     });
     this.ring = new HashRing(this.shards.map((s, i) => ({ id: s.name, value: i })));
+  }
+
+  /**
+   * opossum's own `timeout` is off: ioredis' commandTimeout already bounds
+   * every call, and a second timer per call would only race it. State
+   * changes go to `feature_store_circuit_state` and the log; short-circuited
+   * calls are counted in `call`.
+   */
+  private breaker(name: string, options: BreakerOptions): Shard['breaker'] {
+    const breaker = new CircuitBreaker((fn: () => Promise<unknown>) => fn(), {
+      timeout: false,
+      errorThresholdPercentage: options.errorPercent,
+      volumeThreshold: options.minCalls,
+      resetTimeout: options.resetMs,
+      rollingCountTimeout: 10_000,
+      rollingCountBuckets: 10,
+    });
+    const labels = { store: this.kind, shard: name };
+    storeCircuitState.set(labels, circuitStates.closed);
+    breaker.on('open', () => {
+      storeCircuitState.set(labels, circuitStates.open);
+      log.warn({ ...labels, resetMs: options.resetMs }, 'shard circuit open: its calls fail at once until a probe succeeds');
+    });
+    breaker.on('halfOpen', () => storeCircuitState.set(labels, circuitStates.halfOpen));
+    breaker.on('close', () => {
+      storeCircuitState.set(labels, circuitStates.closed);
+      log.info(labels, 'shard circuit closed: the probe call succeeded');
+    });
+    return breaker;
   }
 
   get shardNames(): string[] {
@@ -75,16 +136,21 @@ export class RedisBackend implements ByteBackend {
     return this.shards[this.ring.nodeFor(routingKey(key))]!.name;
   }
 
-  async getMany(keys: readonly string[]): Promise<(Buffer | null)[]> {
-    if (keys.length === 0) return [];
-    if (this.shards.length === 1) return this.mget(this.shards[0]!, keys);
-    const groups = this.groupByShard(keys);
-    const out: (Buffer | null)[] = new Array(keys.length);
+  async getMany(keys: readonly string[], options: ReadOptions = {}): Promise<(Buffer | null | ShardError)[]> {
+    const out: (Buffer | null | ShardError)[] = new Array(keys.length);
+    if (keys.length === 0) return out;
     await Promise.all(
-      groups.map(async (group, shardIndex) => {
+      this.groupByShard(keys).map(async (group, shardIndex) => {
         if (group.length === 0) return;
-        const values = await this.mget(this.shards[shardIndex]!, group.map((i) => keys[i]!));
-        group.forEach((keyIndex, j) => (out[keyIndex] = values[j] ?? null));
+        const shard = this.shards[shardIndex]!;
+        let values: (Buffer | null)[] | ShardError;
+        try {
+          values = await this.mget(shard, group.map((i) => keys[i]!), options.deadline);
+        } catch (error) {
+          if (!(error instanceof StoreUnavailableError || error instanceof DeadlineExceededError)) throw error;
+          values = error;
+        }
+        group.forEach((keyIndex, j) => (out[keyIndex] = values instanceof Error ? values : (values[j] ?? null)));
       }),
     );
     return out;
@@ -131,27 +197,63 @@ export class RedisBackend implements ByteBackend {
     return out;
   }
 
+  /** Past the circuit breaker: readiness asks each shard itself, open circuit or not. */
   async ping(): Promise<void> {
-    await Promise.all(this.shards.map((shard) => this.call(shard, () => shard.client.ping())));
+    await Promise.all(this.shards.map((shard) => shard.client.ping().catch((error: unknown) => {
+      throw this.unavailable(shard, error);
+    })));
+  }
+
+  async health(): Promise<ShardHealth[]> {
+    return Promise.all(this.shards.map(async (shard): Promise<ShardHealth> => {
+      const circuit = (): string => `circuit ${shard.breaker.opened ? 'open' : shard.breaker.halfOpen ? 'half-open' : 'closed'}`;
+      try {
+        await shard.client.ping();
+        return { shard: shard.name, reachable: true, detail: `reachable, ${circuit()}` };
+      } catch (error) {
+        return { shard: shard.name, reachable: false, detail: `unavailable: ${error instanceof Error ? error.message : String(error)}, ${circuit()}` };
+      }
+    }));
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.shards.map((s) => s.client.quit().catch(() => s.client.disconnect())));
+    await Promise.all(this.shards.map((s) => {
+      s.breaker.shutdown();
+      return s.client.quit().catch(() => s.client.disconnect());
+    }));
   }
 
-  private async mget(shard: Shard, keys: readonly string[]): Promise<(Buffer | null)[]> {
+  private async mget(shard: Shard, keys: readonly string[], deadline?: Deadline): Promise<(Buffer | null)[]> {
     const started = performance.now();
-    const values = await this.call(shard, () => shard.client.mgetBuffer(...keys));
+    const values = await this.call(shard, () => shard.client.mgetBuffer(...keys), deadline);
     storeReadDuration.observe({ store: this.kind, shard: shard.name }, (performance.now() - started) / 1000);
     return values;
   }
 
-  private async call<T>(shard: Shard, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (error) {
+  /**
+   * One call to one shard through its circuit breaker. With a deadline the
+   * caller stops waiting when it passes (DeadlineExceededError); the call
+   * itself runs on to its own end (at most commandTimeoutMs), so the breaker
+   * counts the shard's real outcome rather than the request's lack of time.
+   */
+  private async call<T>(shard: Shard, fn: () => Promise<T>, deadline?: Deadline): Promise<T> {
+    if (deadline?.expired) throw this.deadlineExceeded(shard, deadline);
+    const attempt = (shard.breaker.fire(fn) as Promise<T>).catch((error: unknown) => {
+      if (CircuitBreaker.isOurError(error as Error)) {
+        storeShortCircuited.inc({ store: this.kind, shard: shard.name });
+        throw new StoreUnavailableError(this.kind, shard.name, `circuit open after repeated failures; probed again within ${this.resetMs} ms`);
+      }
       throw this.unavailable(shard, error);
-    }
+    });
+    if (!deadline) return attempt;
+    // Past the deadline nobody awaits `attempt`; its failure is already counted (breaker, storeErrors).
+    attempt.catch(() => undefined);
+    return deadline.race(attempt, () => this.deadlineExceeded(shard, deadline));
+  }
+
+  private deadlineExceeded(shard: Shard, deadline: Deadline): DeadlineExceededError {
+    deadlineExceeded.inc({ store: this.kind, shard: shard.name });
+    return new DeadlineExceededError(this.kind, shard.name, deadline.budgetMs);
   }
 
   private unavailable(shard: Shard, error: unknown): StoreUnavailableError {

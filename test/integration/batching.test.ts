@@ -5,7 +5,7 @@ import { readManifest } from '../../schema/manifest.js';
 import { createStore } from '../../store/create-store.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { demoRows } from '../../store/demo-data.js';
-import type { OnlineStore, StoredFeatures } from '../../store/online-store.js';
+import type { OnlineStore, ReadOptions, ReadResult } from '../../store/online-store.js';
 import { writeRows } from '../../store/rows.js';
 import type { RunningGateway } from '../../gateway/server.js';
 import { registry, startTestGateway } from '../support/gateway.js';
@@ -25,12 +25,14 @@ class CountingStore implements OnlineStore {
   get kind(): string {
     return this.inner.kind;
   }
-  read(view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null)[]> {
+  readSettled(view: ViewVersion, ids: readonly string[], options?: ReadOptions): Promise<ReadResult[]> {
     this.reads.push({ view: `${view.viewName}:v${view.version}`, ids });
-    return this.inner.read(view, ids);
+    return this.inner.readSettled(view, ids, options);
   }
+  read: OnlineStore['read'] = (view, ids, options) => this.inner.read(view, ids, options);
   write: OnlineStore['write'] = (view, rows) => this.inner.write(view, rows);
   ping = (): Promise<void> => this.inner.ping();
+  health: OnlineStore['health'] = () => this.inner.health();
   close = (): Promise<void> => this.inner.close();
   readsOf(view: string): number {
     return this.reads.filter((r) => r.view === view).length;

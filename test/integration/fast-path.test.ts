@@ -7,7 +7,7 @@ import type { ViewVersion } from '../../schema/types.js';
 import { createStore } from '../../store/create-store.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { demoRows } from '../../store/demo-data.js';
-import { StoreUnavailableError, type OnlineStore, type StoredFeatures } from '../../store/online-store.js';
+import { StoreUnavailableError, type OnlineStore, type ReadOptions, type ReadResult } from '../../store/online-store.js';
 import { writeRows } from '../../store/rows.js';
 import { registry, startTestGateway } from '../support/gateway.js';
 import { post, type Reply } from '../support/http.js';
@@ -21,23 +21,31 @@ import { post, type Reply } from '../support/http.js';
  */
 const NOW = Date.parse('2026-11-26T12:00:00.000Z');
 
-/** A store that can be told to fail, as a dead Redis shard would. */
+/**
+ * A store that can be told to fail, as a dead Redis shard would: every id
+ * (`failing`), or only the ids `failsId` picks (one shard of several), each
+ * failed id answering a per-id StoreUnavailableError like the real backend.
+ */
 class SwitchableStore implements OnlineStore {
   failing = false;
-  failedReads = 0;
+  failsId: ((id: string) => boolean) | undefined;
+  reads = 0;
   constructor(private readonly inner: OnlineStore) {}
   get kind(): string {
     return this.inner.kind;
   }
-  read(view: ViewVersion, ids: readonly string[]): Promise<(StoredFeatures | null)[]> {
-    if (this.failing) {
-      this.failedReads++;
-      return Promise.reject(new StoreUnavailableError('redis', '127.0.0.1:6390', 'Connection is closed.'));
-    }
-    return this.inner.read(view, ids);
+  async readSettled(view: ViewVersion, ids: readonly string[], options?: ReadOptions): Promise<ReadResult[]> {
+    this.reads++;
+    const fails = this.failing ? () => true : this.failsId;
+    if (!fails) return this.inner.readSettled(view, ids, options);
+    const error = new StoreUnavailableError('redis', '127.0.0.1:6390', 'Connection is closed.');
+    const values = await this.inner.readSettled(view, ids, options);
+    return ids.map((id, i) => (fails(id) ? error : values[i]!));
   }
+  read: OnlineStore['read'] = (view, ids, options) => this.inner.read(view, ids, options);
   write: OnlineStore['write'] = (view, rows) => this.inner.write(view, rows);
   ping = (): Promise<void> => this.inner.ping();
+  health: OnlineStore['health'] = () => this.inner.health();
   close = (): Promise<void> => this.inner.close();
 }
 
@@ -180,18 +188,63 @@ describe('fast path equals the generic federated path byte for byte', () => {
     try {
       for (const name of Object.keys(cases)) {
         const body = { extensions: { persistedQuery: { version: 1, sha256Hash: idOf(name) } }, variables: cases[name]![0] };
-        store.failedReads = 0;
+        store.reads = 0;
         const a = await post(fast.url, body);
-        const fastReads = store.failedReads;
-        store.failedReads = 0;
+        const fastReads = store.reads;
+        store.reads = 0;
         const b = await post(generic.url, body);
         assertSame(a, b, `${name} with the store down`);
         assert.equal(a.json.errors[0].extensions.code, 'STORE_UNAVAILABLE');
-        // The hand-over carries the failure: the generic path does not ask the dead store again.
-        assert.equal(fastReads, store.failedReads, `${name}: the fast path read the failing store ${fastReads} times, the generic path ${store.failedReads}`);
+        // The hand-over carries what was read: the generic path does not ask the dead store again.
+        assert.equal(fastReads, store.reads, `${name}: the fast path read the failing store ${fastReads} times, the generic path ${store.reads}`);
       }
     } finally {
       store.failing = false;
+    }
+  });
+
+  test('one shard failing: both paths answer the same partial data, errors only on the failed ids', async () => {
+    // Odd-numbered ids live on the "dead shard"; ids without a number (profile-only, 404…) on live ones.
+    store.failsId = (id) => Number(id) % 2 === 1;
+    try {
+      for (const [name, variableSets] of Object.entries(cases)) {
+        for (const variables of variableSets) {
+          const label = `${name} ${JSON.stringify(variables)}`;
+          const body = { extensions: { persistedQuery: { version: 1, sha256Hash: idOf(name) } }, variables };
+          const before = await served(name);
+          store.reads = 0;
+          const a = await post(fast.url, body);
+          const fastReads = store.reads;
+          store.reads = 0;
+          const b = await post(generic.url, body);
+          assertSame(a, b, label);
+          assert.equal(fastReads, store.reads, `${label}: the fast path read ${fastReads} times, the generic path ${store.reads}`);
+          const ids = Object.values(variables).flat() as string[];
+          const failing = ids.filter((id) => Number(id) % 2 === 1);
+          if (failing.length === 0) {
+            assert.equal(a.json.errors, undefined, `${label}: ${a.text}`);
+            assert.equal(await served(name), before + 1, `${label}: nothing failed, so the fast path answers`);
+            continue;
+          }
+          assert.equal(await served(name), before, `${label}: a partial failure is answered by the generic path`);
+          assert.ok(a.json.errors.length > 0, a.text);
+          for (const error of a.json.errors) {
+            assert.equal(error.extensions.code, 'STORE_UNAVAILABLE', a.text);
+            assert.equal(error.extensions.shard, '127.0.0.1:6390', a.text);
+          }
+          assert.notEqual(a.json.data, null, `${label}: the ids on live shards are still answered: ${a.text}`);
+        }
+      }
+      // The values of ids on live shards are all there, next to the errors.
+      const reply = await post(fast.url, { extensions: { persistedQuery: { version: 1, sha256Hash: idOf('UserClickRate') } }, variables: { ids: ['1', '2', '3', '4'] } });
+      const users = reply.json.data.users;
+      assert.equal(users[0], null);
+      assert.equal(typeof users[1].clickStats.clickRate, 'number', reply.text);
+      assert.equal(users[2], null);
+      assert.equal(typeof users[3].clickStats.clickRate, 'number', reply.text);
+      assert.deepEqual(reply.json.errors.map((e: { path: unknown[] }) => e.path), [['users', 0], ['users', 2]], reply.text);
+    } finally {
+      store.failsId = undefined;
     }
   });
 });

@@ -7,7 +7,8 @@ import { RedisBackend } from '../../store/backends/redis.js';
 import { CodecError } from '../../store/codec.js';
 import { CodecStore } from '../../store/codec-store.js';
 import { storeKey } from '../../store/keys.js';
-import { CorruptValueError, StoreUnavailableError } from '../../store/online-store.js';
+import { CorruptValueError, DeadlineExceededError, StoreUnavailableError } from '../../store/online-store.js';
+import { Deadline } from '../../runtime/deadline.js';
 import { RedisProcess } from '../support/redis-server.js';
 import { eventually } from '../support/wait.js';
 
@@ -49,6 +50,9 @@ const v1: ViewVersion = statsView.versions[0]!;
 const v2: ViewVersion = statsView.versions[1]!;
 const blink: ViewVersion = activeVersionOf(registry.entities[0]!.views[1]!);
 
+/** A breaker that opens after a few failures and probes soon, so the test sees it open and close. */
+const breaker = { errorPercent: 50, minCalls: 3, resetMs: 300 };
+
 interface Adapter {
   readonly name: string;
   readonly redis: RedisProcess[];
@@ -57,8 +61,8 @@ interface Adapter {
 
 const adapters: Adapter[] = [
   { name: 'embedded', redis: [], open: async () => new CodecStore(new EmbeddedBackend()) },
-  { name: 'redis', redis: [], open: async () => new CodecStore(new RedisBackend({ urls: adapters[1]!.redis.map((r) => r.url), commandTimeoutMs: 500 })) },
-  { name: 'sharded-redis (3 nodes)', redis: [], open: async () => new CodecStore(new RedisBackend({ urls: adapters[2]!.redis.map((r) => r.url), commandTimeoutMs: 500 })) },
+  { name: 'redis', redis: [], open: async () => new CodecStore(new RedisBackend({ urls: adapters[1]!.redis.map((r) => r.url), commandTimeoutMs: 500, breaker })) },
+  { name: 'sharded-redis (3 nodes)', redis: [], open: async () => new CodecStore(new RedisBackend({ urls: adapters[2]!.redis.map((r) => r.url), commandTimeoutMs: 500, breaker })) },
 ];
 
 for (const adapter of adapters) {
@@ -167,9 +171,24 @@ for (const adapter of adapters) {
       assert.deepEqual(await store.read(v2, ['typed-ok', 'typed-bad']), [null, null]);
     });
 
-    test('a stored value that does not decode is reported as corrupt, naming the key', async () => {
+    test('a stored value that does not decode is reported as corrupt, naming the key, and fails only its own id', async () => {
       await store.backend.setMany([{ key: storeKey(v2, 'corrupt'), value: Buffer.from([1, 0, 5]), expireAtMs: Date.now() + 60_000 }]);
+      await store.write(v2, [{ entityId: 'sound', values: { rate: 1, count: 1, tags: null }, eventTimeMs: Date.now() }]);
       await assert.rejects(store.read(v2, ['corrupt']), (e: unknown) => e instanceof CorruptValueError && e.key === 'fv:stats:v2:corrupt');
+      const [corrupt, sound, missing] = await store.readSettled(v2, ['corrupt', 'sound', 'nothing-here']);
+      assert.ok(corrupt instanceof CorruptValueError && corrupt.key === 'fv:stats:v2:corrupt', String(corrupt));
+      assert.deepEqual(sound && !(sound instanceof Error) ? sound.values : sound, { rate: 1, count: 1, tags: null });
+      assert.equal(missing, null);
+    });
+
+    test('a read whose deadline has passed reads nothing and answers DeadlineExceededError per id', async () => {
+      await store.write(v1, [{ entityId: 'late', values: { rate: 1 }, eventTimeMs: Date.now() }]);
+      const deadline = Deadline.after(0);
+      await new Promise((r) => setTimeout(r, 5));
+      const results = await store.readSettled(v1, ['late', 'bulk-1', 'bulk-2'], { deadline });
+      assert.equal(results.length, 3);
+      for (const r of results) assert.ok(r instanceof DeadlineExceededError && r.budgetMs === 0, String(r));
+      assert.equal((await store.readSettled(v1, ['late'], { deadline: Deadline.after(5000) }))[0] instanceof Error, false, 'a live deadline reads');
     });
 
     test('ping answers', async () => {
@@ -183,11 +202,36 @@ for (const adapter of adapters) {
         await store.write(v1, [{ entityId: 'survivor', values: { rate: 9 }, eventTimeMs: now }]);
         await victim.stop();
         const ids = Array.from({ length: 50 }, (_, i) => `bulk-${i}`);
-        await assert.rejects(store.read(v1, ids), (e: unknown) => e instanceof StoreUnavailableError && e.shard === `127.0.0.1:${victim.port}`);
+        const victimName = `127.0.0.1:${victim.port}`;
+        await assert.rejects(store.read(v1, ids), (e: unknown) => e instanceof StoreUnavailableError && e.shard === victimName);
         await assert.rejects(store.ping(), StoreUnavailableError);
+        // Per id: the keys on the stopped node fail naming it; the others are read as usual.
+        const backend = store.backend as RedisBackend;
+        const settled = await store.readSettled(v1, ids);
+        settled.forEach((r, i) => {
+          const onVictim = backend.shardOf(storeKey(v1, ids[i]!)) === victimName;
+          if (onVictim) assert.ok(r instanceof StoreUnavailableError && r.shard === victimName, `${ids[i]}: ${String(r)}`);
+          else assert.equal(r !== null && !(r instanceof Error) ? r.values.rate : r, i, `${ids[i]} lives on a running node`);
+        });
+        if (adapter.redis.length > 1) assert.ok(settled.some((r) => !(r instanceof Error)), 'some ids live on running nodes');
+        // Repeated failures open the victim's circuit: its reads then fail at once, saying so.
+        const opened = await eventually(async () => {
+          const [r] = await store.readSettled(v1, [ids.find((id) => backend.shardOf(storeKey(v1, id)) === victimName)!]);
+          if (!(r instanceof StoreUnavailableError && /circuit open/.test(r.reason))) throw new Error(`not short-circuited yet: ${String(r)}`);
+          return r;
+        }, 10_000, 20);
+        assert.equal(opened.shard, victimName);
+        assert.match((await store.health()).find((h) => h.shard === victimName)!.detail, /unavailable.*circuit (open|half-open)/);
         await victim.restart();
         await eventually(() => store.ping(), 10_000, 50);
+        // The circuit is probed after resetMs and closes once a probe answers.
+        await eventually(async () => {
+          const values = await store.readSettled(v1, ['survivor', ...ids]);
+          const failed = values.find((v) => v === null || v instanceof Error);
+          if (failed !== undefined) throw new Error(String(failed));
+        }, 10_000, 50);
         assert.equal((await store.read(v1, ['survivor']))[0]?.values.rate, 9);
+        for (const h of await store.health()) assert.match(h.detail, /reachable, circuit closed/, h.shard);
       });
     }
   });

@@ -60,6 +60,12 @@ export class RedisProcess {
     await exited;
   }
 
+  /** SAVE: writes the data set to the RDB file now, so a restart after a crash (`kill()`) comes back with it. */
+  async save(): Promise<void> {
+    const reply = await command(this.port, 'SAVE');
+    if (!reply.startsWith('+OK')) throw new Error(`redis ${this.port}: SAVE answered ${JSON.stringify(reply)}`);
+  }
+
   /** Drops everything, for a clean slate between tests. */
   async flush(): Promise<void> {
     await command(this.port, 'FLUSHALL');

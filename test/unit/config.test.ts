@@ -6,6 +6,7 @@ import path from 'node:path';
 import { loadConfig } from '../../runtime/config.js';
 import { ConfigError } from '../../runtime/errors.js';
 import { fromRoot } from '../../runtime/paths.js';
+import { defaultBreaker } from '../../store/backends/redis.js';
 
 /** Asserts that `env` is rejected with a ConfigError naming `variable` (in `.variable` and in the message). */
 function rejects(env: Record<string, string>, variable: string, detail?: RegExp): void {
@@ -84,7 +85,7 @@ describe('loadConfig defaults', () => {
 describe('loadConfig store', () => {
   test('REDIS_URL gives a Redis store with one URL and no demo data', () => {
     const c = loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' });
-    assert.deepEqual(c.store, { kind: 'redis', urls: ['redis://127.0.0.1:6379'], commandTimeoutMs: 250 });
+    assert.deepEqual(c.store, { kind: 'redis', urls: ['redis://127.0.0.1:6379'], commandTimeoutMs: 250, breaker: defaultBreaker });
     assert.equal(c.demoSeed, false);
     assert.equal(c.demoWriter, false);
   });
@@ -95,7 +96,23 @@ describe('loadConfig store', () => {
       kind: 'redis',
       urls: ['redis://10.0.0.1:6379', 'redis://10.0.0.2:6379/1', 'rediss://10.0.0.3:6380'],
       commandTimeoutMs: 100,
+      breaker: defaultBreaker,
     });
+  });
+
+  test('REQUEST_DEADLINE_MS defaults to 1000; the STORE_BREAKER_* variables set the Redis breaker', () => {
+    assert.equal(loadConfig({}).requestDeadlineMs, 1000);
+    assert.equal(loadConfig({ REQUEST_DEADLINE_MS: '300' }).requestDeadlineMs, 300);
+    const c = loadConfig({ REDIS_URL: 'redis://a:1', STORE_BREAKER_ERROR_PERCENT: '30', STORE_BREAKER_MIN_CALLS: '4', STORE_BREAKER_RESET_MS: '500' });
+    assert.deepEqual(c.store.kind === 'redis' && c.store.breaker, { errorPercent: 30, minCalls: 4, resetMs: 500 });
+  });
+
+  test('bad deadline and breaker values name their variable', () => {
+    rejects({ REQUEST_DEADLINE_MS: '0' }, 'REQUEST_DEADLINE_MS');
+    rejects({ REQUEST_DEADLINE_MS: 'soon' }, 'REQUEST_DEADLINE_MS', /expected an integer/);
+    rejects({ STORE_BREAKER_ERROR_PERCENT: '100' }, 'STORE_BREAKER_ERROR_PERCENT', /from 1 to 99/);
+    rejects({ STORE_BREAKER_MIN_CALLS: '0' }, 'STORE_BREAKER_MIN_CALLS');
+    rejects({ STORE_BREAKER_RESET_MS: '-5' }, 'STORE_BREAKER_RESET_MS');
   });
 
   test('both REDIS_URL and REDIS_SHARD_URLS is an error naming REDIS_SHARD_URLS', () => {

@@ -288,6 +288,7 @@ describe('Materializer.handle on the embedded store', () => {
     const store: MaterializedStore = {
       kind: inner.kind,
       read: (v, ids) => inner.read(v, ids),
+      readSettled: (v, ids) => inner.readSettled(v, ids),
       write: (v, rows) => inner.write(v, rows),
       readStates: (v, ids) => inner.readStates(v, ids),
       writeMaterialized: async (v, rows) => {
@@ -296,6 +297,7 @@ describe('Materializer.handle on the embedded store', () => {
         return written;
       },
       ping: () => inner.ping(),
+      health: () => inner.health(),
       close: () => inner.close(),
     };
     const ms = [new Materializer(registry, store, { now: clock }), new Materializer(registry, store, { now: clock })];
