@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { getOperationAST, parse } from 'graphql';
+import { parse as parseYaml } from 'yaml';
 import { ApiKeys, hashApiKey, newApiKey, parseApiKeys } from '../../auth/api-keys.js';
 import { Authenticator } from '../../auth/authenticator.js';
 import { AccessError } from '../../auth/errors.js';
@@ -15,6 +17,7 @@ import { RateLimiter } from '../../auth/rate-limiter.js';
 import { operationCost } from '../../gateway/limits.js';
 import { loadConfig } from '../../runtime/config.js';
 import { ConfigError } from '../../runtime/errors.js';
+import { fromRoot } from '../../runtime/paths.js';
 
 const principal = (...roles: Role[]): Principal => ({ id: 'p', roles: new Set(roles), via: 'api-key' });
 
@@ -54,6 +57,27 @@ describe('API keys', () => {
     assert.match(problem({ keys: [good({ roles: [] })] }), /keys\[0\]\.roles/);
     assert.match(problem({ keys: [good({ role: 'admin' })] }), /keys\[0\]: unknown field\(s\) role/);
     assert.match(problem({ keys: [good({ rateLimitPerSecond: 0 })] }), /rateLimitPerSecond: expected a positive number/);
+  });
+});
+
+describe('npm run auth', () => {
+  test('new-key prints a key once and an entry holding only its hash, which then finds the key', () => {
+    const out = execFileSync(process.execPath, [fromRoot('dist', 'auth', 'cli.js'), 'new-key', '--name', 'ranker', '--roles', 'inference,dashboard', '--rate', '100'], { encoding: 'utf8' });
+    const key = out.match(/^fgk_\S+$/m)![0];
+    const entry = out.match(/^  - (\{.*\})$/m)![1]!;
+    assert.ok(!entry.includes(key));
+    const keys = new ApiKeys(parseApiKeys(parseYaml(`keys:\n  - ${entry}\n`), 'f'));
+    const found = keys.lookup(key)!;
+    assert.deepEqual([found.principal.id, [...found.principal.roles], found.rateLimitPerSecond], ['ranker', ['inference', 'dashboard'], 100]);
+  });
+
+  test('unknown roles and missing arguments exit 2 with the usage', () => {
+    const run = (...args: string[]) => spawnSync(process.execPath, [fromRoot('dist', 'auth', 'cli.js'), ...args], { encoding: 'utf8' });
+    for (const args of [['new-key', '--name', 'x', '--roles', 'root'], ['new-key', '--roles', 'admin'], ['rotate']]) {
+      const result = run(...args);
+      assert.equal(result.status, 2, args.join(' '));
+      assert.match(result.stderr, /usage:/);
+    }
   });
 });
 
