@@ -142,7 +142,10 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
   });
   if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
 
-  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit: persisted.admit, fastPath });
+  const server = createGraphQLHttpServer({
+    apollo, maxBodyBytes: config.maxBodyBytes, ready, admit: persisted.admit, fastPath,
+    tls: config.tls, corsOrigins: config.corsOrigins, debugErrors: config.debugErrors,
+  });
   const subscriptions = eventLog
     ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit: persisted.admit, ...(!distributed && config.fastPath && store ? { store } : {}) })
     : undefined;

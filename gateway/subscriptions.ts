@@ -13,7 +13,7 @@ import { changeTopic, changeTopicPartitions, decodeChange, type FeatureChange } 
 import type { EventLog, LogRecord, Tail } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ErrorCode } from '../runtime/errors.js';
-import type { Admission } from '../runtime/graphql-http.js';
+import type { Admission, HttpServer } from '../runtime/graphql-http.js';
 import { log as rootLog } from '../runtime/log.js';
 import {
   rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueuedEvents, subscriptionsActive,
@@ -26,7 +26,7 @@ import { selectionDepth } from './limits.js';
 
 /**
  * GraphQL subscriptions of live feature changes, over graphql-ws on the
- * gateway's own HTTP server and path (`ws://host:port/graphql`).
+ * gateway's own HTTP server and path (`ws://host:port/graphql`, `wss://` with TLS).
  *
  * @apollo/gateway cannot execute subscriptions, so the gateway hosts them
  * itself, on a schema that is the gateway's client-facing API schema (taken
@@ -75,8 +75,8 @@ export interface SchemaSource {
 }
 
 export interface SubscriptionsOptions {
-  /** The gateway's HTTP server: the WebSocket upgrade is handled on it. */
-  readonly server: http.Server;
+  /** The gateway's HTTP or HTTPS server: the WebSocket upgrade (ws or wss) is handled on it. */
+  readonly server: HttpServer;
   readonly apollo: ApolloServer<BaseContext>;
   readonly gateway: SchemaSource;
   readonly registry: Registry;

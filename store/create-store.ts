@@ -2,9 +2,20 @@ import { EmbeddedBackend } from './backends/embedded.js';
 import { RedisBackend } from './backends/redis.js';
 import { CodecStore } from './codec-store.js';
 
-export type StoreConfig =
-  | { readonly kind: 'embedded' }
-  | { readonly kind: 'redis'; readonly urls: readonly string[]; readonly commandTimeoutMs: number };
+import type { ClientTls } from '../runtime/config.js';
+
+export interface RedisStoreConfig {
+  readonly kind: 'redis';
+  readonly urls: readonly string[];
+  readonly commandTimeoutMs: number;
+  /** ACL user (REDIS_USERNAME); with only a password, AUTH is the legacy `requirepass` form. */
+  readonly username?: string;
+  readonly password?: string;
+  /** CA, client certificate and key for the rediss:// URLs. */
+  readonly tls?: ClientTls;
+}
+
+export type StoreConfig = { readonly kind: 'embedded' } | RedisStoreConfig;
 
 /** Builds the configured online store: embedded by default, Redis (one node or sharded) when URLs are given. */
 export function createStore(config: StoreConfig, now: () => number = Date.now): CodecStore {
@@ -12,7 +23,7 @@ export function createStore(config: StoreConfig, now: () => number = Date.now): 
     case 'embedded':
       return new CodecStore(new EmbeddedBackend(now), now);
     case 'redis':
-      return new CodecStore(new RedisBackend({ urls: config.urls, commandTimeoutMs: config.commandTimeoutMs }), now);
+      return new CodecStore(new RedisBackend(config), now);
   }
 }
 

@@ -33,7 +33,7 @@ export async function startSubgraph(config: Config, registry: Registry, entityNa
       return { ready: false, checks: { store: `${store.kind}: ${(error as Error).message}` } };
     }
   };
-  const running = await listen(createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready }), config.host, config.port);
+  const running = await listen(createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, tls: config.tls, debugErrors: config.debugErrors }), config.host, config.port);
   return {
     ...running,
     name: subgraph.name,

@@ -1,4 +1,5 @@
 import { Redis, type ChainableCommander } from 'ioredis';
+import type { ClientTls } from '../../runtime/config.js';
 import { log } from '../../runtime/log.js';
 import { storeErrors, storeReadDuration } from '../../runtime/metrics.js';
 import { StoreUnavailableError } from '../online-store.js';
@@ -11,6 +12,11 @@ export interface RedisBackendOptions {
   /** Upper bound on one command; a hung shard fails the call after this. */
   readonly commandTimeoutMs: number;
   readonly connectTimeoutMs?: number;
+  /** ACL user; with a password only, AUTH <password> (requirepass). A password in a URL wins for that URL. */
+  readonly username?: string;
+  readonly password?: string;
+  /** For rediss:// URLs (ioredis does not turn TLS on by the scheme): CA, client certificate, key. */
+  readonly tls?: ClientTls;
 }
 
 /** One shard: one ioredis client and the label metrics and errors use. */
@@ -49,6 +55,7 @@ export class RedisBackend implements ByteBackend {
         lazyConnect: false,
         // Commands issued in one tick (the reads of several views of one request) leave in one write.
         enableAutoPipelining: true,
+        ...connectionSecurity(url, options),
       });
       let lastLogged = 0;
       client.on('error', (error: Error) => {
@@ -199,6 +206,18 @@ if version ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[5]) end
 return 1`;
+
+/** Credentials and TLS for one shard's URL: the shared ones, unless the URL carries its own. */
+function connectionSecurity(url: string, options: RedisBackendOptions): { username?: string; password?: string; tls?: ClientTls } {
+  const parsed = new URL(url);
+  const out: { username?: string; password?: string; tls?: ClientTls } = {};
+  if (!parsed.password) {
+    if (options.username !== undefined) out.username = options.username;
+    if (options.password !== undefined) out.password = options.password;
+  }
+  if (parsed.protocol === 'rediss:') out.tls = { ...options.tls };
+  return out;
+}
 
 function shardName(url: string): string {
   try {
