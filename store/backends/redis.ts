@@ -23,6 +23,8 @@ export interface RedisBackendOptions {
 interface Shard {
   readonly name: string;
   readonly client: Redis;
+  /** Why the shard last failed to connect (e.g. WRONGPASS, a TLS error), until it is ready again. */
+  connectionError?: string;
 }
 
 /**
@@ -58,7 +60,9 @@ export class RedisBackend implements ByteBackend {
         ...connectionSecurity(url, options),
       });
       let lastLogged = 0;
+      const shard: Shard = { name, client };
       client.on('error', (error: Error) => {
+        shard.connectionError = error.message;
         // ioredis emits an error on every failed reconnect attempt; one line per 5 s per shard is enough.
         const now = Date.now();
         if (now - lastLogged > 5000) {
@@ -66,9 +70,12 @@ export class RedisBackend implements ByteBackend {
           log.warn({ store: this.kind, shard: name, err: error.message }, 'redis shard error');
         }
       });
-      client.on('ready', () => log.info({ store: this.kind, shard: name }, 'redis shard ready'));
+      client.on('ready', () => {
+        delete shard.connectionError;
+        log.info({ store: this.kind, shard: name }, 'redis shard ready');
+      });
       client.defineCommand('featureCas', { numberOfKeys: 2, lua: casScript });
-      return { name, client };
+      return shard;
     });
     this.ring = new HashRing(this.shards.map((s, i) => ({ id: s.name, value: i })));
   }
@@ -163,7 +170,10 @@ export class RedisBackend implements ByteBackend {
 
   private unavailable(shard: Shard, error: unknown): StoreUnavailableError {
     storeErrors.inc({ store: this.kind, shard: shard.name });
-    const reason = error instanceof Error ? error.message : String(error);
+    let reason = error instanceof Error ? error.message : String(error);
+    // ioredis says only "Stream isn't writeable" while it cannot connect; the cause (bad credentials,
+    // a TLS failure) is what an operator needs in the error and in /readyz.
+    if (shard.client.status !== 'ready' && shard.connectionError) reason += ` (last connection error: ${shard.connectionError})`;
     return new StoreUnavailableError(this.kind, shard.name, reason);
   }
 
