@@ -32,7 +32,7 @@ await runUntilSignal(async () => {
   if (!(await waitForStore(store, 10_000))) log.warn({ store: store.kind }, 'store not reachable yet; batches fail and are retried until it is');
   const target = values.backfill ? backfillTarget(registry, values.backfill) : undefined;
   const groupId = target ? backfillGroup(config.materializerGroup, target) : config.materializerGroup;
-  const eventLog = new KafkaLog({ brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}` });
+  const eventLog = new KafkaLog({ brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}`, security: config.kafkaSecurity });
   const running = await startMaterializer({
     registry, store, log: eventLog, groupId, instanceId: String(process.pid),
     ...(target ? { materializer: { only: (v) => v === target } } : {}),
@@ -44,7 +44,7 @@ await runUntilSignal(async () => {
   if (target) {
     const brokers = config.kafkaBrokers;
     watch = setInterval(() => {
-      caughtUp(brokers, groupId, running.materializer.topics).then(({ caughtUp: done, lag }) => {
+      caughtUp(brokers, groupId, running.materializer.topics, config.kafkaSecurity).then(({ caughtUp: done, lag }) => {
         if (!done) return void log.info({ backfill: values.backfill, lag }, 'backfill in progress');
         clearInterval(watch);
         log.info({ backfill: values.backfill, group: groupId },
