@@ -15,6 +15,8 @@ export interface KafkaBrokerOptions {
   startTimeoutMs?: number;
   /** Extra server.properties entries; they override the defaults below. */
   properties?: Record<string, string | number | boolean>;
+  /** The client listener speaks SASL_PLAINTEXT with mechanism PLAIN and this one user (the broker's own too). */
+  sasl?: { readonly username: string; readonly password: string };
 }
 
 /** The jars scripts/ensure-kafka.sh fetched from Maven Central (infra/kafka/pom.xml). */
@@ -44,6 +46,7 @@ export class KafkaBroker {
   readonly logFile: string;
   private readonly stdioFile: string;
   private readonly startTimeoutMs: number;
+  private readonly sasl: KafkaBrokerOptions['sasl'];
   private readonly heapMb: number;
 
   private constructor(
@@ -56,6 +59,7 @@ export class KafkaBroker {
     this.logFile = path.join(this.dir, 'broker.log');
     this.stdioFile = path.join(this.dir, 'jvm.out');
     this.startTimeoutMs = options.startTimeoutMs ?? 60_000;
+    this.sasl = options.sasl;
     this.heapMb = options.heapMb ?? 512;
     const properties: Record<string, string | number | boolean> = {
       'process.roles': 'broker,controller',
@@ -83,6 +87,7 @@ export class KafkaBroker {
       'broker.heartbeat.interval.ms': 500,
       'num.network.threads': 2,
       'num.io.threads': 4,
+      ...(options.sasl ? saslProperties(options.sasl) : {}),
       ...options.properties,
     };
     fs.writeFileSync(
@@ -234,6 +239,7 @@ export class KafkaBroker {
     const kafka = new Kafka({
       clientId: 'fg-test-broker-probe',
       brokers: this.brokers,
+      ...(this.sasl ? { sasl: { mechanism: 'plain' as const, ...this.sasl } } : {}),
       logLevel: logLevel.NOTHING,
       connectionTimeout: 1000,
       requestTimeout: 2000,
@@ -295,4 +301,18 @@ function jvmOptions(heapMb: number): string[] {
     '-Djava.awt.headless=true',
     '-Djava.net.preferIPv4Stack=true',
   ];
+}
+
+/**
+ * The client listener (named PLAINTEXT, also used between brokers) mapped to
+ * SASL_PLAINTEXT with PLAIN and one user; the controller listener stays plain.
+ */
+function saslProperties({ username, password }: { username: string; password: string }): Record<string, string> {
+  return {
+    'listener.security.protocol.map': 'PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT',
+    'sasl.enabled.mechanisms': 'PLAIN',
+    'sasl.mechanism.inter.broker.protocol': 'PLAIN',
+    'listener.name.plaintext.plain.sasl.jaas.config':
+      `org.apache.kafka.common.security.plain.PlainLoginModule required username="${username}" password="${password}" user_${username}="${password}";`,
+  };
 }
