@@ -147,7 +147,7 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     tls: config.tls, corsOrigins: config.corsOrigins, debugErrors: config.debugErrors,
   });
   const subscriptions = eventLog
-    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit: persisted.admit, ...(!distributed && config.fastPath && store ? { store } : {}) })
+    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit: persisted.admit, corsOrigins: config.corsOrigins, ...(!distributed && config.fastPath && store ? { store } : {}) })
     : undefined;
   subscriptionsRef = subscriptions;
   let running: RunningHttpServer;

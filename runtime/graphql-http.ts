@@ -235,6 +235,23 @@ function corsAllows(cors: '*' | readonly string[], origin: string | undefined): 
   return cors === '*' || cors.includes(origin);
 }
 
+/**
+ * Whether a WebSocket upgrade may proceed, judged by its Origin. Browsers send
+ * no CORS preflight for WebSockets, so this is where CORS_ORIGINS applies to
+ * them: no Origin (not a browser), the gateway's own origin (Sandbox), or a
+ * listed one. Anything else is a page of another site opening a subscription.
+ */
+export function upgradeOriginAllowed(cors: '*' | readonly string[] | null, req: http.IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined) return true;
+  if (cors && corsAllows(cors, origin)) return true;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
+  }
+}
+
 /** The media type's essence (`type/subtype`, lower case), or undefined if absent or unparseable. */
 function mediaTypeOf(contentType: string | undefined): string | undefined {
   if (contentType === undefined) return undefined;

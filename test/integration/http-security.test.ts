@@ -125,18 +125,48 @@ describe('CSRF prevention', () => {
 describe('CORS', () => {
   const allowed = 'https://app.example.com';
   let store: CodecStore;
+  let eventLog: EmbeddedLog;
   let listed: RunningGateway;
   let none: RunningGateway;
   let any: RunningGateway;
   before(async () => {
     store = await seeded();
-    listed = await startTestGateway(store, { CORS_ORIGINS: `${allowed}, http://localhost:3000` });
-    none = await startTestGateway(store);
+    eventLog = new EmbeddedLog();
+    listed = await startGateway({ config: testConfig({ CORS_ORIGINS: `${allowed}, http://localhost:3000` }), registry, store, eventLog });
+    none = await startGateway({ config: testConfig(), registry, store, eventLog });
     any = await startTestGateway(store, { CORS_ORIGINS: '*' });
   });
   after(async () => {
     for (const g of [listed, none, any]) await g?.close();
+    await eventLog?.close();
     await store?.close();
+  });
+
+  /** Opens a WebSocket to the gateway as a browser page of `origin` would (undefined: not a browser); the HTTP status of a refusal. */
+  const upgrade = (gateway: RunningGateway, origin: string | undefined): Promise<'open' | number> =>
+    new Promise((resolve, reject) => {
+      const ws = new WebSocket(gateway.url.replace(/^http/, 'ws'), 'graphql-transport-ws', origin === undefined ? {} : { origin });
+      ws.once('open', () => {
+        ws.terminate();
+        resolve('open');
+      });
+      ws.once('unexpected-response', (_req, res) => {
+        resolve(res.statusCode ?? 0);
+        ws.terminate();
+      });
+      ws.once('error', reject);
+    });
+
+  it('lets WebSockets open from listed origins, the gateway\'s own origin and non-browsers; refuses other sites with 403', async () => {
+    const own = (g: RunningGateway) => baseUrl(g.url).replace('/graphql', '');
+    assert.equal(await upgrade(listed, allowed), 'open');
+    assert.equal(await upgrade(listed, undefined), 'open');
+    assert.equal(await upgrade(listed, own(listed)), 'open');
+    assert.equal(await upgrade(listed, 'https://evil.example.net'), 403);
+    // Without CORS_ORIGINS only the gateway's own pages (Sandbox) and non-browsers may.
+    assert.equal(await upgrade(none, own(none)), 'open');
+    assert.equal(await upgrade(none, undefined), 'open');
+    assert.equal(await upgrade(none, allowed), 403);
   });
 
   const preflight = (url: string, origin: string) =>
