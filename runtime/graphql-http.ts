@@ -133,10 +133,11 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
       const raw = await readBody(req, options.maxBodyBytes);
       if (raw === null) return refuseBody(req, res, options.maxBodyBytes);
       const text = raw.toString('utf8');
+      const mediaType = mediaTypeOf(req.headers['content-type']);
       // Apollo Server alone answers these, with the response it gives everywhere (its CSRF refusal).
-      if (csrfSuspect(req.headers)) return generic(req, res, url, text, {});
+      if (csrfSuspect(req.headers, mediaType)) return generic(req, res, url, text, {});
       // JSON only as application/json, like express.json(): the media type, not a substring of the header.
-      if (mediaTypeOf(req.headers['content-type']) === 'application/json') {
+      if (mediaType === 'application/json') {
         try {
           body = JSON.parse(text);
         } catch (error) {
@@ -146,7 +147,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
         if (typeof body === 'object' && body !== null && !Array.isArray(body)) operation = body as IncomingOperation;
       } else body = text;
     } else if (req.method === 'GET') {
-      if (csrfSuspect(req.headers)) return generic(req, res, url, undefined, {});
+      if (csrfSuspect(req.headers, mediaTypeOf(req.headers['content-type']))) return generic(req, res, url, undefined, {});
       let extensions: unknown;
       try {
         const ext = url.searchParams.get('extensions');
@@ -252,15 +253,25 @@ export function upgradeOriginAllowed(cors: '*' | readonly string[] | null, req: 
   }
 }
 
-/** The media type's essence (`type/subtype`, lower case), or undefined if absent or unparseable. */
+/**
+ * The media type's essence (`type/subtype`, lower case), or undefined if absent or unparseable.
+ * Memoized: parsing costs several µs, clients send a handful of distinct values, and the map is
+ * cleared when full, so hostile variety cannot grow it.
+ */
 function mediaTypeOf(contentType: string | undefined): string | undefined {
   if (contentType === undefined) return undefined;
+  if (mediaTypes.has(contentType)) return mediaTypes.get(contentType);
+  let essence: string | undefined;
   try {
-    return new MIMEType(contentType).essence;
+    essence = new MIMEType(contentType).essence;
   } catch {
-    return undefined;
+    essence = undefined;
   }
+  if (mediaTypes.size >= 256) mediaTypes.clear();
+  mediaTypes.set(contentType, essence);
+  return essence;
 }
+const mediaTypes = new Map<string, string | undefined>();
 
 /** The content types a browser sends cross-site without a CORS preflight. */
 const simpleContentTypes = ['application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain'];
@@ -273,12 +284,9 @@ const csrfPreventionHeaders = ['x-apollo-operation-name', 'apollo-require-prefli
  * a content type that does not parse counts as suspect here: Apollo Server
  * then decides (WHATWG parsers may differ at the edges; it has the last word).
  */
-function csrfSuspect(headers: http.IncomingHttpHeaders): boolean {
+function csrfSuspect(headers: http.IncomingHttpHeaders, mediaType: string | undefined): boolean {
   if (csrfPreventionHeaders.some((h) => { const v = headers[h]; return v !== undefined && v.length > 0; })) return false;
-  const contentType = headers['content-type'];
-  if (contentType === undefined) return true;
-  const essence = mediaTypeOf(contentType);
-  return essence === undefined || simpleContentTypes.includes(essence);
+  return mediaType === undefined || simpleContentTypes.includes(mediaType);
 }
 
 export async function listen(server: HttpServer, host: string, port: number): Promise<RunningHttpServer> {
