@@ -16,8 +16,10 @@ import { ConfigError } from '../../runtime/errors.js';
 import { activeVersionOf } from '../../schema/types.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
-import { registry, testConfig } from '../support/gateway.js';
+import { NodeProcess, registry, testConfig } from '../support/gateway.js';
+import { freePort } from '../support/redis-server.js';
 import { makeTestPki, type TestPki } from '../support/tls-certs.js';
+import { eventually } from '../support/wait.js';
 
 const NOW = Date.now();
 const clickStats = activeVersionOf(registry.entities.find((e) => e.name === 'user')!.views.find((v) => v.name === 'clickStats')!);
@@ -27,10 +29,11 @@ interface HttpsReply {
   readonly body: string;
 }
 
-/** A POST over HTTPS trusting `ca`, optionally presenting a client certificate. */
-function httpsPost(url: string, body: string, tls: https.RequestOptions): Promise<HttpsReply> {
+/** A POST (or, without a body, a GET) over HTTPS trusting `ca`, optionally presenting a client certificate. */
+function httpsPost(url: string, body: string | null, tls: https.RequestOptions): Promise<HttpsReply> {
   return new Promise((resolve, reject) => {
-    const req = https.request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, agent: false, ...tls }, (res) => {
+    const method = body === null ? 'GET' : 'POST';
+    const req = https.request(url, { method, headers: { 'content-type': 'application/json' }, agent: false, timeout: 5000, ...tls }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (text += chunk));
@@ -38,7 +41,8 @@ function httpsPost(url: string, body: string, tls: https.RequestOptions): Promis
       res.on('error', reject);
     });
     req.on('error', reject);
-    req.end(body);
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${url} within 5 s`)));
+    req.end(body ?? undefined);
   });
 }
 
@@ -172,6 +176,49 @@ describe('the gateway with client certificates (TLS_CA_FILE)', () => {
   it('refuses a client without a certificate at the handshake', async () => {
     const outcome = await httpsPost(gateway.url, query, { ca: pki.read(pki.caCert) }).then((r) => `HTTP ${r.status}: ${r.body}`, (e: Error) => `failed: ${e.message}`);
     assert.match(outcome, /^failed: /, `answered without a client certificate: ${outcome}`);
+  });
+});
+
+describe('the distributed shape over TLS (subgraph processes on HTTPS)', () => {
+  let pki: TestPki;
+  const processes: NodeProcess[] = [];
+  let gatewayUrl: string;
+
+  before(async () => {
+    pki = makeTestPki();
+    const tlsEnv = { TLS_CERT_FILE: pki.serverCert, TLS_KEY_FILE: pki.serverKey, DEMO_WRITER: 'false' };
+    const urls: string[] = [];
+    for (const entity of registry.entities) {
+      const port = await freePort();
+      processes.push(NodeProcess.spawn('subgraphs/main.js', ['--entity', entity.name, '--port', String(port)], tlsEnv));
+      urls.push(`${entity.name}=https://127.0.0.1:${port}/graphql`);
+    }
+    const port = await freePort();
+    gatewayUrl = `https://127.0.0.1:${port}/graphql`;
+    // The gateway trusts the subgraphs' private CA the way the README says: NODE_EXTRA_CA_CERTS.
+    processes.push(NodeProcess.spawn('gateway/main.js', [], { ...tlsEnv, PORT: String(port), SUBGRAPH_URLS: urls.join(','), NODE_EXTRA_CA_CERTS: pki.caCert }));
+  });
+
+  after(async () => {
+    await Promise.all(processes.map((p) => p.stop()));
+    pki?.remove();
+  });
+
+  it('the gateway reaches every subgraph over HTTPS: /readyz lists them ready, and a query plans through them', async () => {
+    const ca = pki.read(pki.caCert);
+    const ready = await eventually(async () => {
+      const reply = await httpsPost(gatewayUrl.replace('/graphql', '/readyz'), null, { ca });
+      assert.equal(reply.status, 200, reply.body);
+      return JSON.parse(reply.body);
+    }, 90_000, 500).catch((error: Error) => {
+      throw new Error(`${error.message}\n${processes.map((p) => p.output.slice(-2000)).join('\n---\n')}`);
+    });
+    for (const entity of registry.entities) assert.equal(ready.checks[`subgraph:${entity.name}`], 'ready', JSON.stringify(ready));
+    const reply = await httpsPost(gatewayUrl, JSON.stringify({ query: '{ user(id: "1") { id clickStats { clickRate } } merchant(id: "1") { id } }' }), { ca });
+    assert.equal(reply.status, 200, reply.body);
+    const body = JSON.parse(reply.body);
+    assert.equal(body.errors, undefined, reply.body);
+    assert.deepEqual(Object.keys(body.data).sort(), ['merchant', 'user']);
   });
 });
 
