@@ -29,7 +29,8 @@ await runUntilSignal(async () => {
   if (config.store.kind === 'embedded') throw new ConfigError('REDIS_URL', 'the materializer process needs a shared store: set REDIS_URL or REDIS_SHARD_URLS');
   const registry = loadRegistry(config.registryFile);
   const store = createStore(config.store);
-  if (!(await waitForStore(store, 10_000))) log.warn({ store: store.kind }, 'store not reachable yet; batches fail and are retried until it is');
+  const unreachable = await waitForStore(store, 10_000);
+  if (unreachable) log.warn({ store: store.kind, err: unreachable.message }, 'store not reachable yet; batches fail and are retried until it is');
   const target = values.backfill ? backfillTarget(registry, values.backfill) : undefined;
   const groupId = target ? backfillGroup(config.materializerGroup, target) : config.materializerGroup;
   const eventLog = new KafkaLog({ brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}`, security: config.kafkaSecurity });

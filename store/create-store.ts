@@ -27,15 +27,18 @@ export function createStore(config: StoreConfig, now: () => number = Date.now): 
   }
 }
 
-/** Waits until the store answers a ping, up to `timeoutMs`; returns whether it did. */
-export async function waitForStore(store: { ping(): Promise<void> }, timeoutMs: number): Promise<boolean> {
+/**
+ * Waits until the store answers a ping, up to `timeoutMs`: undefined when it did, else the last
+ * error (it names the shard and the cause, e.g. WRONGPASS), for the start-up message.
+ */
+export async function waitForStore(store: { ping(): Promise<void> }, timeoutMs: number): Promise<Error | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       await store.ping();
-      return true;
-    } catch {
-      if (Date.now() >= deadline) return false;
+      return undefined;
+    } catch (error) {
+      if (Date.now() >= deadline) return error instanceof Error ? error : new Error(String(error));
       await new Promise((r) => setTimeout(r, 100));
     }
   }

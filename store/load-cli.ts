@@ -45,7 +45,8 @@ if (config.store.kind === 'embedded') {
 const registry = loadRegistry(config.registryFile);
 const store = createStore(config.store);
 try {
-  if (!(await waitForStore(store, 5000))) fail(`store ${store.kind} is not reachable`);
+  const unreachable = await waitForStore(store, 5000);
+  if (unreachable) fail(`store ${store.kind} is not reachable: ${unreachable.message}`);
   const started = Date.now();
   const rows = values.file
     ? readRowsFile(registry, values.file)

@@ -15,9 +15,9 @@ import { activeVersionOf } from '../../schema/types.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
 import { StoreUnavailableError } from '../../store/online-store.js';
-import { registry, startTestGateway, testConfig } from '../support/gateway.js';
+import { NodeProcess, registry, startTestGateway, testConfig, waitUntilReady } from '../support/gateway.js';
 import { baseUrl, get } from '../support/http.js';
-import { RedisProcess } from '../support/redis-server.js';
+import { freePort, RedisProcess } from '../support/redis-server.js';
 import { makeTestPki, type TestPki } from '../support/tls-certs.js';
 import { eventually } from '../support/wait.js';
 
@@ -89,6 +89,22 @@ describe('Redis with a password and an ACL user', () => {
       assert.match(ready.json.checks.store, new RegExp(`shard ${shard}.*WRONGPASS`));
     } finally {
       await gateway?.close();
+    }
+  });
+
+  it('a gateway process started with a wrong password says why at start-up, naming the shard, and serves unready', async () => {
+    const port = await freePort();
+    const gateway = NodeProcess.spawn('gateway/main.js', [], { REDIS_URL: redis.url, REDIS_PASSWORD: 'not-it', PORT: String(port), DEMO_SEED: 'false', DEMO_WRITER: 'false' });
+    try {
+      await waitUntilReady(`http://127.0.0.1:${port}/healthz`, gateway, 60_000);
+      const startup = gateway.output.split('\n').find((line) => line.includes('store not reachable yet'));
+      assert.ok(startup, gateway.output);
+      assert.match(JSON.parse(startup).err, new RegExp(`shard 127\\.0\\.0\\.1:${redis.port} .*WRONGPASS`));
+      const ready = await get(`http://127.0.0.1:${port}/readyz`);
+      assert.equal(ready.status, 503, ready.text);
+      assert.match(ready.json.checks.store, /WRONGPASS/);
+    } finally {
+      await gateway.stop();
     }
   });
 
