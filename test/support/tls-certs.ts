@@ -40,7 +40,8 @@ export function makeTestPki(): TestPki {
     openssl('x509', '-req', '-in', at(`${name}.csr`), '-CA', at('ca.crt'), '-CAkey', at('ca.key'), '-CAcreateserial',
       '-days', '2', '-extfile', at(`${name}.ext`), '-out', at(`${name}.crt`));
   };
-  issue('server', 'localhost', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  // clientAuth too: a Kafka broker presents its own certificate to itself between brokers.
+  issue('server', 'localhost', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
   issue('client', 'test-client', 'extendedKeyUsage=clientAuth\n');
   key('stray.key');
 
