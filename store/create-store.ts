@@ -29,9 +29,10 @@ export function createStore(config: StoreConfig, now: () => number = Date.now): 
 
 /**
  * Waits until the store answers a ping, up to `timeoutMs`: undefined when it did, else the last
- * error (it names the shard and the cause, e.g. WRONGPASS), for the start-up message.
+ * error (it names the shard and the cause, e.g. WRONGPASS), for the start-up message. (It was
+ * `waitForStore(): boolean`; renamed so that a caller written for the boolean cannot compile.)
  */
-export async function waitForStore(store: { ping(): Promise<void> }, timeoutMs: number): Promise<Error | undefined> {
+export async function storeUnreachable(store: { ping(): Promise<void> }, timeoutMs: number): Promise<Error | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
