@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Gauge } from 'prom-client';
-import { Kafka, logLevel, type Consumer, type KafkaConfig, type Producer, type IHeaders } from 'kafkajs';
+import { Kafka, logLevel, type Consumer, type KafkaConfig, type Producer, type IHeaders, type SASLOptions } from 'kafkajs';
+import type { KafkaSecurity } from '../runtime/config.js';
 import { log } from '../runtime/log.js';
 import { metricsRegistry } from '../runtime/metrics.js';
 import type {
@@ -30,8 +31,27 @@ const outputSlice = 500;
 export interface KafkaLogOptions {
   readonly brokers: readonly string[];
   readonly clientId: string;
-  readonly ssl?: KafkaConfig['ssl'];
-  readonly sasl?: KafkaConfig['sasl'];
+  /** TLS and SASL (KAFKA_SSL*, KAFKA_SASL_*); absent: plaintext, no authentication. */
+  readonly security?: KafkaSecurity;
+}
+
+/**
+ * The kafkajs connection options for the configured security: the one place
+ * KAFKA_SSL* and KAFKA_SASL_* become client options (every Kafka client of
+ * the project is built from a KafkaLog). TLS verifies the broker against
+ * KAFKA_SSL_CA_FILE, else the system CAs; never unverified.
+ */
+export function kafkaSecurityOptions(security: KafkaSecurity | undefined): Pick<KafkaConfig, 'ssl' | 'sasl'> {
+  const out: Pick<KafkaConfig, 'ssl' | 'sasl'> = {};
+  if (security?.ssl) {
+    const { ca, cert, key } = security.ssl;
+    out.ssl = { rejectUnauthorized: true, ...(ca !== undefined ? { ca: [ca] } : {}), ...(cert !== undefined ? { cert } : {}), ...(key !== undefined ? { key } : {}) };
+  }
+  if (security?.sasl) {
+    const { mechanism, username, password } = security.sasl;
+    out.sasl = { mechanism, username, password } as SASLOptions;
+  }
+  return out;
 }
 
 export class KafkaLog implements EventLog {
@@ -44,8 +64,7 @@ export class KafkaLog implements EventLog {
     this.kafka = new Kafka({
       clientId: options.clientId,
       brokers: [...options.brokers],
-      ssl: options.ssl,
-      sasl: options.sasl,
+      ...kafkaSecurityOptions(options.security),
       connectionTimeout: 3000,
       retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 2000 },
       logLevel: logLevel.WARN,

@@ -161,10 +161,13 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
   const admit = gatewayAdmission(persisted);
   const server = createGraphQLHttpServer({
     apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate: gatewayAuthentication(authenticator), admit, fastPath,
-    requestDeadlineMs: config.requestDeadlineMs,
+    requestDeadlineMs: config.requestDeadlineMs, tls: config.tls, corsOrigins: config.corsOrigins, debugErrors: config.debugErrors,
   });
   const subscriptions = eventLog
-    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, authenticator, ...(!distributed && config.fastPath && store ? { store } : {}) })
+    ? await attachSubscriptions({
+      server, apollo, gateway, registry, config, eventLog, authenticator, corsOrigins: config.corsOrigins,
+      ...(!distributed && config.fastPath && store ? { store } : {}),
+    })
     : undefined;
   subscriptionsRef = subscriptions;
   let running: RunningHttpServer;

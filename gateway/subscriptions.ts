@@ -13,6 +13,7 @@ import { changeTopic, changeTopicPartitions, decodeChange, type FeatureChange } 
 import type { EventLog, LogRecord, Tail } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ErrorCode } from '../runtime/errors.js';
+import { upgradeOriginAllowed, type HttpServer } from '../runtime/graphql-http.js';
 import { log as rootLog } from '../runtime/log.js';
 import {
   rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueuedEvents, subscriptionsActive,
@@ -30,7 +31,7 @@ import { operationCost, selectionDepth } from './limits.js';
 
 /**
  * GraphQL subscriptions of live feature changes, over graphql-ws on the
- * gateway's own HTTP server and path (`ws://host:port/graphql`).
+ * gateway's own HTTP server and path (`ws://host:port/graphql`, `wss://` with TLS).
  *
  * @apollo/gateway cannot execute subscriptions, so the gateway hosts them
  * itself, on a schema that is the gateway's client-facing API schema (taken
@@ -79,8 +80,8 @@ export interface SchemaSource {
 }
 
 export interface SubscriptionsOptions {
-  /** The gateway's HTTP server: the WebSocket upgrade is handled on it. */
-  readonly server: http.Server;
+  /** The gateway's HTTP or HTTPS server: the WebSocket upgrade (ws or wss) is handled on it. */
+  readonly server: HttpServer;
   readonly apollo: ApolloServer<BaseContext>;
   readonly gateway: SchemaSource;
   readonly registry: Registry;
@@ -96,6 +97,8 @@ export interface SubscriptionsOptions {
   readonly store?: OnlineStore;
   /** Default `/graphql`. */
   readonly path?: string;
+  /** Browser origins allowed to open a subscription socket (CORS_ORIGINS); absent: any. */
+  readonly corsOrigins?: '*' | readonly string[] | null;
 }
 
 export interface SubscriptionStats {
@@ -255,6 +258,12 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
     const { pathname } = new URL(req.url ?? '/', 'http://localhost');
     if (pathname !== path || closing) {
       socket.end(`HTTP/1.1 ${closing ? '503 Service Unavailable' : '404 Not Found'}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      return;
+    }
+    if (options.corsOrigins !== undefined && !upgradeOriginAllowed(options.corsOrigins, req)) {
+      rejectedRequests.inc({ code: ErrorCode.CorsOriginDenied });
+      const body = JSON.stringify({ errors: [{ message: `Origin ${JSON.stringify(req.headers.origin)} may not open subscriptions (CORS_ORIGINS)`, extensions: { code: ErrorCode.CorsOriginDenied } }] });
+      socket.end(`HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
       return;
     }
     wss.handleUpgrade(req, socket, head, (client) => {

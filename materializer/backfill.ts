@@ -1,6 +1,8 @@
 import { Kafka, logLevel } from 'kafkajs';
 import type { Registry, ViewVersion } from '../schema/types.js';
 import { ConfigError } from '../runtime/errors.js';
+import type { KafkaSecurity } from '../runtime/config.js';
+import { kafkaSecurityOptions } from '../eventlog/kafka-log.js';
 
 /**
  * Backfill: build a new version of a view from the earliest offset, beside
@@ -43,8 +45,8 @@ export function backfillGroup(liveGroup: string, version: ViewVersion): string {
  * Whether `group` has caught up: for every partition of `topics` its committed
  * offset has reached the partition's end as it was when this was asked.
  */
-export async function caughtUp(brokers: readonly string[], group: string, topics: readonly string[]): Promise<{ caughtUp: boolean; lag: number }> {
-  const admin = new Kafka({ clientId: `${group}-lag`, brokers: [...brokers], logLevel: logLevel.NOTHING }).admin();
+export async function caughtUp(brokers: readonly string[], group: string, topics: readonly string[], security?: KafkaSecurity): Promise<{ caughtUp: boolean; lag: number }> {
+  const admin = new Kafka({ clientId: `${group}-lag`, brokers: [...brokers], logLevel: logLevel.NOTHING, ...kafkaSecurityOptions(security) }).admin();
   await admin.connect();
   try {
     let lag = 0;

@@ -6,7 +6,7 @@ import { log } from '../runtime/log.js';
 import { metricsRegistry } from '../runtime/metrics.js';
 import { runUntilSignal } from '../runtime/process.js';
 import { loadRegistry } from '../schema/registry.js';
-import { createStore, waitForStore } from '../store/create-store.js';
+import { createStore, storeUnreachable } from '../store/create-store.js';
 import { KafkaLog } from '../eventlog/kafka-log.js';
 import { backfillGroup, backfillTarget, caughtUp } from './backfill.js';
 import { startMaterializer } from './run.js';
@@ -29,10 +29,11 @@ await runUntilSignal(async () => {
   if (config.store.kind === 'embedded') throw new ConfigError('REDIS_URL', 'the materializer process needs a shared store: set REDIS_URL or REDIS_SHARD_URLS');
   const registry = loadRegistry(config.registryFile);
   const store = createStore(config.store);
-  if (!(await waitForStore(store, 10_000))) log.warn({ store: store.kind }, 'store not reachable yet; batches fail and are retried until it is');
+  const unreachable = await storeUnreachable(store, 10_000);
+  if (unreachable) log.warn({ store: store.kind, err: unreachable.message }, 'store not reachable yet; batches fail and are retried until it is');
   const target = values.backfill ? backfillTarget(registry, values.backfill) : undefined;
   const groupId = target ? backfillGroup(config.materializerGroup, target) : config.materializerGroup;
-  const eventLog = new KafkaLog({ brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}` });
+  const eventLog = new KafkaLog({ brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}`, security: config.kafkaSecurity });
   const running = await startMaterializer({
     registry, store, log: eventLog, groupId, instanceId: String(process.pid),
     ...(target ? { materializer: { only: (v) => v === target } } : {}),
@@ -44,7 +45,7 @@ await runUntilSignal(async () => {
   if (target) {
     const brokers = config.kafkaBrokers;
     watch = setInterval(() => {
-      caughtUp(brokers, groupId, running.materializer.topics).then(({ caughtUp: done, lag }) => {
+      caughtUp(brokers, groupId, running.materializer.topics, config.kafkaSecurity).then(({ caughtUp: done, lag }) => {
         if (!done) return void log.info({ backfill: values.backfill, lag }, 'backfill in progress');
         clearInterval(watch);
         log.info({ backfill: values.backfill, group: groupId },

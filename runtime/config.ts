@@ -1,8 +1,9 @@
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { ConfigError } from './errors.js';
 import { fromRoot } from './paths.js';
 import { defaultBreaker } from '../store/backends/redis.js';
-import type { StoreConfig } from '../store/create-store.js';
+import type { RedisStoreConfig, StoreConfig } from '../store/create-store.js';
 import type { AuthSettings } from '../auth/authenticator.js';
 import { isRole, ROLES, type Role } from '../auth/principal.js';
 
@@ -15,6 +16,10 @@ import { isRole, ROLES, type Role } from '../auth/principal.js';
 export interface Config {
   readonly host: string;
   readonly port: number;
+  /** HTTPS (and wss) on the serving port; null: plain HTTP. */
+  readonly tls: ServerTls | null;
+  /** Browser origins allowed by CORS: '*' (any), a list, or null (no CORS headers at all). */
+  readonly corsOrigins: '*' | readonly string[] | null;
   readonly registryFile: string;
   readonly manifestFile: string;
   readonly store: StoreConfig;
@@ -55,6 +60,31 @@ export interface Config {
   readonly internalAuthSecret: string | null;
   /** How far ahead of the server's clock a pushed row's event time may be (clock skew of the pushing service). */
   readonly pushMaxFutureMs: number;
+  /** TLS and SASL of the Kafka clients (eventlog/kafka-log.ts turns it into kafkajs options). */
+  readonly kafkaSecurity: KafkaSecurity;
+}
+
+/** PEM text read from TLS_CERT_FILE / TLS_KEY_FILE / TLS_CA_FILE, checked to belong together. */
+export interface ServerTls {
+  readonly cert: string;
+  readonly key: string;
+  /** With a CA, clients must present a certificate it signed (mutual TLS). */
+  readonly ca: string | null;
+}
+
+/** Client-side TLS material (PEM text); each part optional. */
+export interface ClientTls {
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+}
+
+export type KafkaSaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
+
+export interface KafkaSecurity {
+  /** null: plaintext connections. */
+  readonly ssl: ClientTls | null;
+  readonly sasl: { readonly mechanism: KafkaSaslMechanism; readonly username: string; readonly password: string } | null;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -76,11 +106,17 @@ export function loadConfig(env: Env = process.env): Config {
     resetMs: int(get, 'STORE_BREAKER_RESET_MS', defaultBreaker.resetMs, 10, 600_000),
   };
   let store: StoreConfig = { kind: 'embedded' };
-  if (redisUrl) store = { kind: 'redis', urls: [redisUrl], commandTimeoutMs, breaker };
-  if (shardUrls) store = { kind: 'redis', urls: list('REDIS_SHARD_URLS', shardUrls), commandTimeoutMs, breaker };
-  for (const url of store.kind === 'redis' ? store.urls : []) {
-    if (!/^rediss?:\/\/[^\s/]+(\/\d+)?$/.test(url)) {
-      throw new ConfigError(redisUrl ? 'REDIS_URL' : 'REDIS_SHARD_URLS', `not a Redis URL: ${JSON.stringify(url)} (expected redis://host:port)`);
+  const urls = redisUrl ? [redisUrl] : shardUrls ? list('REDIS_SHARD_URLS', shardUrls) : null;
+  if (urls) {
+    for (const url of urls) {
+      if (!/^rediss?:\/\/[^\s/]+(\/\d+)?$/.test(url)) {
+        throw new ConfigError(redisUrl ? 'REDIS_URL' : 'REDIS_SHARD_URLS', `not a Redis URL: ${JSON.stringify(url)} (expected redis://host:port)`);
+      }
+    }
+    store = { kind: 'redis', urls, commandTimeoutMs, breaker, ...redisSecurity(get, urls, redisUrl ? 'REDIS_URL' : 'REDIS_SHARD_URLS') };
+  } else {
+    for (const name of ['REDIS_USERNAME', 'REDIS_PASSWORD', 'REDIS_PASSWORD_FILE', 'REDIS_TLS_CA_FILE', 'REDIS_TLS_CERT_FILE', 'REDIS_TLS_KEY_FILE']) {
+      if (get(name)) throw new ConfigError(name, 'only meaningful with REDIS_URL or REDIS_SHARD_URLS');
     }
   }
   const embedded = store.kind === 'embedded';
@@ -88,6 +124,8 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     host: get('HOST') ?? '127.0.0.1',
     port: int(get, 'PORT', 4000, 0, 65535),
+    tls: serverTls(get),
+    corsOrigins: corsOrigins(get('CORS_ORIGINS')),
     registryFile: get('REGISTRY_FILE') ?? fromRoot('schema', 'registry.yaml'),
     manifestFile: get('PERSISTED_QUERY_MANIFEST') ?? fromRoot('schema', 'persisted-query-manifest.json'),
     store,
@@ -112,17 +150,19 @@ export function loadConfig(env: Env = process.env): Config {
     materializerGroup: get('MATERIALIZER_GROUP') ?? 'feature-materializer',
     auth: authSettings(get),
     maxQueryCost: int(get, 'MAX_QUERY_COST', 50_000, 1, 100_000_000),
-    internalAuthSecret: secret(get, 'INTERNAL_AUTH_SECRET'),
+    internalAuthSecret: secret(get, 'INTERNAL_AUTH_SECRET') ?? null,
     demoEventsPerSecond: int(get, 'DEMO_EVENTS_PER_SECOND', embedded && !get('EMBEDDED_SEED_FILE') ? 100 : 0, 0, 100_000),
+    kafkaSecurity: kafkaSecurity(get),
     pushMaxFutureMs: int(get, 'PUSH_MAX_FUTURE_MS', 300_000, 0, 86_400_000),
   };
 }
+
 
 function authSettings(get: (n: string) => string | undefined): AuthSettings {
   const apiKeysFile = get('API_KEYS_FILE') ?? null;
   if (apiKeysFile !== null && !fs.existsSync(apiKeysFile)) throw new ConfigError('API_KEYS_FILE', `no such file: ${apiKeysFile}`);
   const jwt = {
-    hs256Secret: secret(get, 'JWT_HS256_SECRET'),
+    hs256Secret: secret(get, 'JWT_HS256_SECRET') ?? null,
     jwksFile: get('JWT_JWKS_FILE') ?? null,
     issuer: get('JWT_ISSUER') ?? null,
     audience: get('JWT_AUDIENCE') ?? null,
@@ -152,17 +192,130 @@ function authSettings(get: (n: string) => string | undefined): AuthSettings {
   };
 }
 
-/** A secret from `NAME` or from the file named by `NAME_FILE` (trailing newline dropped), never both. */
-function secret(get: (n: string) => string | undefined, name: string): string | null {
-  const inline = get(name);
-  const file = get(`${name}_FILE`);
-  if (inline !== undefined && file !== undefined) throw new ConfigError(name, `set ${name} or ${name}_FILE, not both`);
-  if (file === undefined) return inline ?? null;
+type Get = (name: string) => string | undefined;
+
+/** The file named by variable `name`, as text; undefined when the variable is unset. */
+function fileOf(get: Get, name: string): string | undefined {
+  const file = get(name);
+  if (file === undefined) return undefined;
   try {
-    return fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    return fs.readFileSync(file, 'utf8');
   } catch (error) {
-    throw new ConfigError(`${name}_FILE`, `cannot read ${file}: ${(error as Error).message}`);
+    throw new ConfigError(name, `cannot read ${file}: ${(error as Error).message}`);
   }
+}
+
+/** A secret given directly (`NAME`) or in a file (`NAME_FILE`, trailing newline dropped), not both. */
+function secret(get: Get, name: string): string | undefined {
+  const direct = get(name);
+  const fromFile = fileOf(get, `${name}_FILE`);
+  if (direct !== undefined && fromFile !== undefined) throw new ConfigError(`${name}_FILE`, `set either ${name} or ${name}_FILE, not both`);
+  const value = direct ?? fromFile?.replace(/\r?\n$/, '');
+  if (value !== undefined && value === '') throw new ConfigError(`${name}_FILE`, 'the file is empty');
+  return value;
+}
+
+function serverTls(get: Get): ServerTls | null {
+  const cert = fileOf(get, 'TLS_CERT_FILE');
+  const key = fileOf(get, 'TLS_KEY_FILE');
+  const ca = fileOf(get, 'TLS_CA_FILE');
+  if (cert === undefined && key === undefined) {
+    if (ca !== undefined) throw new ConfigError('TLS_CA_FILE', 'client certificates need TLS: set TLS_CERT_FILE and TLS_KEY_FILE too');
+    return null;
+  }
+  if (cert === undefined) throw new ConfigError('TLS_CERT_FILE', 'TLS_KEY_FILE is set: set TLS_CERT_FILE too (both or neither)');
+  if (key === undefined) throw new ConfigError('TLS_KEY_FILE', 'TLS_CERT_FILE is set: set TLS_KEY_FILE too (both or neither)');
+  checkKeyPair(cert, key, 'TLS_CERT_FILE', 'TLS_KEY_FILE');
+  if (ca !== undefined) certificate(ca, 'TLS_CA_FILE');
+  return { cert, key, ca: ca ?? null };
+}
+
+function certificate(pem: string, variable: string): crypto.X509Certificate {
+  try {
+    return new crypto.X509Certificate(pem);
+  } catch (error) {
+    throw new ConfigError(variable, `not a PEM certificate: ${(error as Error).message}`);
+  }
+}
+
+/** Fails at start-up, naming the variable, on an unreadable certificate or key or a key of another certificate. */
+function checkKeyPair(certPem: string, keyPem: string, certVariable: string, keyVariable: string): void {
+  const cert = certificate(certPem, certVariable);
+  let key: crypto.KeyObject;
+  try {
+    key = crypto.createPrivateKey(keyPem);
+  } catch (error) {
+    throw new ConfigError(keyVariable, `not a PEM private key (an encrypted key is not supported): ${(error as Error).message}`);
+  }
+  if (!cert.checkPrivateKey(key)) throw new ConfigError(keyVariable, `the key does not match the certificate in ${certVariable} (subject ${cert.subject.replace(/\n/g, ', ')})`);
+}
+
+/** Client TLS material from `<prefix>CA_FILE`, `<prefix>CERT_FILE`, `<prefix>KEY_FILE`. */
+function clientTls(get: Get, prefix: string): ClientTls {
+  const ca = fileOf(get, `${prefix}CA_FILE`);
+  const cert = fileOf(get, `${prefix}CERT_FILE`);
+  const key = fileOf(get, `${prefix}KEY_FILE`);
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new ConfigError(cert === undefined ? `${prefix}CERT_FILE` : `${prefix}KEY_FILE`, `a client certificate needs both ${prefix}CERT_FILE and ${prefix}KEY_FILE`);
+  }
+  if (ca !== undefined) certificate(ca, `${prefix}CA_FILE`);
+  if (cert !== undefined && key !== undefined) checkKeyPair(cert, key, `${prefix}CERT_FILE`, `${prefix}KEY_FILE`);
+  return { ...(ca !== undefined ? { ca } : {}), ...(cert !== undefined ? { cert } : {}), ...(key !== undefined ? { key } : {}) };
+}
+
+function redisSecurity(get: Get, urls: readonly string[], urlVariable: string): Pick<RedisStoreConfig, 'username' | 'password' | 'tls'> {
+  const username = get('REDIS_USERNAME');
+  const password = secret(get, 'REDIS_PASSWORD');
+  if (username !== undefined && password === undefined) throw new ConfigError('REDIS_USERNAME', 'an ACL user needs REDIS_PASSWORD or REDIS_PASSWORD_FILE');
+  const tls = clientTls(get, 'REDIS_TLS_');
+  if (Object.keys(tls).length > 0 && !urls.some((u) => u.startsWith('rediss://'))) {
+    throw new ConfigError(Object.keys(tls).includes('ca') ? 'REDIS_TLS_CA_FILE' : 'REDIS_TLS_CERT_FILE', `TLS files are for rediss:// URLs; ${urlVariable} has none`);
+  }
+  return {
+    ...(username !== undefined ? { username } : {}),
+    ...(password !== undefined ? { password } : {}),
+    ...(Object.keys(tls).length > 0 ? { tls } : {}),
+  };
+}
+
+function kafkaSecurity(get: Get): KafkaSecurity {
+  const tlsFiles = clientTls(get, 'KAFKA_SSL_');
+  const sslOn = bool(get, 'KAFKA_SSL', Object.keys(tlsFiles).length > 0);
+  if (!sslOn && Object.keys(tlsFiles).length > 0) throw new ConfigError('KAFKA_SSL', 'KAFKA_SSL_* files are set but KAFKA_SSL is false');
+  const mechanismText = get('KAFKA_SASL_MECHANISM')?.toLowerCase();
+  const username = get('KAFKA_SASL_USERNAME');
+  const password = secret(get, 'KAFKA_SASL_PASSWORD');
+  let sasl: KafkaSecurity['sasl'] = null;
+  if (mechanismText === undefined) {
+    if (username !== undefined || password !== undefined) throw new ConfigError('KAFKA_SASL_MECHANISM', 'SASL credentials are set: choose plain, scram-sha-256 or scram-sha-512');
+  } else {
+    if (!['plain', 'scram-sha-256', 'scram-sha-512'].includes(mechanismText)) {
+      throw new ConfigError('KAFKA_SASL_MECHANISM', `expected plain, scram-sha-256 or scram-sha-512, got ${JSON.stringify(mechanismText)}`);
+    }
+    if (username === undefined) throw new ConfigError('KAFKA_SASL_USERNAME', `SASL ${mechanismText} needs a user name`);
+    if (password === undefined) throw new ConfigError('KAFKA_SASL_PASSWORD', `SASL ${mechanismText} needs KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE`);
+    sasl = { mechanism: mechanismText as KafkaSaslMechanism, username, password };
+  }
+  return { ssl: sslOn ? tlsFiles : null, sasl };
+}
+
+/** '*', or a list of origins each exactly `scheme://host[:port]` (what browsers send in Origin). */
+function corsOrigins(text: string | undefined): '*' | string[] | null {
+  if (text === undefined) return null;
+  if (text.trim() === '*') return '*';
+  const origins = list('CORS_ORIGINS', text);
+  for (const origin of origins) {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      parsed = undefined;
+    }
+    if (!parsed || !/^https?:$/.test(parsed.protocol) || parsed.origin !== origin) {
+      throw new ConfigError('CORS_ORIGINS', `expected * or origins like https://app.example.com[:port] (scheme, host, port; no path or trailing slash), got ${JSON.stringify(origin)}`);
+    }
+  }
+  return origins;
 }
 
 function readConfigFile(file: string | undefined): Record<string, string> {

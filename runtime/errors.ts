@@ -21,6 +21,7 @@ export const ErrorCode = {
   /** A push was written to the store but its change events could not be produced; retrying is safe. */
   PushNotPublished: 'PUSH_NOT_PUBLISHED',
   DeadlineExceeded: 'DEADLINE_EXCEEDED',
+  CorsOriginDenied: 'CORS_ORIGIN_DENIED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -1,9 +1,12 @@
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { MIMEType } from 'node:util';
 import { HeaderMap, type ApolloServer, type BaseContext, type HTTPGraphQLRequest } from '@apollo/server';
 import { AccessError } from '../auth/errors.js';
 import { principalKey, type Principal } from '../auth/principal.js';
 import { Deadline, deadlineKey } from './deadline.js';
+import type { ServerTls } from './config.js';
 import { ErrorCode } from './errors.js';
 import { log } from './log.js';
 import { metricsRegistry, rejectedRequests, requestDuration } from './metrics.js';
@@ -18,6 +21,12 @@ import { metricsRegistry, rejectedRequests, requestDuration } from './metrics.js
  *   GET /metrics        Prometheus metrics
  *   GET /healthz        the process is up
  *   GET /readyz         the process can serve (its `ready` check passes)
+ *
+ * HTTPS when given TLS material (the same routes; WebSocket upgrades on it are
+ * wss). CORS headers only for configured origins. CSRF: a request that a
+ * browser could send cross-site without a preflight (Apollo Server's rule,
+ * `csrfSuspect` below) never reaches the fast path or JSON parsing here; it
+ * goes straight to Apollo Server, which refuses it with its own 400.
  */
 export interface ReadyStatus {
   readonly ready: boolean;
@@ -69,27 +78,50 @@ export interface GraphQLHttpOptions {
   readonly path?: string;
   /** REQUEST_DEADLINE_MS: counted from the request's arrival, carried in the request context under `deadlineKey`. */
   readonly requestDeadlineMs?: number;
+  /** Serve HTTPS with this certificate and key (and require client certificates signed by `ca`). */
+  readonly tls?: ServerTls | null;
+  /** Origins that get CORS headers: '*', a list, or none (null/undefined: no CORS headers). */
+  readonly corsOrigins?: '*' | readonly string[] | null;
+  /** DEBUG_ERRORS: the stack of an unexpected error goes into the 500 reply (never otherwise). */
+  readonly debugErrors?: boolean;
 }
 
+/** Plain or TLS: both emit 'request' and 'upgrade' alike. */
+export type HttpServer = http.Server | https.Server;
+
 export interface RunningHttpServer {
-  readonly server: http.Server;
+  readonly server: HttpServer;
   readonly url: string;
   close(): Promise<void>;
 }
 
-export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Server {
+export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer {
   const path = options.path ?? '/graphql';
-  const server = http.createServer((req, res) => {
+  const cors = options.corsOrigins ?? null;
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     handle(req, res).catch((error: Error) => {
       log.error({ err: error.message, stack: error.stack }, 'unhandled error in HTTP handler');
-      if (!res.headersSent) sendErrors(res, 500, 'INTERNAL_SERVER_ERROR', 'internal server error');
-      else res.destroy();
+      if (res.headersSent) return void res.destroy();
+      // The stack names files and lines of this deployment: only with DEBUG_ERRORS.
+      const extensions = options.debugErrors ? { stacktrace: String(error.stack ?? error).split('\n') } : {};
+      sendErrors(res, 500, 'INTERNAL_SERVER_ERROR', 'internal server error', extensions);
     });
-  });
+  };
+  const tls = options.tls;
+  const server: HttpServer = tls
+    ? https.createServer({ cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, requestCert: true, rejectUnauthorized: true } : {}) }, onRequest)
+    : http.createServer(onRequest);
   server.keepAliveTimeout = 65_000;
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
+    if (cors) {
+      const allowed = corsAllows(cors, req.headers.origin);
+      // Caches must not hand one origin's answer (with its allow-origin) to another.
+      res.setHeader('vary', 'Origin');
+      if (allowed) res.setHeader('access-control-allow-origin', cors === '*' ? '*' : req.headers.origin!);
+      if (req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) return preflight(req, res, allowed);
+    }
     if (url.pathname === path) return graphql(req, res, url);
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: 'method not allowed' });
     switch (url.pathname) {
@@ -122,6 +154,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
         return refuseAccess(req, res, error);
       }
     }
+    const baseContext: object = { ...(deadline ? { [deadlineKey]: deadline } : {}), ...(principal === undefined ? {} : { [principalKey]: principal }) };
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > options.maxBodyBytes) return refuseBody(req, res, options.maxBodyBytes);
 
@@ -131,7 +164,11 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
       const raw = await readBody(req, options.maxBodyBytes);
       if (raw === null) return refuseBody(req, res, options.maxBodyBytes);
       const text = raw.toString('utf8');
-      if ((req.headers['content-type'] ?? '').includes('json')) {
+      const mediaType = mediaTypeOf(req.headers['content-type']);
+      // Apollo Server alone answers these, with the response it gives everywhere (its CSRF refusal).
+      if (csrfSuspect(req.headers, mediaType)) return generic(req, res, url, text, baseContext);
+      // JSON only as application/json, like express.json(): the media type, not a substring of the header.
+      if (mediaType === 'application/json') {
         try {
           body = JSON.parse(text);
         } catch (error) {
@@ -141,6 +178,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
         if (typeof body === 'object' && body !== null && !Array.isArray(body)) operation = body as IncomingOperation;
       } else body = text;
     } else if (req.method === 'GET') {
+      if (csrfSuspect(req.headers, mediaTypeOf(req.headers['content-type']))) return generic(req, res, url, undefined, baseContext);
       let extensions: unknown;
       try {
         const ext = url.searchParams.get('extensions');
@@ -157,7 +195,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
       return sendErrors(res, refusal.status, refusal.code, refusal.message);
     }
 
-    let context: object = { ...(deadline ? { [deadlineKey]: deadline } : {}), ...(principal === undefined ? {} : { [principalKey]: principal }) };
+    let context = baseContext;
     if (options.fastPath && req.method === 'POST' && operation === body && acceptsPlainJson(req.headers.accept)) {
       const started = performance.now();
       let fast: FastPathResult | undefined;
@@ -181,14 +219,19 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
       }
     }
 
-    // Built only here: the fast path above needs none of it.
+    return generic(req, res, url, body, context);
+  }
+
+  /** Apollo Server's answer to the request. */
+  async function generic(req: http.IncomingMessage, res: http.ServerResponse, url: URL, body: unknown, context: object): Promise<void> {
+    // Built only here: the fast path needs none of it.
     const headers = new HeaderMap();
     for (const [key, value] of Object.entries(req.headers)) {
       if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
     }
     const httpGraphQLRequest: HTTPGraphQLRequest = { method: req.method ?? 'GET', headers, search: url.search, body };
     const response = await options.apollo.executeHTTPGraphQLRequest({ httpGraphQLRequest, context: async () => context });
-    for (const [key, value] of response.headers) res.setHeader(key, value);
+    for (const [key, value] of response.headers) res.setHeader(key, key === 'vary' && cors ? `${value}, Origin` : value);
     res.statusCode = response.status ?? 200;
     if (response.body.kind === 'complete') {
       res.end(response.body.string);
@@ -198,10 +241,86 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): http.Serve
     }
   }
 
+  /** A CORS preflight: 204 with what may be sent, or 403 for an origin not in CORS_ORIGINS. */
+  function preflight(req: http.IncomingMessage, res: http.ServerResponse, allowed: boolean): void {
+    if (!allowed) {
+      rejectedRequests.inc({ code: ErrorCode.CorsOriginDenied });
+      return sendErrors(res, 403, ErrorCode.CorsOriginDenied, `Origin ${JSON.stringify(req.headers.origin ?? null)} is not allowed (CORS_ORIGINS)`);
+    }
+    res.writeHead(204, {
+      'access-control-allow-methods': 'GET, POST, OPTIONS',
+      'access-control-allow-headers': corsRequestHeaders,
+      'access-control-max-age': '600',
+      'content-length': '0',
+    });
+    res.end();
+  }
+
   return server;
 }
 
-export async function listen(server: http.Server, host: string, port: number): Promise<RunningHttpServer> {
+/** Request headers a browser may send cross-origin (the auth headers are the lead's auth/ module's). */
+const corsRequestHeaders = 'content-type, authorization, x-api-key, apollo-require-preflight, x-apollo-operation-name';
+
+function corsAllows(cors: '*' | readonly string[], origin: string | undefined): boolean {
+  if (origin === undefined) return false;
+  return cors === '*' || cors.includes(origin);
+}
+
+/**
+ * Whether a WebSocket upgrade may proceed, judged by its Origin. Browsers send
+ * no CORS preflight for WebSockets, so this is where CORS_ORIGINS applies to
+ * them: no Origin (not a browser), the gateway's own origin (Sandbox), or a
+ * listed one. Anything else is a page of another site opening a subscription.
+ */
+export function upgradeOriginAllowed(cors: '*' | readonly string[] | null, req: http.IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined) return true;
+  if (cors && corsAllows(cors, origin)) return true;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The media type's essence (`type/subtype`, lower case), or undefined if absent or unparseable.
+ * Memoized: parsing costs several µs, clients send a handful of distinct values, and the map is
+ * cleared when full, so hostile variety cannot grow it.
+ */
+function mediaTypeOf(contentType: string | undefined): string | undefined {
+  if (contentType === undefined) return undefined;
+  if (mediaTypes.has(contentType)) return mediaTypes.get(contentType);
+  let essence: string | undefined;
+  try {
+    essence = new MIMEType(contentType).essence;
+  } catch {
+    essence = undefined;
+  }
+  if (mediaTypes.size >= 256) mediaTypes.clear();
+  mediaTypes.set(contentType, essence);
+  return essence;
+}
+const mediaTypes = new Map<string, string | undefined>();
+
+/** The content types a browser sends cross-site without a CORS preflight. */
+const simpleContentTypes = ['application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain'];
+const csrfPreventionHeaders = ['x-apollo-operation-name', 'apollo-require-preflight'];
+
+/**
+ * Apollo Server's CSRF rule (preventCsrf): a request is safe when its
+ * content type parses to a non-simple type, or it carries a non-empty
+ * apollo-require-preflight or x-apollo-operation-name header. Unlike Apollo,
+ * a content type that does not parse counts as suspect here: Apollo Server
+ * then decides (WHATWG parsers may differ at the edges; it has the last word).
+ */
+function csrfSuspect(headers: http.IncomingHttpHeaders, mediaType: string | undefined): boolean {
+  if (csrfPreventionHeaders.some((h) => { const v = headers[h]; return v !== undefined && v.length > 0; })) return false;
+  return mediaType === undefined || simpleContentTypes.includes(mediaType);
+}
+
+export async function listen(server: HttpServer, host: string, port: number): Promise<RunningHttpServer> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -212,7 +331,7 @@ export async function listen(server: http.Server, host: string, port: number): P
   const address = server.address() as AddressInfo;
   return {
     server,
-    url: `http://${host}:${address.port}/graphql`,
+    url: `${server instanceof https.Server ? 'https' : 'http'}://${host}:${address.port}/graphql`,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -276,8 +395,8 @@ function refuseAccess(req: http.IncomingMessage, res: http.ServerResponse, error
   req.resume();
 }
 
-function sendErrors(res: http.ServerResponse, status: number, code: string, message: string): void {
-  sendJson(res, status, { errors: [{ message, extensions: { code } }] });
+function sendErrors(res: http.ServerResponse, status: number, code: string, message: string, extensions: Record<string, unknown> = {}): void {
+  sendJson(res, status, { errors: [{ message, extensions: { code, ...extensions } }] });
 }
 
 function sendJson(res: http.ServerResponse, status: number, value: unknown): void {

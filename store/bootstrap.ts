@@ -1,7 +1,7 @@
 import { log } from '../runtime/log.js';
 import type { Config } from '../runtime/config.js';
 import type { Registry, ViewVersion } from '../schema/types.js';
-import { createStore, waitForStore } from './create-store.js';
+import { createStore, storeUnreachable } from './create-store.js';
 import type { CodecStore } from './codec-store.js';
 import { demoRows } from './demo-data.js';
 import { readRowsFile, writeRows } from './rows.js';
@@ -20,8 +20,9 @@ export interface OpenedStore {
  */
 export async function openStore(config: Config, registry: Registry, options: { materializerInProcess?: boolean } = {}): Promise<OpenedStore> {
   const store = createStore(config.store);
-  if (config.store.kind === 'redis' && !(await waitForStore(store, 5000))) {
-    log.warn({ store: store.kind }, 'store not reachable yet; serving starts unready and recovers when it answers');
+  const unreachable = config.store.kind === 'redis' ? await storeUnreachable(store, 5000) : undefined;
+  if (unreachable) {
+    log.warn({ store: store.kind, err: unreachable.message }, 'store not reachable yet; serving starts unready and recovers when it answers');
   }
   if (config.embeddedSeedFile) {
     const n = await writeRows(store, readRowsFile(registry, config.embeddedSeedFile));

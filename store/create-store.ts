@@ -2,9 +2,21 @@ import { EmbeddedBackend } from './backends/embedded.js';
 import { RedisBackend, type BreakerOptions } from './backends/redis.js';
 import { CodecStore } from './codec-store.js';
 
-export type StoreConfig =
-  | { readonly kind: 'embedded' }
-  | { readonly kind: 'redis'; readonly urls: readonly string[]; readonly commandTimeoutMs: number; readonly breaker?: BreakerOptions };
+import type { ClientTls } from '../runtime/config.js';
+
+export interface RedisStoreConfig {
+  readonly kind: 'redis';
+  readonly urls: readonly string[];
+  readonly commandTimeoutMs: number;
+  /** ACL user (REDIS_USERNAME); with only a password, AUTH is the legacy `requirepass` form. */
+  readonly username?: string;
+  readonly password?: string;
+  /** CA, client certificate and key for the rediss:// URLs. */
+  readonly tls?: ClientTls;
+  readonly breaker?: BreakerOptions;
+}
+
+export type StoreConfig = { readonly kind: 'embedded' } | RedisStoreConfig;
 
 /** Builds the configured online store: embedded by default, Redis (one node or sharded) when URLs are given. */
 export function createStore(config: StoreConfig, now: () => number = Date.now): CodecStore {
@@ -12,19 +24,23 @@ export function createStore(config: StoreConfig, now: () => number = Date.now): 
     case 'embedded':
       return new CodecStore(new EmbeddedBackend(now), now);
     case 'redis':
-      return new CodecStore(new RedisBackend({ urls: config.urls, commandTimeoutMs: config.commandTimeoutMs, ...(config.breaker ? { breaker: config.breaker } : {}) }), now);
+      return new CodecStore(new RedisBackend(config), now);
   }
 }
 
-/** Waits until the store answers a ping, up to `timeoutMs`; returns whether it did. */
-export async function waitForStore(store: { ping(): Promise<void> }, timeoutMs: number): Promise<boolean> {
+/**
+ * Waits until the store answers a ping, up to `timeoutMs`: undefined when it did, else the last
+ * error (it names the shard and the cause, e.g. WRONGPASS), for the start-up message. (It was
+ * `waitForStore(): boolean`; renamed so that a caller written for the boolean cannot compile.)
+ */
+export async function storeUnreachable(store: { ping(): Promise<void> }, timeoutMs: number): Promise<Error | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       await store.ping();
-      return true;
-    } catch {
-      if (Date.now() >= deadline) return false;
+      return undefined;
+    } catch (error) {
+      if (Date.now() >= deadline) return error instanceof Error ? error : new Error(String(error));
       await new Promise((r) => setTimeout(r, 100));
     }
   }

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../runtime/config.js';
 import { loadRegistry } from '../schema/registry.js';
-import { createStore, waitForStore } from './create-store.js';
+import { createStore, storeUnreachable } from './create-store.js';
 import { demoEntityCounts, demoRows } from './demo-data.js';
 import { readRowsFile, writeRows } from './rows.js';
 
@@ -45,7 +45,8 @@ if (config.store.kind === 'embedded') {
 const registry = loadRegistry(config.registryFile);
 const store = createStore(config.store);
 try {
-  if (!(await waitForStore(store, 5000))) fail(`store ${store.kind} is not reachable`);
+  const unreachable = await storeUnreachable(store, 5000);
+  if (unreachable) fail(`store ${store.kind} is not reachable: ${unreachable.message}`);
   const started = Date.now();
   const rows = values.file
     ? readRowsFile(registry, values.file)

@@ -36,7 +36,9 @@ export async function startSubgraph(config: Config, registry: Registry, entityNa
   // push API's admin check apply here as in the co-located shape.
   const authenticate = async (req: { headers: Readonly<Record<string, string | string[] | undefined>> }) =>
     principalFromHeaders(req.headers, config.internalAuthSecret);
-  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate, requestDeadlineMs: config.requestDeadlineMs });
+  const server = createGraphQLHttpServer({
+    apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate, requestDeadlineMs: config.requestDeadlineMs, tls: config.tls, debugErrors: config.debugErrors,
+  });
   const running = await listen(server, config.host, config.port);
   return {
     ...running,

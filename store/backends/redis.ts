@@ -1,6 +1,7 @@
 import { Redis, type ChainableCommander } from 'ioredis';
 import CircuitBreaker from 'opossum';
 import type { Deadline } from '../../runtime/deadline.js';
+import type { ClientTls } from '../../runtime/config.js';
 import { log } from '../../runtime/log.js';
 import { deadlineExceeded, storeCircuitState, storeErrors, storeReadDuration, storeShortCircuited } from '../../runtime/metrics.js';
 import { DeadlineExceededError, StoreUnavailableError, type ReadOptions, type ShardHealth } from '../online-store.js';
@@ -14,6 +15,11 @@ export interface RedisBackendOptions {
   readonly commandTimeoutMs: number;
   readonly connectTimeoutMs?: number;
   readonly breaker?: BreakerOptions;
+  /** ACL user; with a password only, AUTH <password> (requirepass). A password in a URL wins for that URL. */
+  readonly username?: string;
+  readonly password?: string;
+  /** For rediss:// URLs (ioredis does not turn TLS on by the scheme): CA, client certificate, key. */
+  readonly tls?: ClientTls;
 }
 
 /** When a shard's circuit opens and how soon it is probed again (STORE_BREAKER_* in README "Configuration"). */
@@ -35,6 +41,8 @@ interface Shard {
   readonly client: Redis;
   /** Fires the call it is given; counts its failures (see `call`). */
   readonly breaker: CircuitBreaker<[() => Promise<unknown>], unknown>;
+  /** Why the shard last failed to connect (e.g. WRONGPASS, a TLS error), until it is ready again. */
+  connectionError?: string;
 }
 
 /** The values of `feature_store_circuit_state`. */
@@ -57,7 +65,7 @@ const circuitStates = { closed: 0, halfOpen: 1, open: 2 } as const;
  * instead of each waiting out the timeout, and after `breaker.resetMs` one
  * real call probes it; its success closes the circuit. A request's deadline
  * bounds how long the request waits for a shard, not the call itself, so the
- * breaker still learns how the call ended (decision 0015).
+ * breaker still learns how the call ended (decision 0016).
  */
 export class RedisBackend implements ByteBackend {
   readonly kind: string;
@@ -81,9 +89,12 @@ export class RedisBackend implements ByteBackend {
         lazyConnect: false,
         // Commands issued in one tick (the reads of several views of one request) leave in one write.
         enableAutoPipelining: true,
+        ...connectionSecurity(url, options),
       });
       let lastLogged = 0;
+      const shard: Shard = { name, client, breaker: this.breaker(name, breaker) };
       client.on('error', (error: Error) => {
+        shard.connectionError = error.message;
         // ioredis emits an error on every failed reconnect attempt; one line per 5 s per shard is enough.
         const now = Date.now();
         if (now - lastLogged > 5000) {
@@ -91,9 +102,12 @@ export class RedisBackend implements ByteBackend {
           log.warn({ store: this.kind, shard: name, err: error.message }, 'redis shard error');
         }
       });
-      client.on('ready', () => log.info({ store: this.kind, shard: name }, 'redis shard ready'));
+      client.on('ready', () => {
+        delete shard.connectionError;
+        log.info({ store: this.kind, shard: name }, 'redis shard ready');
+      });
       client.defineCommand('featureCas', { numberOfKeys: 2, lua: casScript });
-      return { name, client, breaker: this.breaker(name, breaker) };
+      return shard;
     });
     this.ring = new HashRing(this.shards.map((s, i) => ({ id: s.name, value: i })));
   }
@@ -258,7 +272,10 @@ export class RedisBackend implements ByteBackend {
 
   private unavailable(shard: Shard, error: unknown): StoreUnavailableError {
     storeErrors.inc({ store: this.kind, shard: shard.name });
-    const reason = error instanceof Error ? error.message : String(error);
+    let reason = error instanceof Error ? error.message : String(error);
+    // ioredis says only "Stream isn't writeable" while it cannot connect; the cause (bad credentials,
+    // a TLS failure) is what an operator needs in the error and in /readyz.
+    if (shard.client.status !== 'ready' && shard.connectionError) reason += ` (last connection error: ${shard.connectionError})`;
     return new StoreUnavailableError(this.kind, shard.name, reason);
   }
 
@@ -301,6 +318,18 @@ if version ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[5]) end
 return 1`;
+
+/** Credentials and TLS for one shard's URL: the shared ones, unless the URL carries its own. */
+function connectionSecurity(url: string, options: RedisBackendOptions): { username?: string; password?: string; tls?: ClientTls } {
+  const parsed = new URL(url);
+  const out: { username?: string; password?: string; tls?: ClientTls } = {};
+  if (!parsed.password) {
+    if (options.username !== undefined) out.username = options.username;
+    if (options.password !== undefined) out.password = options.password;
+  }
+  if (parsed.protocol === 'rediss:') out.tls = { ...options.tls };
+  return out;
+}
 
 function shardName(url: string): string {
   try {

@@ -15,6 +15,17 @@ export interface KafkaBrokerOptions {
   startTimeoutMs?: number;
   /** Extra server.properties entries; they override the defaults below. */
   properties?: Record<string, string | number | boolean>;
+  /** The client listener speaks SASL_PLAINTEXT with mechanism PLAIN and this one user (the broker's own too). */
+  sasl?: { readonly username: string; readonly password: string };
+  /**
+   * The client listener speaks TLS with this PEM certificate and key (also presented between
+   * brokers, so it needs clientAuth usage when client certificates are required), trusting `caFile`.
+   * `probe`: the client certificate the readiness probe presents when `requireClientCert`.
+   */
+  tls?: {
+    readonly certFile: string; readonly keyFile: string; readonly caFile: string;
+    readonly requireClientCert: boolean; readonly probe?: { readonly cert: string; readonly key: string };
+  };
 }
 
 /** The jars scripts/ensure-kafka.sh fetched from Maven Central (infra/kafka/pom.xml). */
@@ -44,6 +55,8 @@ export class KafkaBroker {
   readonly logFile: string;
   private readonly stdioFile: string;
   private readonly startTimeoutMs: number;
+  private readonly sasl: KafkaBrokerOptions['sasl'];
+  private readonly tls: KafkaBrokerOptions['tls'];
   private readonly heapMb: number;
 
   private constructor(
@@ -56,6 +69,8 @@ export class KafkaBroker {
     this.logFile = path.join(this.dir, 'broker.log');
     this.stdioFile = path.join(this.dir, 'jvm.out');
     this.startTimeoutMs = options.startTimeoutMs ?? 60_000;
+    this.sasl = options.sasl;
+    this.tls = options.tls;
     this.heapMb = options.heapMb ?? 512;
     const properties: Record<string, string | number | boolean> = {
       'process.roles': 'broker,controller',
@@ -83,6 +98,8 @@ export class KafkaBroker {
       'broker.heartbeat.interval.ms': 500,
       'num.network.threads': 2,
       'num.io.threads': 4,
+      ...(options.sasl ? saslProperties(options.sasl) : {}),
+      ...(options.tls ? tlsProperties(options.tls, this.dir) : {}),
       ...options.properties,
     };
     fs.writeFileSync(
@@ -234,6 +251,8 @@ export class KafkaBroker {
     const kafka = new Kafka({
       clientId: 'fg-test-broker-probe',
       brokers: this.brokers,
+      ...(this.sasl ? { sasl: { mechanism: 'plain' as const, ...this.sasl } } : {}),
+      ...(this.tls ? { ssl: { ca: [fs.readFileSync(this.tls.caFile, 'utf8')], ...this.tls.probe } } : {}),
       logLevel: logLevel.NOTHING,
       connectionTimeout: 1000,
       requestTimeout: 2000,
@@ -295,4 +314,36 @@ function jvmOptions(heapMb: number): string[] {
     '-Djava.awt.headless=true',
     '-Djava.net.preferIPv4Stack=true',
   ];
+}
+
+/**
+ * The client listener (named PLAINTEXT, also used between brokers) mapped to
+ * SASL_PLAINTEXT with PLAIN and one user; the controller listener stays plain.
+ */
+function saslProperties({ username, password }: { username: string; password: string }): Record<string, string> {
+  return {
+    'listener.security.protocol.map': 'PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT',
+    'sasl.enabled.mechanisms': 'PLAIN',
+    'sasl.mechanism.inter.broker.protocol': 'PLAIN',
+    'listener.name.plaintext.plain.sasl.jaas.config':
+      `org.apache.kafka.common.security.plain.PlainLoginModule required username="${username}" password="${password}" user_${username}="${password}";`,
+  };
+}
+
+/**
+ * The client listener (named PLAINTEXT, also used between brokers) mapped to
+ * SSL, with a PEM keystore (key then certificate, in one file) and a PEM
+ * truststore; the controller listener stays plain.
+ */
+function tlsProperties(tls: NonNullable<KafkaBrokerOptions['tls']>, dir: string): Record<string, string> {
+  const keystore = path.join(dir, 'broker-keystore.pem');
+  fs.writeFileSync(keystore, fs.readFileSync(tls.keyFile, 'utf8') + fs.readFileSync(tls.certFile, 'utf8'));
+  return {
+    'listener.security.protocol.map': 'PLAINTEXT:SSL,CONTROLLER:PLAINTEXT',
+    'ssl.keystore.type': 'PEM',
+    'ssl.keystore.location': keystore,
+    'ssl.truststore.type': 'PEM',
+    'ssl.truststore.location': tls.caFile,
+    'ssl.client.auth': tls.requireClientCert ? 'required' : 'none',
+  };
 }
