@@ -225,7 +225,7 @@ export class RedisBackend implements ByteBackend {
         await shard.client.ping();
         return { shard: shard.name, reachable: true, detail: `reachable, ${circuit()}` };
       } catch (error) {
-        return { shard: shard.name, reachable: false, detail: `unavailable: ${error instanceof Error ? error.message : String(error)}, ${circuit()}` };
+        return { shard: shard.name, reachable: false, detail: `unavailable: ${this.unavailable(shard, error).reason}, ${circuit()}` };
       }
     }));
   }

@@ -236,7 +236,7 @@ describe('auth configuration', () => {
     assert.equal(configError({ JWT_JWKS_FILE: path.join(dir, 'missing.json') }).variable, 'JWT_JWKS_FILE');
     assert.equal(configError({ RATE_LIMIT_PER_SECOND: '-1' }).variable, 'RATE_LIMIT_PER_SECOND');
     assert.equal(configError({ MAX_QUERY_COST: '0' }).variable, 'MAX_QUERY_COST');
-    assert.equal(configError({ INTERNAL_AUTH_SECRET: 'a', INTERNAL_AUTH_SECRET_FILE: keysFile }).variable, 'INTERNAL_AUTH_SECRET');
+    assert.equal(configError({ INTERNAL_AUTH_SECRET: 'a', INTERNAL_AUTH_SECRET_FILE: keysFile }).variable, 'INTERNAL_AUTH_SECRET_FILE');
   });
 
   test('secrets may come from files (trailing newline dropped)', () => {
