@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { Gauge } from 'prom-client';
-import { Kafka, logLevel, type Consumer, type KafkaConfig, type Producer, type IHeaders } from 'kafkajs';
+import { Counter, Gauge } from 'prom-client';
+import { Kafka, logLevel, type Admin, type Consumer, type KafkaConfig, type Producer, type IHeaders } from 'kafkajs';
 import { log } from '../runtime/log.js';
 import { metricsRegistry } from '../runtime/metrics.js';
 import type {
@@ -24,14 +24,74 @@ export const lagGauge = new Gauge({
   registers: [metricsRegistry],
 });
 
+export const brokerReachable = new Gauge({
+  name: 'kafka_broker_reachable',
+  help: '1 while this process reaches the Kafka cluster, 0 from the first failed connection until a request succeeds again.',
+  labelNames: ['client'] as const,
+  registers: [metricsRegistry],
+});
+
+export const brokerOutages = new Counter({
+  name: 'kafka_broker_outages_total',
+  help: 'Times this process lost the Kafka cluster (each followed by a recovery unless it is still down).',
+  labelNames: ['client'] as const,
+  registers: [metricsRegistry],
+});
+
+export const consumerRestarts = new Counter({
+  name: 'kafka_consumer_restarts_total',
+  help: 'Restarts of the transactional consumer after it crashed on a retriable error (a broker outage, a coordinator move).',
+  labelNames: ['client'] as const,
+  registers: [metricsRegistry],
+});
+
 /** Records per produce request inside a transaction (~300 bytes each: far below 1 MB). */
 const outputSlice = 500;
 
 export interface KafkaLogOptions {
   readonly brokers: readonly string[];
   readonly clientId: string;
+  /** What this client is for, the `client` label of the broker metrics: `materializer`, `gateway`, … */
+  readonly role?: string;
   readonly ssl?: KafkaConfig['ssl'];
   readonly sasl?: KafkaConfig['sasl'];
+  /** TCP connect timeout to one broker (KAFKA_CONNECTION_TIMEOUT_MS). */
+  readonly connectionTimeoutMs?: number;
+  /** Longest wait between two retries of one request, and between two restarts of the consumer (KAFKA_RETRY_MAX_MS). */
+  readonly retryMaxMs?: number;
+}
+
+/**
+ * Whether this client reaches the cluster, for logs and metrics. kafkajs
+ * reports a failed connection only in its log (namespace `Connection`), and
+ * every successful request as a `request` instrumentation event: the first
+ * marks the cluster lost, the second found again. One structured line each
+ * way, with the outage's length on the way back.
+ */
+class BrokerHealth {
+  private downSince: number | null = null;
+  private lastError = '';
+
+  constructor(private readonly client: string, private readonly brokers: readonly string[]) {
+    brokerReachable.set({ client }, 1);
+  }
+
+  lost(error: string): void {
+    this.lastError = error;
+    if (this.downSince !== null) return;
+    this.downSince = Date.now();
+    brokerReachable.set({ client: this.client }, 0);
+    brokerOutages.inc({ client: this.client });
+    log.warn({ client: this.client, brokers: this.brokers, err: error }, 'kafka broker unreachable');
+  }
+
+  reached(): void {
+    if (this.downSince === null) return;
+    const downMs = Date.now() - this.downSince;
+    this.downSince = null;
+    brokerReachable.set({ client: this.client }, 1);
+    log.info({ client: this.client, brokers: this.brokers, downMs, lastError: this.lastError }, 'kafka broker reachable again');
+  }
 }
 
 export class KafkaLog implements EventLog {
@@ -39,18 +99,25 @@ export class KafkaLog implements EventLog {
   private readonly kafka: Kafka;
   private producer: Promise<Producer> | null = null;
   private readonly closers = new Set<() => Promise<void>>();
+  readonly health: BrokerHealth;
+  private readonly retryMaxMs: number;
 
   constructor(readonly options: KafkaLogOptions) {
+    this.health = new BrokerHealth(options.role ?? options.clientId, options.brokers);
+    this.retryMaxMs = options.retryMaxMs ?? 2000;
     this.kafka = new Kafka({
       clientId: options.clientId,
       brokers: [...options.brokers],
       ssl: options.ssl,
       sasl: options.sasl,
-      connectionTimeout: 3000,
-      retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 2000 },
+      connectionTimeout: options.connectionTimeoutMs ?? 3000,
+      // One request: 8 retries, backing off to retryMaxMs, about 10 s in all with the defaults. A longer
+      // outage is ridden out a level up: the consumer restarts itself (KafkaTransactionalConsumer), forever.
+      retry: { retries: 8, initialRetryTime: 100, maxRetryTime: this.retryMaxMs },
       logLevel: logLevel.WARN,
       logCreator: () => ({ namespace, level, log: entry }) => {
         const { message, ...rest } = entry;
+        if (namespace === 'Connection' && level <= logLevel.ERROR && /^Connection (error|timeout)/.test(message)) this.health.lost(message);
         const line = { component: 'kafkajs', namespace, ...rest };
         if (level <= logLevel.ERROR) log.warn(line, message);
         else log.debug(line, message);
@@ -58,8 +125,14 @@ export class KafkaLog implements EventLog {
     });
   }
 
+  /** Every client this log makes reports its successful requests: the signal that the cluster is back. */
+  private watch<T extends Consumer | Producer | Admin>(client: T): T {
+    (client.on as (event: string, listener: () => void) => unknown)(client.events.REQUEST, () => this.health.reached());
+    return client;
+  }
+
   async createTopics(topics: readonly { topic: string; partitions: number }[]): Promise<void> {
-    const admin = this.kafka.admin();
+    const admin = this.watch(this.kafka.admin());
     await admin.connect();
     try {
       const existing = new Set(await admin.listTopics());
@@ -75,7 +148,7 @@ export class KafkaLog implements EventLog {
   async produce(records: readonly OutgoingRecord[]): Promise<void> {
     // One producer however many calls race to be first: they share its connect.
     this.producer ??= (async () => {
-      const producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+      const producer = this.watch(this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 }));
       await producer.connect();
       return producer;
     })();
@@ -83,7 +156,11 @@ export class KafkaLog implements EventLog {
   }
 
   consumer(options: ConsumerOptions): TransactionalConsumer {
-    const consumer = new KafkaTransactionalConsumer(this.kafka, options);
+    const consumer = new KafkaTransactionalConsumer(this.kafka, options, {
+      retryMaxMs: this.retryMaxMs,
+      client: this.options.role ?? this.options.clientId,
+      watch: (client) => this.watch(client),
+    });
     this.closers.add(() => consumer.stop());
     return consumer;
   }
@@ -91,7 +168,7 @@ export class KafkaLog implements EventLog {
   async tail(options: TailOptions): Promise<Tail> {
     // A group of its own (kafkajs has no group-less consumer), starting at the end, never committing:
     // every replica sees every record from when it starts.
-    const consumer = this.kafka.consumer({ groupId: `${this.options.clientId}-tail-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 50 });
+    const consumer = this.watch(this.kafka.consumer({ groupId: `${this.options.clientId}-tail-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 50 }));
     await consumer.connect();
     for (const topic of options.topics) await consumer.subscribe({ topic, fromBeginning: false });
     await consumer.run({
@@ -115,38 +192,88 @@ export class KafkaLog implements EventLog {
   }
 }
 
+/** What the consumer needs of its KafkaLog. */
+interface ConsumerSupport {
+  readonly retryMaxMs: number;
+  /** The `client` label of the restart counter. */
+  readonly client: string;
+  readonly watch: <T extends Consumer | Producer | Admin>(client: T) => T;
+}
+
+/**
+ * kafkajs errors that mean "the cluster is not there right now" although
+ * kafkajs gives up on them: it restarts a consumer only after a retriable
+ * error, and a broker outage longer than its retry budget can surface as a
+ * non-retriable one (no coordinator, a timeout). Anything else that is not
+ * retriable (authentication, a protocol or client bug) stops the process.
+ */
+const outageErrors = new Set([
+  'KafkaJSConnectionError', 'KafkaJSConnectionClosedError', 'KafkaJSNoBrokerAvailableError', 'KafkaJSRequestTimeoutError',
+  'KafkaJSBrokerNotFound', 'KafkaJSGroupCoordinatorNotFound', 'KafkaJSTimeout', 'KafkaJSLockTimeout', 'KafkaJSNumberOfRetriesExceeded',
+  'KafkaJSMetadataNotLoaded', 'KafkaJSTopicMetadataNotLoaded',
+]);
+
+export function isBrokerOutage(error: unknown): boolean {
+  for (let e = error as { name?: string; retriable?: boolean; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (outageErrors.has(e.name ?? '') || (e.name?.startsWith('KafkaJS') && e.retriable === true)) return true;
+  }
+  return false;
+}
+
 class KafkaTransactionalConsumer implements TransactionalConsumer {
-  private readonly consumer: Consumer;
+  /** The current kafkajs consumer; replaced by a fresh one when an outage stopped it for good. */
+  private consumer: Consumer | null = null;
   private readonly producers = new Map<string, Producer>();
   /** Checkpoints committed with each owned partition's offsets; dropped on rebalance or failure and re-read. */
   private readonly checkpoints = new Map<string, string | null>();
   private started = false;
+  private relaunchTimer: NodeJS.Timeout | null = null;
+  /** Relaunches since the consumer last joined its group: the backoff's exponent. */
+  private relaunches = 0;
 
-  constructor(private readonly kafka: Kafka, private readonly options: ConsumerOptions) {
-    this.consumer = kafka.consumer({
-      groupId: options.groupId,
+  constructor(private readonly kafka: Kafka, private readonly options: ConsumerOptions, private readonly support: ConsumerSupport) {}
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await this.launch();
+  }
+
+  private async launch(): Promise<void> {
+    const consumer = this.support.watch(this.kafka.consumer({
+      groupId: this.options.groupId,
       readUncommitted: false,
       sessionTimeout: 6_000,
       heartbeatInterval: 1000,
       rebalanceTimeout: 20_000,
       maxWaitTimeInMs: 50,
-      retry: { retries: 10, initialRetryTime: 100, maxRetryTime: 2000 },
-    });
-  }
-
-  async start(): Promise<void> {
-    if (this.started) return;
-    this.started = true;
-    this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
-      log.error({ err: payload.error.message, restart: payload.restart, group: this.options.groupId }, 'kafka consumer crashed');
-      // kafkajs restarts the consumer after retriable errors; after any other, stopping silently would stall the group.
-      if (!payload.restart) this.options.onFatal?.(payload.error);
+      retry: { retries: 10, initialRetryTime: 100, maxRetryTime: this.support.retryMaxMs },
+    }));
+    this.consumer = consumer;
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
+      if (this.consumer !== consumer || !this.started) return;
+      const context = { err: payload.error.message, kind: payload.error.name, group: this.options.groupId };
+      if (payload.restart) {
+        // kafkajs restarts it itself, after a retriable error (e.g. the broker went away mid-batch).
+        consumerRestarts.inc({ client: this.support.client });
+        log.warn(context, 'kafka consumer crashed; kafkajs restarts it');
+      } else if (isBrokerOutage(payload.error)) {
+        log.warn(context, 'kafka consumer stopped by a broker outage; starting a new one');
+        this.scheduleRelaunch();
+      } else {
+        log.error(context, 'kafka consumer crashed');
+        // Stopping silently would stall the group's partitions: the process exits and its supervisor restarts it.
+        this.options.onFatal?.(payload.error);
+      }
     });
     // After a rebalance a partition may come back with offsets another process committed.
-    this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.checkpoints.clear());
-    await this.consumer.connect();
-    for (const topic of this.options.topics) await this.consumer.subscribe({ topic, fromBeginning: this.options.fromBeginning });
-    await this.consumer.run({
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      this.checkpoints.clear();
+      this.relaunches = 0;
+    });
+    await consumer.connect();
+    for (const topic of this.options.topics) await consumer.subscribe({ topic, fromBeginning: this.options.fromBeginning });
+    await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: 1,
@@ -163,7 +290,9 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
           throw error;
         }
         const outputs = result.records;
-        if (!isRunning() || isStale()) return; // the partition moved: leave the batch to its new owner
+        // The partition moved: leave the batch to its new owner. When only stopping (not running, not
+        // stale) the batch is still ours: commit it, so a graceful stop leaves no applied batch uncommitted.
+        if (isStale()) return;
         const last = records[records.length - 1]!.offset;
         const producer = await this.producerFor(batch.topic, batch.partition);
         const tx = await producer.transaction();
@@ -186,21 +315,48 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
         }
         resolveOffset(String(last));
         lagGauge.set({ topic: batch.topic, partition: String(batch.partition) }, Math.max(0, Number(batch.highWatermark) - last - 1));
-        await heartbeat();
+        if (isRunning()) await heartbeat();
       },
     });
+  }
+
+  /** A fresh consumer after a backoff (doubling up to KAFKA_RETRY_MAX_MS), again and again until the cluster is back. */
+  private scheduleRelaunch(): void {
+    const delay = Math.min(this.support.retryMaxMs, 250 * 2 ** Math.min(this.relaunches++, 10));
+    consumerRestarts.inc({ client: this.support.client });
+    const old = this.consumer;
+    this.relaunchTimer = setTimeout(() => {
+      this.relaunchTimer = null;
+      if (!this.started) return;
+      (async () => {
+        await old?.disconnect().catch(() => undefined);
+        await this.launch();
+      })().catch((error: Error) => {
+        if (!this.started) return;
+        if (isBrokerOutage(error)) {
+          log.warn({ err: error.message, kind: error.name, group: this.options.groupId, retryInMs: delay }, 'kafka consumer could not start yet; retrying');
+          this.scheduleRelaunch();
+        } else {
+          log.error({ err: error.message, kind: error.name, group: this.options.groupId }, 'kafka consumer could not be restarted');
+          this.options.onFatal?.(error);
+        }
+      });
+    }, delay);
   }
 
   async stop(): Promise<void> {
     if (!this.started) return;
     this.started = false;
-    await this.consumer.disconnect();
+    if (this.relaunchTimer) clearTimeout(this.relaunchTimer);
+    this.relaunchTimer = null;
+    // kafkajs waits for the batch in hand (handled, then committed or aborted) before it leaves the group.
+    await this.consumer?.disconnect();
     for (const producer of this.producers.values()) await producer.disconnect().catch(() => undefined);
     this.producers.clear();
   }
 
   private async committedCheckpoint(topic: string, partition: number): Promise<string | null> {
-    const admin = this.kafka.admin();
+    const admin = this.support.watch(this.kafka.admin());
     await admin.connect();
     try {
       const [offsets] = await admin.fetchOffsets({ groupId: this.options.groupId, topics: [topic] });
@@ -214,12 +370,12 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
     const key = `${topic}/${partition}`;
     let producer = this.producers.get(key);
     if (!producer) {
-      producer = this.kafka.producer({
+      producer = this.support.watch(this.kafka.producer({
         transactionalId: `${this.options.groupId}.${topic}.${partition}`,
         idempotent: true,
         maxInFlightRequests: 1,
         transactionTimeout: 30_000,
-      });
+      }));
       await producer.connect();
       this.producers.set(key, producer);
     }

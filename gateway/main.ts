@@ -56,7 +56,10 @@ if (config.workers > 1 && cluster.isPrimary) {
     const embeddedPipeline = !config.kafkaBrokers && !distributed && config.store.kind === 'embedded';
     const opened: OpenedStore | undefined = distributed ? undefined : await openStore(config, registry, { materializerInProcess: embeddedPipeline });
     const eventLog: EventLog | undefined = config.kafkaBrokers
-      ? new KafkaLog({ brokers: config.kafkaBrokers, clientId: `gateway-${process.pid}` })
+      ? new KafkaLog({
+        brokers: config.kafkaBrokers, clientId: `gateway-${process.pid}`, role: 'gateway',
+        connectionTimeoutMs: config.kafkaConnectionTimeoutMs, retryMaxMs: config.kafkaRetryMaxMs,
+      })
       : embeddedPipeline ? new EmbeddedLog() : undefined;
     let materializer: RunningMaterializer | undefined;
     let demoEvents: ReturnType<typeof startDemoEvents> | undefined;

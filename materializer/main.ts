@@ -32,7 +32,10 @@ await runUntilSignal(async () => {
   if (!(await waitForStore(store, 10_000))) log.warn({ store: store.kind }, 'store not reachable yet; batches fail and are retried until it is');
   const target = values.backfill ? backfillTarget(registry, values.backfill) : undefined;
   const groupId = target ? backfillGroup(config.materializerGroup, target) : config.materializerGroup;
-  const eventLog = new KafkaLog({ brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}` });
+  const eventLog = new KafkaLog({
+    brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}`, role: 'materializer',
+    connectionTimeoutMs: config.kafkaConnectionTimeoutMs, retryMaxMs: config.kafkaRetryMaxMs,
+  });
   const running = await startMaterializer({
     registry, store, log: eventLog, groupId, instanceId: String(process.pid),
     ...(target ? { materializer: { only: (v) => v === target } } : {}),

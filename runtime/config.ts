@@ -38,6 +38,10 @@ export interface Config {
   /** Kafka bootstrap servers; null: the embedded event log (in-process only). */
   readonly kafkaBrokers: readonly string[] | null;
   readonly materializerGroup: string;
+  /** TCP connect timeout to one Kafka broker. */
+  readonly kafkaConnectionTimeoutMs: number;
+  /** Longest backoff between retries of one Kafka request and between restarts of the materializer's consumer. */
+  readonly kafkaRetryMaxMs: number;
   /** Demo raw events per second fed to the in-process materializer of `npm start` (0: none). */
   readonly demoEventsPerSecond: number;
 }
@@ -89,6 +93,8 @@ export function loadConfig(env: Env = process.env): Config {
     debugErrors: bool(get, 'DEBUG_ERRORS', false),
     kafkaBrokers: brokers(get('KAFKA_BROKERS')),
     materializerGroup: get('MATERIALIZER_GROUP') ?? 'feature-materializer',
+    kafkaConnectionTimeoutMs: int(get, 'KAFKA_CONNECTION_TIMEOUT_MS', 3000, 100, 120_000),
+    kafkaRetryMaxMs: int(get, 'KAFKA_RETRY_MAX_MS', 2000, 100, 300_000),
     demoEventsPerSecond: int(get, 'DEMO_EVENTS_PER_SECOND', embedded && !get('EMBEDDED_SEED_FILE') ? 100 : 0, 0, 100_000),
   };
 }
