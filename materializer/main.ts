@@ -66,11 +66,17 @@ await runUntilSignal(async () => {
     });
     server.listen(Number(values.port), config.host);
   }
-  return async () => {
-    if (watch) clearInterval(watch);
-    server?.close();
-    await running.stop();
-    await eventLog.close();
-    await store.close();
+  return {
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    stop: async () => {
+      if (watch) clearInterval(watch);
+      server?.close();
+      // The batch in hand is handled and committed (or aborted, then redelivered to whoever takes the partition);
+      // no new batch starts. Then the group hands our partitions on.
+      await running.stop();
+      log.info({ group: groupId }, 'materializer stopped: current batch committed, group left');
+      await eventLog.close();
+      await store.close();
+    },
   };
 });

@@ -10,6 +10,7 @@ export const ErrorCode = {
   NotInSafelist: 'PERSISTED_QUERY_NOT_IN_SAFELIST',
   StoreUnavailable: 'STORE_UNAVAILABLE',
   StoreCorruptValue: 'STORE_CORRUPT_VALUE',
+  ShuttingDown: 'SHUTTING_DOWN',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

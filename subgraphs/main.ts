@@ -21,8 +21,11 @@ await runUntilSignal(async () => {
   const opened = await openStore(config, registry);
   const subgraph = await startSubgraph(config, registry, values.entity!, opened.store);
   log.info({ subgraph: subgraph.name, url: subgraph.url, store: opened.store.kind }, 'subgraph listening');
-  return async () => {
-    await subgraph.close();
-    await opened.close();
+  return {
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    stop: async () => {
+      await subgraph.close();
+      await opened.close();
+    },
   };
 });
