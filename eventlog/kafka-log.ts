@@ -156,31 +156,39 @@ export class KafkaLog implements EventLog {
   }
 
   consumer(options: ConsumerOptions): TransactionalConsumer {
-    const consumer = new KafkaTransactionalConsumer(this.kafka, options, {
-      retryMaxMs: this.retryMaxMs,
-      client: this.options.role ?? this.options.clientId,
-      watch: (client) => this.watch(client),
-    });
+    const consumer = new KafkaTransactionalConsumer(this.kafka, options, this.support());
     this.closers.add(() => consumer.stop());
     return consumer;
   }
 
   async tail(options: TailOptions): Promise<Tail> {
     // A group of its own (kafkajs has no group-less consumer), starting at the end, never committing:
-    // every replica sees every record from when it starts.
-    const consumer = this.watch(this.kafka.consumer({ groupId: `${this.options.clientId}-tail-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 50 }));
-    await consumer.connect();
-    for (const topic of options.topics) await consumer.subscribe({ topic, fromBeginning: false });
-    await consumer.run({
-      autoCommit: false,
-      eachMessage: async ({ topic, partition, message }) => options.onRecord(toLogRecord(topic, partition, message)),
+    // every replica sees every record from when it starts. After a broker outage the consumer starts
+    // afresh in a new group, at the end again (subscribers miss what was committed between the broker's
+    // return and that moment): the old group, reloaded by the restarted broker with our old member in it,
+    // would hold the new member's join until that member's session expired (30 s). For the same reason
+    // kafkajs must not restart it in place.
+    const tail = new SupervisedConsumer('tail', this.support(), () => this.kafka.consumer({
+      groupId: `${this.options.clientId}-tail-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 50,
+      retry: { retries: 8, initialRetryTime: 100, maxRetryTime: this.retryMaxMs, restartOnFailure: async () => false },
+    }), async (consumer) => {
+      for (const topic of options.topics) await consumer.subscribe({ topic, fromBeginning: false });
+      await consumer.run({
+        autoCommit: false,
+        eachMessage: async ({ topic, partition, message }) => options.onRecord(toLogRecord(topic, partition, message)),
+      });
     });
+    await tail.start();
     const stop = async (): Promise<void> => {
       this.closers.delete(stop);
-      await consumer.disconnect();
+      await tail.stop();
     };
     this.closers.add(stop);
     return { stop };
+  }
+
+  private support(): ConsumerSupport {
+    return { retryMaxMs: this.retryMaxMs, client: this.options.role ?? this.options.clientId, watch: (client) => this.watch(client) };
   }
 
   async close(): Promise<void> {
@@ -220,39 +228,50 @@ export function isBrokerOutage(error: unknown): boolean {
   return false;
 }
 
-class KafkaTransactionalConsumer implements TransactionalConsumer {
-  /** The current kafkajs consumer; replaced by a fresh one when an outage stopped it for good. */
+/**
+ * A kafkajs consumer kept running through broker outages: kafkajs restarts
+ * it after retriable failures; when it gives up on an outage (see
+ * isBrokerOutage) a fresh consumer takes its place after a backoff (doubling
+ * up to KAFKA_RETRY_MAX_MS), again and again until the cluster is back. Any
+ * other crash is fatal: `onFatal`, or an error log when there is none.
+ */
+class SupervisedConsumer {
   private consumer: Consumer | null = null;
-  private readonly producers = new Map<string, Producer>();
-  /** Checkpoints committed with each owned partition's offsets; dropped on rebalance or failure and re-read. */
-  private readonly checkpoints = new Map<string, string | null>();
-  private started = false;
+  private running = false;
   private relaunchTimer: NodeJS.Timeout | null = null;
   /** Relaunches since the consumer last joined its group: the backoff's exponent. */
   private relaunches = 0;
 
-  constructor(private readonly kafka: Kafka, private readonly options: ConsumerOptions, private readonly support: ConsumerSupport) {}
+  constructor(
+    private readonly name: string,
+    private readonly support: ConsumerSupport,
+    private readonly create: () => Consumer,
+    /** Subscribes and runs a freshly connected consumer. */
+    private readonly setup: (consumer: Consumer) => Promise<void>,
+    private readonly onFatal?: (error: Error) => void,
+  ) {}
 
   async start(): Promise<void> {
-    if (this.started) return;
-    this.started = true;
+    if (this.running) return;
+    this.running = true;
     await this.launch();
   }
 
+  /** Stops after the batch in hand: kafkajs waits for it before it leaves the group. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    if (this.relaunchTimer) clearTimeout(this.relaunchTimer);
+    this.relaunchTimer = null;
+    await this.consumer?.disconnect();
+  }
+
   private async launch(): Promise<void> {
-    const consumer = this.support.watch(this.kafka.consumer({
-      groupId: this.options.groupId,
-      readUncommitted: false,
-      sessionTimeout: 6_000,
-      heartbeatInterval: 1000,
-      rebalanceTimeout: 20_000,
-      maxWaitTimeInMs: 50,
-      retry: { retries: 10, initialRetryTime: 100, maxRetryTime: this.support.retryMaxMs },
-    }));
+    const consumer = this.support.watch(this.create());
     this.consumer = consumer;
     consumer.on(consumer.events.CRASH, ({ payload }) => {
-      if (this.consumer !== consumer || !this.started) return;
-      const context = { err: payload.error.message, kind: payload.error.name, group: this.options.groupId };
+      if (this.consumer !== consumer || !this.running) return;
+      const context = { consumer: this.name, err: payload.error.message, kind: payload.error.name };
       if (payload.restart) {
         // kafkajs restarts it itself, after a retriable error (e.g. the broker went away mid-batch).
         consumerRestarts.inc({ client: this.support.client });
@@ -262,16 +281,70 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
         this.scheduleRelaunch();
       } else {
         log.error(context, 'kafka consumer crashed');
-        // Stopping silently would stall the group's partitions: the process exits and its supervisor restarts it.
-        this.options.onFatal?.(payload.error);
+        // Stopping silently would stall its partitions: the process exits and its supervisor restarts it.
+        this.onFatal?.(payload.error);
       }
     });
-    // After a rebalance a partition may come back with offsets another process committed.
-    consumer.on(consumer.events.GROUP_JOIN, () => {
-      this.checkpoints.clear();
-      this.relaunches = 0;
-    });
+    consumer.on(consumer.events.GROUP_JOIN, () => (this.relaunches = 0));
     await consumer.connect();
+    await this.setup(consumer);
+  }
+
+  private scheduleRelaunch(): void {
+    const delay = Math.min(this.support.retryMaxMs, 250 * 2 ** Math.min(this.relaunches++, 10));
+    consumerRestarts.inc({ client: this.support.client });
+    const old = this.consumer;
+    this.relaunchTimer = setTimeout(() => {
+      this.relaunchTimer = null;
+      if (!this.running) return;
+      (async () => {
+        await old?.disconnect().catch(() => undefined);
+        await this.launch();
+      })().catch((error: Error) => {
+        if (!this.running) return;
+        if (isBrokerOutage(error)) {
+          log.warn({ consumer: this.name, err: error.message, kind: error.name, retryInMs: delay }, 'kafka consumer could not start yet; retrying');
+          this.scheduleRelaunch();
+        } else {
+          log.error({ consumer: this.name, err: error.message, kind: error.name }, 'kafka consumer could not be restarted');
+          this.onFatal?.(error);
+        }
+      });
+    }, delay);
+  }
+}
+
+class KafkaTransactionalConsumer implements TransactionalConsumer {
+  private readonly supervised: SupervisedConsumer;
+  private readonly producers = new Map<string, Producer>();
+  /** Checkpoints committed with each owned partition's offsets; dropped on rebalance or failure and re-read. */
+  private readonly checkpoints = new Map<string, string | null>();
+
+  constructor(private readonly kafka: Kafka, private readonly options: ConsumerOptions, private readonly support: ConsumerSupport) {
+    this.supervised = new SupervisedConsumer(`group ${options.groupId}`, support, () => kafka.consumer({
+      groupId: options.groupId,
+      readUncommitted: false,
+      sessionTimeout: 6_000,
+      heartbeatInterval: 1000,
+      rebalanceTimeout: 20_000,
+      maxWaitTimeInMs: 50,
+      retry: { retries: 10, initialRetryTime: 100, maxRetryTime: support.retryMaxMs },
+    }), (consumer) => this.run(consumer), options.onFatal);
+  }
+
+  start(): Promise<void> {
+    return this.supervised.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.supervised.stop();
+    for (const producer of this.producers.values()) await producer.disconnect().catch(() => undefined);
+    this.producers.clear();
+  }
+
+  private async run(consumer: Consumer): Promise<void> {
+    // After a rebalance a partition may come back with offsets another process committed.
+    consumer.on(consumer.events.GROUP_JOIN, () => this.checkpoints.clear());
     for (const topic of this.options.topics) await consumer.subscribe({ topic, fromBeginning: this.options.fromBeginning });
     await consumer.run({
       autoCommit: false,
@@ -318,41 +391,6 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
         if (isRunning()) await heartbeat();
       },
     });
-  }
-
-  /** A fresh consumer after a backoff (doubling up to KAFKA_RETRY_MAX_MS), again and again until the cluster is back. */
-  private scheduleRelaunch(): void {
-    const delay = Math.min(this.support.retryMaxMs, 250 * 2 ** Math.min(this.relaunches++, 10));
-    consumerRestarts.inc({ client: this.support.client });
-    const old = this.consumer;
-    this.relaunchTimer = setTimeout(() => {
-      this.relaunchTimer = null;
-      if (!this.started) return;
-      (async () => {
-        await old?.disconnect().catch(() => undefined);
-        await this.launch();
-      })().catch((error: Error) => {
-        if (!this.started) return;
-        if (isBrokerOutage(error)) {
-          log.warn({ err: error.message, kind: error.name, group: this.options.groupId, retryInMs: delay }, 'kafka consumer could not start yet; retrying');
-          this.scheduleRelaunch();
-        } else {
-          log.error({ err: error.message, kind: error.name, group: this.options.groupId }, 'kafka consumer could not be restarted');
-          this.options.onFatal?.(error);
-        }
-      });
-    }, delay);
-  }
-
-  async stop(): Promise<void> {
-    if (!this.started) return;
-    this.started = false;
-    if (this.relaunchTimer) clearTimeout(this.relaunchTimer);
-    this.relaunchTimer = null;
-    // kafkajs waits for the batch in hand (handled, then committed or aborted) before it leaves the group.
-    await this.consumer?.disconnect();
-    for (const producer of this.producers.values()) await producer.disconnect().catch(() => undefined);
-    this.producers.clear();
   }
 
   private async committedCheckpoint(topic: string, partition: number): Promise<string | null> {

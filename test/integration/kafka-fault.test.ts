@@ -3,11 +3,13 @@ import { after, before, describe, test } from 'node:test';
 import { createStore } from '../../store/create-store.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { KafkaLog } from '../../eventlog/kafka-log.js';
-import { NodeProcess } from '../support/gateway.js';
+import WebSocket from 'ws';
+import { NodeProcess, waitUntilReady } from '../support/gateway.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
 import { freePort, RedisProcess } from '../support/redis-server.js';
 import { groupProgress, makeStream, waitForGroup, type Stream } from '../support/event-stream.js';
 import { materializerGroup as group, rawTopics, registry, streamSize, verifyAgainstTruth } from '../support/ground-truth.js';
+import { eventually } from '../support/wait.js';
 
 /**
  * The Kafka broker goes away under a running materializer process, twice:
@@ -18,7 +20,9 @@ import { materializerGroup as group, rawTopics, registry, streamSize, verifyAgai
  * ride it out in the same process (no supervisor restart), say so in its log
  * and metrics, resume, and end with stored values equal to the ground truth:
  * exactly once, nothing counted twice by the batches in flight when the
- * broker went away.
+ * broker went away. A gateway process tailing `feature-updates` for a
+ * WebSocket subscriber rides it out too: change events reach the subscriber
+ * after the broker's return.
  */
 const outageMs = 15_000;
 
@@ -27,6 +31,7 @@ describe('Kafka broker outage under a running materializer', () => {
   let redis: RedisProcess;
   let store: CodecStore;
   let materializer: NodeProcess | undefined;
+  let gateway: NodeProcess | undefined;
   let stream: Stream;
 
   before(async () => {
@@ -37,6 +42,7 @@ describe('Kafka broker outage under a running materializer', () => {
 
   after(async () => {
     await materializer?.stop();
+    await gateway?.stop();
     await store?.close();
     await broker?.destroy();
     await redis?.destroy();
@@ -48,6 +54,24 @@ describe('Kafka broker outage under a running materializer', () => {
       KAFKA_BROKERS: broker.brokers.join(','), REDIS_URL: redis.url, LOG_LEVEL: 'info',
     });
     const proc = materializer;
+    // A gateway tails feature-updates for its subscribers through the same outages.
+    const gatewayPort = await freePort();
+    gateway = NodeProcess.spawn('gateway/main.js', [], {
+      PORT: String(gatewayPort), KAFKA_BROKERS: broker.brokers.join(','), REDIS_URL: redis.url, DEMO_SEED: 'false', DEMO_WRITER: 'false', LOG_LEVEL: 'info',
+    });
+    await waitUntilReady(`http://127.0.0.1:${gatewayPort}/readyz`, gateway, 60_000);
+    const watched = [...stream.truth.clickStats.keys()].slice(0, 20);
+    const changes: number[] = []; // arrival times of change events
+    const socket = new WebSocket(`ws://127.0.0.1:${gatewayPort}/graphql`, 'graphql-transport-ws');
+    socket.on('message', (data) => {
+      const message = JSON.parse(String(data)) as { type: string };
+      if (message.type === 'connection_ack') {
+        socket.send(JSON.stringify({ id: 'w', type: 'subscribe', payload: { query: `subscription { featureChanged(entity: USER, ids: ${JSON.stringify(watched)}) { id } }` } }));
+      }
+      if (message.type === 'next') changes.push(Date.now());
+    });
+    await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+    socket.send(JSON.stringify({ type: 'connection_init' }));
     const fail = (why: string): never => {
       throw new Error(`${why}\nmaterializer output (last 6000 chars):\n${proc.output.slice(-6000)}\n${broker.logTail(20)}`);
     };
@@ -89,6 +113,7 @@ describe('Kafka broker outage under a running materializer', () => {
     await outage('stop');
     await produce(third, 2 * third);
     await outage('kill');
+    const backAt = Date.now();
     await produce(2 * third, stream.records.length);
     await waitForGroup(broker.brokers, group, rawTopics, 300_000).catch((error: Error) => fail(error.message));
     alive('at the end');
@@ -102,6 +127,10 @@ describe('Kafka broker outage under a running materializer', () => {
     assert.ok(back.length >= 2, `expected a "kafka broker reachable again" line per outage, got ${back.length}`);
     for (const line of back) assert.ok(typeof line.downMs === 'number' && line.downMs > 0, `downMs in ${JSON.stringify(line)}`);
     assert.ok(back.some((l) => (l.downMs as number) >= outageMs - 1000), `no recovery line reports an outage near ${outageMs} ms: ${JSON.stringify(back)}`);
+    // The gateway's tail came back too: its subscriber got change events after the second outage.
+    await eventually(async () => assert.ok(changes.some((t) => t > backAt), `no change event after the broker came back (${changes.length} before)`), 60_000, 250)
+      .catch((error: Error) => fail(`${error.message}\ngateway output:\n${gateway!.output.slice(-4000)}`));
+    socket.terminate();
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     assert.match(metrics, /kafka_broker_reachable\{client="materializer"\} 1/);
     const outages = Number(/kafka_broker_outages_total\{client="materializer"\} (\d+)/.exec(metrics)?.[1]);
