@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { Gauge } from 'prom-client';
-import { Kafka, logLevel, type Consumer, type KafkaConfig, type Producer, type IHeaders, type SASLOptions } from 'kafkajs';
+import { Counter, Gauge } from 'prom-client';
+import { Kafka, logLevel, type Admin, type Consumer, type KafkaConfig, type Producer, type IHeaders, type SASLOptions } from 'kafkajs';
 import type { KafkaSecurity } from '../runtime/config.js';
 import { log } from '../runtime/log.js';
 import { metricsRegistry } from '../runtime/metrics.js';
@@ -25,6 +25,27 @@ export const lagGauge = new Gauge({
   registers: [metricsRegistry],
 });
 
+export const brokerReachable = new Gauge({
+  name: 'kafka_broker_reachable',
+  help: '1 while this process reaches the Kafka cluster, 0 from the first failed connection until a request succeeds again.',
+  labelNames: ['client'] as const,
+  registers: [metricsRegistry],
+});
+
+export const brokerOutages = new Counter({
+  name: 'kafka_broker_outages_total',
+  help: 'Times this process lost the Kafka cluster (each followed by a recovery unless it is still down).',
+  labelNames: ['client'] as const,
+  registers: [metricsRegistry],
+});
+
+export const consumerRestarts = new Counter({
+  name: 'kafka_consumer_restarts_total',
+  help: 'Restarts of the transactional consumer after it crashed on a retriable error (a broker outage, a coordinator move).',
+  labelNames: ['client'] as const,
+  registers: [metricsRegistry],
+});
+
 /** Records per produce request inside a transaction (~300 bytes each: far below 1 MB). */
 const outputSlice = 500;
 
@@ -33,6 +54,12 @@ export interface KafkaLogOptions {
   readonly clientId: string;
   /** TLS and SASL (KAFKA_SSL*, KAFKA_SASL_*); absent: plaintext, no authentication. */
   readonly security?: KafkaSecurity;
+  /** What this client is for, the `client` label of the broker metrics: `materializer`, `gateway`, … */
+  readonly role?: string;
+  /** TCP connect timeout to one broker (KAFKA_CONNECTION_TIMEOUT_MS). */
+  readonly connectionTimeoutMs?: number;
+  /** Longest wait between two retries of one request, and between two restarts of the consumer (KAFKA_RETRY_MAX_MS). */
+  readonly retryMaxMs?: number;
 }
 
 /**
@@ -54,22 +81,62 @@ export function kafkaSecurityOptions(security: KafkaSecurity | undefined): Pick<
   return out;
 }
 
+/**
+ * Whether this client reaches the cluster, for logs and metrics. kafkajs
+ * reports a failed connection only in its log (namespace `Connection`), and
+ * every successful request as a `request` instrumentation event: the first
+ * marks the cluster lost, the second found again. One structured line each
+ * way, with the outage's length on the way back.
+ */
+class BrokerHealth {
+  private downSince: number | null = null;
+  private lastError = '';
+
+  constructor(private readonly client: string, private readonly brokers: readonly string[]) {
+    brokerReachable.set({ client }, 1);
+  }
+
+  lost(error: string): void {
+    this.lastError = error;
+    if (this.downSince !== null) return;
+    this.downSince = Date.now();
+    brokerReachable.set({ client: this.client }, 0);
+    brokerOutages.inc({ client: this.client });
+    log.warn({ client: this.client, brokers: this.brokers, err: error }, 'kafka broker unreachable');
+  }
+
+  reached(): void {
+    if (this.downSince === null) return;
+    const downMs = Date.now() - this.downSince;
+    this.downSince = null;
+    brokerReachable.set({ client: this.client }, 1);
+    log.info({ client: this.client, brokers: this.brokers, downMs, lastError: this.lastError }, 'kafka broker reachable again');
+  }
+}
+
 export class KafkaLog implements EventLog {
   readonly kind = 'kafka';
   private readonly kafka: Kafka;
   private producer: Promise<Producer> | null = null;
   private readonly closers = new Set<() => Promise<void>>();
+  readonly health: BrokerHealth;
+  private readonly retryMaxMs: number;
 
   constructor(readonly options: KafkaLogOptions) {
+    this.health = new BrokerHealth(options.role ?? options.clientId, options.brokers);
+    this.retryMaxMs = options.retryMaxMs ?? 2000;
     this.kafka = new Kafka({
       clientId: options.clientId,
       brokers: [...options.brokers],
       ...kafkaSecurityOptions(options.security),
-      connectionTimeout: 3000,
-      retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 2000 },
+      connectionTimeout: options.connectionTimeoutMs ?? 3000,
+      // One request: 8 retries, backing off to retryMaxMs, about 10 s in all with the defaults. A longer
+      // outage is ridden out a level up: the consumer restarts itself (KafkaTransactionalConsumer), forever.
+      retry: { retries: 8, initialRetryTime: 100, maxRetryTime: this.retryMaxMs },
       logLevel: logLevel.WARN,
       logCreator: () => ({ namespace, level, log: entry }) => {
         const { message, ...rest } = entry;
+        if (namespace === 'Connection' && level <= logLevel.ERROR && /^Connection (error|timeout)/.test(message)) this.health.lost(message);
         const line = { component: 'kafkajs', namespace, ...rest };
         if (level <= logLevel.ERROR) log.warn(line, message);
         else log.debug(line, message);
@@ -77,8 +144,14 @@ export class KafkaLog implements EventLog {
     });
   }
 
+  /** Every client this log makes reports its successful requests: the signal that the cluster is back. */
+  private watch<T extends Consumer | Producer | Admin>(client: T): T {
+    (client.on as (event: string, listener: () => void) => unknown)(client.events.REQUEST, () => this.health.reached());
+    return client;
+  }
+
   async createTopics(topics: readonly { topic: string; partitions: number }[]): Promise<void> {
-    const admin = this.kafka.admin();
+    const admin = this.watch(this.kafka.admin());
     await admin.connect();
     try {
       const existing = new Set(await admin.listTopics());
@@ -94,7 +167,7 @@ export class KafkaLog implements EventLog {
   async produce(records: readonly OutgoingRecord[]): Promise<void> {
     // One producer however many calls race to be first: they share its connect.
     this.producer ??= (async () => {
-      const producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+      const producer = this.watch(this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 }));
       await producer.connect();
       return producer;
     })();
@@ -102,27 +175,39 @@ export class KafkaLog implements EventLog {
   }
 
   consumer(options: ConsumerOptions): TransactionalConsumer {
-    const consumer = new KafkaTransactionalConsumer(this.kafka, options);
+    const consumer = new KafkaTransactionalConsumer(this.kafka, options, this.support());
     this.closers.add(() => consumer.stop());
     return consumer;
   }
 
   async tail(options: TailOptions): Promise<Tail> {
     // A group of its own (kafkajs has no group-less consumer), starting at the end, never committing:
-    // every replica sees every record from when it starts.
-    const consumer = this.kafka.consumer({ groupId: `${this.options.clientId}-tail-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 50 });
-    await consumer.connect();
-    for (const topic of options.topics) await consumer.subscribe({ topic, fromBeginning: false });
-    await consumer.run({
-      autoCommit: false,
-      eachMessage: async ({ topic, partition, message }) => options.onRecord(toLogRecord(topic, partition, message)),
+    // every replica sees every record from when it starts. After a broker outage the consumer starts
+    // afresh in a new group, at the end again (subscribers miss what was committed between the broker's
+    // return and that moment): the old group, reloaded by the restarted broker with our old member in it,
+    // would hold the new member's join until that member's session expired (30 s). For the same reason
+    // kafkajs must not restart it in place.
+    const tail = new SupervisedConsumer('tail', this.support(), () => this.kafka.consumer({
+      groupId: `${this.options.clientId}-tail-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 50,
+      retry: { retries: 8, initialRetryTime: 100, maxRetryTime: this.retryMaxMs, restartOnFailure: async () => false },
+    }), async (consumer) => {
+      for (const topic of options.topics) await consumer.subscribe({ topic, fromBeginning: false });
+      await consumer.run({
+        autoCommit: false,
+        eachMessage: async ({ topic, partition, message }) => options.onRecord(toLogRecord(topic, partition, message)),
+      });
     });
+    await tail.start();
     const stop = async (): Promise<void> => {
       this.closers.delete(stop);
-      await consumer.disconnect();
+      await tail.stop();
     };
     this.closers.add(stop);
     return { stop };
+  }
+
+  private support(): ConsumerSupport {
+    return { retryMaxMs: this.retryMaxMs, client: this.options.role ?? this.options.clientId, watch: (client) => this.watch(client) };
   }
 
   async close(): Promise<void> {
@@ -134,38 +219,153 @@ export class KafkaLog implements EventLog {
   }
 }
 
+/** What the consumer needs of its KafkaLog. */
+interface ConsumerSupport {
+  readonly retryMaxMs: number;
+  /** The `client` label of the restart counter. */
+  readonly client: string;
+  readonly watch: <T extends Consumer | Producer | Admin>(client: T) => T;
+}
+
+/**
+ * kafkajs errors that mean "the cluster is not there right now" although
+ * kafkajs gives up on them: it restarts a consumer only after a retriable
+ * error, and a broker outage longer than its retry budget can surface as a
+ * non-retriable one (no coordinator, a timeout). Anything else that is not
+ * retriable (authentication, a protocol or client bug) stops the process.
+ */
+const outageErrors = new Set([
+  'KafkaJSConnectionError', 'KafkaJSConnectionClosedError', 'KafkaJSNoBrokerAvailableError', 'KafkaJSRequestTimeoutError',
+  'KafkaJSBrokerNotFound', 'KafkaJSGroupCoordinatorNotFound', 'KafkaJSTimeout', 'KafkaJSLockTimeout', 'KafkaJSNumberOfRetriesExceeded',
+  'KafkaJSMetadataNotLoaded', 'KafkaJSTopicMetadataNotLoaded',
+]);
+
+export function isBrokerOutage(error: unknown): boolean {
+  for (let e = error as { name?: string; retriable?: boolean; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (outageErrors.has(e.name ?? '') || (e.name?.startsWith('KafkaJS') && e.retriable === true)) return true;
+  }
+  return false;
+}
+
+/**
+ * A kafkajs consumer kept running through broker outages: kafkajs restarts
+ * it after retriable failures; when it gives up on an outage (see
+ * isBrokerOutage) a fresh consumer takes its place after a backoff (doubling
+ * up to KAFKA_RETRY_MAX_MS), again and again until the cluster is back. Any
+ * other crash is fatal: `onFatal`, or an error log when there is none.
+ */
+class SupervisedConsumer {
+  private consumer: Consumer | null = null;
+  private running = false;
+  private relaunchTimer: NodeJS.Timeout | null = null;
+  /** Relaunches since the consumer last joined its group: the backoff's exponent. */
+  private relaunches = 0;
+
+  constructor(
+    private readonly name: string,
+    private readonly support: ConsumerSupport,
+    private readonly create: () => Consumer,
+    /** Subscribes and runs a freshly connected consumer. */
+    private readonly setup: (consumer: Consumer) => Promise<void>,
+    private readonly onFatal?: (error: Error) => void,
+  ) {}
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    await this.launch();
+  }
+
+  /** Stops after the batch in hand: kafkajs waits for it before it leaves the group. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    if (this.relaunchTimer) clearTimeout(this.relaunchTimer);
+    this.relaunchTimer = null;
+    await this.consumer?.disconnect();
+  }
+
+  private async launch(): Promise<void> {
+    const consumer = this.support.watch(this.create());
+    this.consumer = consumer;
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
+      if (this.consumer !== consumer || !this.running) return;
+      const context = { consumer: this.name, err: payload.error.message, kind: payload.error.name };
+      if (payload.restart) {
+        // kafkajs restarts it itself, after a retriable error (e.g. the broker went away mid-batch).
+        consumerRestarts.inc({ client: this.support.client });
+        log.warn(context, 'kafka consumer crashed; kafkajs restarts it');
+      } else if (isBrokerOutage(payload.error)) {
+        log.warn(context, 'kafka consumer stopped by a broker outage; starting a new one');
+        this.scheduleRelaunch();
+      } else {
+        log.error(context, 'kafka consumer crashed');
+        // Stopping silently would stall its partitions: the process exits and its supervisor restarts it.
+        this.onFatal?.(payload.error);
+      }
+    });
+    consumer.on(consumer.events.GROUP_JOIN, () => (this.relaunches = 0));
+    await consumer.connect();
+    await this.setup(consumer);
+  }
+
+  private scheduleRelaunch(): void {
+    const delay = Math.min(this.support.retryMaxMs, 250 * 2 ** Math.min(this.relaunches++, 10));
+    consumerRestarts.inc({ client: this.support.client });
+    const old = this.consumer;
+    this.relaunchTimer = setTimeout(() => {
+      this.relaunchTimer = null;
+      if (!this.running) return;
+      (async () => {
+        await old?.disconnect().catch(() => undefined);
+        await this.launch();
+      })().catch((error: Error) => {
+        if (!this.running) return;
+        if (isBrokerOutage(error)) {
+          log.warn({ consumer: this.name, err: error.message, kind: error.name, retryInMs: delay }, 'kafka consumer could not start yet; retrying');
+          this.scheduleRelaunch();
+        } else {
+          log.error({ consumer: this.name, err: error.message, kind: error.name }, 'kafka consumer could not be restarted');
+          this.onFatal?.(error);
+        }
+      });
+    }, delay);
+  }
+}
+
 class KafkaTransactionalConsumer implements TransactionalConsumer {
-  private readonly consumer: Consumer;
+  private readonly supervised: SupervisedConsumer;
   private readonly producers = new Map<string, Producer>();
   /** Checkpoints committed with each owned partition's offsets; dropped on rebalance or failure and re-read. */
   private readonly checkpoints = new Map<string, string | null>();
-  private started = false;
 
-  constructor(private readonly kafka: Kafka, private readonly options: ConsumerOptions) {
-    this.consumer = kafka.consumer({
+  constructor(private readonly kafka: Kafka, private readonly options: ConsumerOptions, private readonly support: ConsumerSupport) {
+    this.supervised = new SupervisedConsumer(`group ${options.groupId}`, support, () => kafka.consumer({
       groupId: options.groupId,
       readUncommitted: false,
       sessionTimeout: 6_000,
       heartbeatInterval: 1000,
       rebalanceTimeout: 20_000,
       maxWaitTimeInMs: 50,
-      retry: { retries: 10, initialRetryTime: 100, maxRetryTime: 2000 },
-    });
+      retry: { retries: 10, initialRetryTime: 100, maxRetryTime: support.retryMaxMs },
+    }), (consumer) => this.run(consumer), options.onFatal);
   }
 
-  async start(): Promise<void> {
-    if (this.started) return;
-    this.started = true;
-    this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
-      log.error({ err: payload.error.message, restart: payload.restart, group: this.options.groupId }, 'kafka consumer crashed');
-      // kafkajs restarts the consumer after retriable errors; after any other, stopping silently would stall the group.
-      if (!payload.restart) this.options.onFatal?.(payload.error);
-    });
+  start(): Promise<void> {
+    return this.supervised.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.supervised.stop();
+    for (const producer of this.producers.values()) await producer.disconnect().catch(() => undefined);
+    this.producers.clear();
+  }
+
+  private async run(consumer: Consumer): Promise<void> {
     // After a rebalance a partition may come back with offsets another process committed.
-    this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.checkpoints.clear());
-    await this.consumer.connect();
-    for (const topic of this.options.topics) await this.consumer.subscribe({ topic, fromBeginning: this.options.fromBeginning });
-    await this.consumer.run({
+    consumer.on(consumer.events.GROUP_JOIN, () => this.checkpoints.clear());
+    for (const topic of this.options.topics) await consumer.subscribe({ topic, fromBeginning: this.options.fromBeginning });
+    await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: 1,
@@ -182,7 +382,9 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
           throw error;
         }
         const outputs = result.records;
-        if (!isRunning() || isStale()) return; // the partition moved: leave the batch to its new owner
+        // The partition moved: leave the batch to its new owner. When only stopping (not running, not
+        // stale) the batch is still ours: commit it, so a graceful stop leaves no applied batch uncommitted.
+        if (isStale()) return;
         const last = records[records.length - 1]!.offset;
         const producer = await this.producerFor(batch.topic, batch.partition);
         const tx = await producer.transaction();
@@ -205,21 +407,13 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
         }
         resolveOffset(String(last));
         lagGauge.set({ topic: batch.topic, partition: String(batch.partition) }, Math.max(0, Number(batch.highWatermark) - last - 1));
-        await heartbeat();
+        if (isRunning()) await heartbeat();
       },
     });
   }
 
-  async stop(): Promise<void> {
-    if (!this.started) return;
-    this.started = false;
-    await this.consumer.disconnect();
-    for (const producer of this.producers.values()) await producer.disconnect().catch(() => undefined);
-    this.producers.clear();
-  }
-
   private async committedCheckpoint(topic: string, partition: number): Promise<string | null> {
-    const admin = this.kafka.admin();
+    const admin = this.support.watch(this.kafka.admin());
     await admin.connect();
     try {
       const [offsets] = await admin.fetchOffsets({ groupId: this.options.groupId, topics: [topic] });
@@ -233,12 +427,12 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
     const key = `${topic}/${partition}`;
     let producer = this.producers.get(key);
     if (!producer) {
-      producer = this.kafka.producer({
+      producer = this.support.watch(this.kafka.producer({
         transactionalId: `${this.options.groupId}.${topic}.${partition}`,
         idempotent: true,
         maxInFlightRequests: 1,
         transactionTimeout: 30_000,
-      });
+      }));
       await producer.connect();
       this.producers.set(key, producer);
     }

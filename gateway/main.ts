@@ -37,13 +37,19 @@ if (config.workers > 1 && cluster.isPrimary) {
       cluster.fork();
     });
     log.info({ workers: workers.length, port: config.port }, 'gateway primary started its workers');
-    return async () => {
-      stopping = true;
-      await Promise.all(Object.values(cluster.workers ?? {}).map((w) => new Promise<void>((resolve) => {
-        if (!w || w.isDead()) return resolve();
-        w.once('exit', () => resolve());
-        w.process.kill('SIGTERM');
-      })));
+    return {
+      shutdownTimeoutMs: config.shutdownTimeoutMs,
+      stop: async () => {
+        stopping = true;
+        // Each worker drains on its own (same SHUTDOWN_TIMEOUT_MS); a worker that failed to drain fails the primary's exit too.
+        const codes = await Promise.all(Object.values(cluster.workers ?? {}).map((w) => new Promise<number | null>((resolve) => {
+          if (!w || w.isDead()) return resolve(0);
+          w.once('exit', (code) => resolve(code));
+          w.process.kill('SIGTERM');
+        })));
+        const failed = codes.filter((c) => c !== 0).length;
+        if (failed > 0) throw new Error(`${failed} of ${codes.length} gateway workers did not shut down cleanly`);
+      },
     };
   });
 } else {
@@ -56,7 +62,10 @@ if (config.workers > 1 && cluster.isPrimary) {
     const embeddedPipeline = !config.kafkaBrokers && !distributed && config.store.kind === 'embedded';
     const opened: OpenedStore | undefined = distributed ? undefined : await openStore(config, registry, { materializerInProcess: embeddedPipeline });
     const eventLog: EventLog | undefined = config.kafkaBrokers
-      ? new KafkaLog({ brokers: config.kafkaBrokers, clientId: `gateway-${process.pid}`, security: config.kafkaSecurity })
+      ? new KafkaLog({
+        brokers: config.kafkaBrokers, clientId: `gateway-${process.pid}`, role: 'gateway', security: config.kafkaSecurity,
+        connectionTimeoutMs: config.kafkaConnectionTimeoutMs, retryMaxMs: config.kafkaRetryMaxMs,
+      })
       : embeddedPipeline ? new EmbeddedLog() : undefined;
     let materializer: RunningMaterializer | undefined;
     let demoEvents: ReturnType<typeof startDemoEvents> | undefined;
@@ -78,12 +87,16 @@ if (config.workers > 1 && cluster.isPrimary) {
     if (cluster.isPrimary && (process.stdout.isTTY || process.env.npm_lifecycle_event === 'start')) {
       console.error(`\n  Feature gateway ready at ${gateway.url}  (open it in a browser for Apollo Sandbox)\n`);
     }
-    return async () => {
-      demoEvents?.stop();
-      await gateway.close();
-      await materializer?.stop();
-      await eventLog?.close();
-      await opened?.close();
+    return {
+      shutdownTimeoutMs: config.shutdownTimeoutMs,
+      stop: async () => {
+        demoEvents?.stop();
+        // Readiness 503, stop listening, drain in-flight requests and subscriptions (gateway/server.ts), then the rest.
+        await gateway.close();
+        await materializer?.stop();
+        await eventLog?.close();
+        await opened?.close();
+      },
     };
   });
 }

@@ -182,9 +182,11 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     apollo,
     subscriptions,
     close: async () => {
-      // WebSocket clients first: the HTTP server's close waits for every connection.
-      await subscriptions?.close();
-      await running.close();
+      // Unready first, so load balancers stop sending while we still serve; then stop listening and drain
+      // HTTP and WebSocket together (the HTTP server's close waits for every connection, upgraded ones too).
+      running.beginDrain();
+      if (config.shutdownReadinessDelayMs > 0) await new Promise((r) => setTimeout(r, config.shutdownReadinessDelayMs));
+      await Promise.all([subscriptions?.close(), running.close()]);
       await apollo.stop();
     },
   };

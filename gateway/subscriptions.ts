@@ -8,6 +8,7 @@ import {
   type GraphQLFieldResolver, type GraphQLFormattedError, type GraphQLResolveInfo, type SelectionNode, type VariableDefinitionNode,
 } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
+import type { Context } from 'graphql-ws';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { changeTopic, changeTopicPartitions, decodeChange, type FeatureChange } from '../eventlog/change-event.js';
 import type { EventLog, LogRecord, Tail } from '../eventlog/event-log.js';
@@ -126,6 +127,9 @@ export interface Subscriptions {
 
 const log = rootLog.child({ component: 'subscriptions' });
 
+/** How long a shutdown waits for subscriptions to send what they have queued (a stalled reader is not waited for). */
+const drainMs = 2000;
+
 export async function attachSubscriptions(options: SubscriptionsOptions): Promise<Subscriptions> {
   const { server, apollo, gateway, registry, config, eventLog, authenticator } = options;
   /** Each connection's principal, decided at connection_init. */
@@ -147,10 +151,13 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxBodyBytes });
+  /** Open connections' graphql-ws contexts: a shutdown waits for their subscriptions to complete. */
+  const contexts = new Set<Context<Record<string, unknown>>>();
   const disposer = useServer<Record<string, unknown>>(
     {
       isProd: !config.debugErrors,
       onConnect: async (ctx) => {
+        contexts.add(ctx);
         if (!authenticator) return true;
         const { request, socket } = ctx.extra as unknown as { request: http.IncomingMessage; socket: WebSocket };
         try {
@@ -169,6 +176,7 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
           return false;
         }
       },
+      onClose: (ctx) => void contexts.delete(ctx),
       onSubscribe: async (ctx, _id, payload) => {
         const refuse = (code: string, message: string, extensions: Record<string, unknown> = {}): GraphQLError[] => {
           rejectedRequests.inc({ code });
@@ -293,6 +301,14 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
         server.off('upgrade', onUpgrade);
         stopWatchingSchema();
         await tail.stop();
+        // No change event comes in any more: each subscription sends what it has queued, then completes
+        // (graphql-ws sends `complete` and forgets it once the socket took the message).
+        const queued = hub.stats(0).queued;
+        hub.finishAll();
+        const drained = () => hub.streams.size === 0 && [...contexts].every((ctx) => Object.keys(ctx.subscriptions).length === 0);
+        const deadline = Date.now() + drainMs;
+        while (!drained() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        log.info({ queued, undelivered: hub.stats(0).queued, unfinished: hub.streams.size }, 'subscriptions drained');
         // Clients get 1001 "Going away"; one that does not answer the close handshake
         // (e.g. it stopped reading) is cut off after a second rather than ws's 30 s.
         const cutOff = setTimeout(() => {
@@ -721,6 +737,11 @@ class ChangeHub {
   closeAll(): void {
     for (const stream of [...this.streams]) stream.close();
   }
+
+  /** Ends every stream once its queue is sent (see ChangeStream.finish). */
+  finishAll(): void {
+    for (const stream of [...this.streams]) stream.finish();
+  }
 }
 
 function userError(message: string): GraphQLError {
@@ -754,6 +775,8 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
   private size = 0;
   private waiting: ((result: IteratorResult<FeatureChange>) => void) | null = null;
   private closed = false;
+  /** Finishing: no new changes are queued; the stream ends once the queue is empty. */
+  private finishing = false;
 
   constructor(
     readonly entity: string,
@@ -770,7 +793,7 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
   }
 
   offer(change: FeatureChange): void {
-    if (this.closed || (this.views && !this.views.has(change.view))) return;
+    if (this.closed || this.finishing || (this.views && !this.views.has(change.view))) return;
     if (this.waiting) {
       const resolve = this.waiting;
       this.waiting = null;
@@ -811,6 +834,7 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
       subscriptionQueuedEvents.dec();
       return Promise.resolve({ value, done: false });
     }
+    if (this.finishing) this.close();
     if (this.closed) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve) => {
       this.waiting = resolve;
@@ -824,6 +848,12 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
 
   throw(): Promise<IteratorResult<FeatureChange>> {
     return this.return();
+  }
+
+  /** Ends the stream once what is queued has been taken (graphql-ws then sends `complete`); at once if nothing is. */
+  finish(): void {
+    this.finishing = true;
+    if (this.size === 0) this.close();
   }
 
   close(): void {

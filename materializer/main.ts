@@ -33,7 +33,10 @@ await runUntilSignal(async () => {
   if (unreachable) log.warn({ store: store.kind, err: unreachable.message }, 'store not reachable yet; batches fail and are retried until it is');
   const target = values.backfill ? backfillTarget(registry, values.backfill) : undefined;
   const groupId = target ? backfillGroup(config.materializerGroup, target) : config.materializerGroup;
-  const eventLog = new KafkaLog({ brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}`, security: config.kafkaSecurity });
+  const eventLog = new KafkaLog({
+    brokers: config.kafkaBrokers, clientId: `materializer-${process.pid}`, role: 'materializer', security: config.kafkaSecurity,
+    connectionTimeoutMs: config.kafkaConnectionTimeoutMs, retryMaxMs: config.kafkaRetryMaxMs,
+  });
   const running = await startMaterializer({
     registry, store, log: eventLog, groupId, instanceId: String(process.pid),
     ...(target ? { materializer: { only: (v) => v === target } } : {}),
@@ -64,11 +67,17 @@ await runUntilSignal(async () => {
     });
     server.listen(Number(values.port), config.host);
   }
-  return async () => {
-    if (watch) clearInterval(watch);
-    server?.close();
-    await running.stop();
-    await eventLog.close();
-    await store.close();
+  return {
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    stop: async () => {
+      if (watch) clearInterval(watch);
+      server?.close();
+      // The batch in hand is handled and committed (or aborted, then redelivered to whoever takes the partition);
+      // no new batch starts. Then the group hands our partitions on.
+      await running.stop();
+      log.info({ group: groupId }, 'materializer stopped: current batch committed, group left');
+      await eventLog.close();
+      await store.close();
+    },
   };
 });

@@ -48,6 +48,14 @@ export interface Config {
   /** Kafka bootstrap servers; null: the embedded event log (in-process only). */
   readonly kafkaBrokers: readonly string[] | null;
   readonly materializerGroup: string;
+  /** TCP connect timeout to one Kafka broker. */
+  readonly kafkaConnectionTimeoutMs: number;
+  /** Longest backoff between retries of one Kafka request and between restarts of the materializer's consumer. */
+  readonly kafkaRetryMaxMs: number;
+  /** From SIGTERM to exit: past it the process exits 1 with a log line, whatever is still draining. */
+  readonly shutdownTimeoutMs: number;
+  /** From SIGTERM until the gateway stops listening, with /readyz answering 503 meanwhile, so load balancers stop sending first. */
+  readonly shutdownReadinessDelayMs: number;
   /** Demo raw events per second fed to the in-process materializer of `npm start` (0: none). */
   readonly demoEventsPerSecond: number;
   readonly auth: AuthSettings;
@@ -151,6 +159,10 @@ export function loadConfig(env: Env = process.env): Config {
     auth: authSettings(get),
     maxQueryCost: int(get, 'MAX_QUERY_COST', 50_000, 1, 100_000_000),
     internalAuthSecret: secret(get, 'INTERNAL_AUTH_SECRET') ?? null,
+    kafkaConnectionTimeoutMs: int(get, 'KAFKA_CONNECTION_TIMEOUT_MS', 3000, 100, 120_000),
+    kafkaRetryMaxMs: int(get, 'KAFKA_RETRY_MAX_MS', 2000, 100, 300_000),
+    shutdownTimeoutMs: int(get, 'SHUTDOWN_TIMEOUT_MS', 25_000, 1000, 3_600_000),
+    shutdownReadinessDelayMs: int(get, 'SHUTDOWN_READINESS_DELAY_MS', 0, 0, 600_000),
     demoEventsPerSecond: int(get, 'DEMO_EVENTS_PER_SECOND', embedded && !get('EMBEDDED_SEED_FILE') ? 100 : 0, 0, 100_000),
     kafkaSecurity: kafkaSecurity(get),
     pushMaxFutureMs: int(get, 'PUSH_MAX_FUTURE_MS', 300_000, 0, 86_400_000),

@@ -22,6 +22,7 @@ export const ErrorCode = {
   PushNotPublished: 'PUSH_NOT_PUBLISHED',
   DeadlineExceeded: 'DEADLINE_EXCEEDED',
   CorsOriginDenied: 'CORS_ORIGIN_DENIED',
+  ShuttingDown: 'SHUTTING_DOWN',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -92,13 +92,43 @@ export type HttpServer = http.Server | https.Server;
 export interface RunningHttpServer {
   readonly server: HttpServer;
   readonly url: string;
+  /** First step of a shutdown: /readyz answers 503 from now on; requests are still served. */
+  beginDrain(): void;
+  /**
+   * Stops listening (new connections are refused), answers requests that
+   * still arrive on open connections 503 SHUTTING_DOWN, lets the requests in
+   * flight finish, closing their connections after the response, and
+   * resolves once every connection is gone.
+   */
   close(): Promise<void>;
 }
+
+/** Where a server is in its shutdown, and the responses it still owes. */
+interface Drain {
+  phase: 'serving' | 'unready' | 'closing';
+  readonly inFlight: Set<http.ServerResponse>;
+}
+const drains = new WeakMap<HttpServer, Drain>();
 
 export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer {
   const path = options.path ?? '/graphql';
   const cors = options.corsOrigins ?? null;
+  const drain: Drain = { phase: 'serving', inFlight: new Set() };
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    if (drain.phase === 'closing') {
+      // Arrived on a connection opened before the listener closed: the client retries elsewhere.
+      res.setHeader('connection', 'close');
+      if (req.url !== '/healthz') {
+        rejectedRequests.inc({ code: ErrorCode.ShuttingDown });
+        return sendErrors(res, 503, ErrorCode.ShuttingDown, 'The server is shutting down; retry on another instance');
+      }
+    }
+    drain.inFlight.add(res);
+    res.once('close', () => {
+      drain.inFlight.delete(res);
+      // Once draining, a connection whose last response is out has nothing left to wait for.
+      if (drain.phase === 'closing') server.closeIdleConnections();
+    });
     handle(req, res).catch((error: Error) => {
       log.error({ err: error.message, stack: error.stack }, 'unhandled error in HTTP handler');
       if (res.headersSent) return void res.destroy();
@@ -112,6 +142,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
     ? https.createServer({ cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, requestCert: true, rejectUnauthorized: true } : {}) }, onRequest)
     : http.createServer(onRequest);
   server.keepAliveTimeout = 65_000;
+  drains.set(server, drain);
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -128,6 +159,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
       case '/healthz':
         return sendJson(res, 200, { status: 'ok' });
       case '/readyz': {
+        if (drain.phase !== 'serving') return sendJson(res, 503, { ready: false, checks: { shutdown: 'draining' } });
         const status = await options.ready().catch((error: Error) => ({ ready: false, checks: { ready: error.message } }));
         return sendJson(res, status.ready ? 200 : 503, status);
       }
@@ -329,11 +361,24 @@ export async function listen(server: HttpServer, host: string, port: number): Pr
     });
   });
   const address = server.address() as AddressInfo;
+  const drain = drains.get(server);
   return {
     server,
     url: `${server instanceof https.Server ? 'https' : 'http'}://${host}:${address.port}/graphql`,
+    beginDrain: () => {
+      if (drain?.phase === 'serving') drain.phase = 'unready';
+    },
     close: () =>
       new Promise<void>((resolve) => {
+        if (drain) {
+          drain.phase = 'closing';
+          if (drain.inFlight.size > 0) log.info({ inFlight: drain.inFlight.size }, 'draining: waiting for the requests in flight');
+          for (const res of drain.inFlight) {
+            // Their connections close after the response instead of idling until keepAliveTimeout.
+            if (!res.headersSent) res.setHeader('connection', 'close');
+            else res.shouldKeepAlive = false;
+          }
+        }
         server.close(() => resolve());
         server.closeIdleConnections();
       }),

@@ -23,7 +23,10 @@ await runUntilSignal(async () => {
   const opened = await openStore(config, registry);
   // Push mutations announce their writes on feature-updates, where every gateway's subscriptions read.
   // Without Kafka there is no feed a separate gateway process could read, so none is produced.
-  const changes = config.kafkaBrokers ? new KafkaLog({ brokers: config.kafkaBrokers, clientId: `subgraph-${values.entity}-${process.pid}` }) : undefined;
+  const changes = config.kafkaBrokers ? new KafkaLog({
+    brokers: config.kafkaBrokers, clientId: `subgraph-${values.entity}-${process.pid}`, role: 'subgraph', security: config.kafkaSecurity,
+    connectionTimeoutMs: config.kafkaConnectionTimeoutMs, retryMaxMs: config.kafkaRetryMaxMs,
+  }) : undefined;
   try {
     await changes?.createTopics([{ topic: changeTopic, partitions: changeTopicPartitions }]);
   } catch (error) {
@@ -33,9 +36,12 @@ await runUntilSignal(async () => {
   }
   const subgraph = await startSubgraph(config, registry, values.entity!, opened.store, changes);
   log.info({ subgraph: subgraph.name, url: subgraph.url, store: opened.store.kind, pushChanges: changes ? 'kafka' : 'none' }, 'subgraph listening');
-  return async () => {
-    await subgraph.close();
-    await changes?.close();
-    await opened.close();
+  return {
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    stop: async () => {
+      await subgraph.close();
+      await changes?.close();
+      await opened.close();
+    },
   };
 });

@@ -30,6 +30,13 @@ describe('loadConfig defaults', () => {
     assert.equal(config.manifestFile, fromRoot('schema', 'persisted-query-manifest.json'));
   });
 
+  test('shutdown bounded at 25 s with no readiness delay; Kafka retries back off to 2 s', () => {
+    assert.equal(config.shutdownTimeoutMs, 25_000);
+    assert.equal(config.shutdownReadinessDelayMs, 0);
+    assert.equal(config.kafkaConnectionTimeoutMs, 3000);
+    assert.equal(config.kafkaRetryMaxMs, 2000);
+  });
+
   test('embedded store with demo seed and writer on', () => {
     assert.deepEqual(config.store, { kind: 'embedded' });
     assert.equal(config.demoSeed, true);
@@ -161,6 +168,10 @@ describe('loadConfig errors name the variable', () => {
     rejects({ MAX_BATCH_IDS: '0' }, 'MAX_BATCH_IDS');
     rejects({ MAX_QUERY_DEPTH: '1' }, 'MAX_QUERY_DEPTH');
     rejects({ MAX_BODY_BYTES: '10' }, 'MAX_BODY_BYTES');
+    rejects({ SHUTDOWN_TIMEOUT_MS: '0' }, 'SHUTDOWN_TIMEOUT_MS');
+    rejects({ SHUTDOWN_READINESS_DELAY_MS: '-1' }, 'SHUTDOWN_READINESS_DELAY_MS');
+    rejects({ KAFKA_CONNECTION_TIMEOUT_MS: 'soon' }, 'KAFKA_CONNECTION_TIMEOUT_MS');
+    rejects({ KAFKA_RETRY_MAX_MS: '10' }, 'KAFKA_RETRY_MAX_MS');
   });
 });
 
