@@ -6,7 +6,7 @@ import { parse } from 'graphql';
 import type { EventLog } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ConfigError } from '../runtime/errors.js';
-import { createGraphQLHttpServer, listen, type FastPath, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
+import { createGraphQLHttpServer, listen, type Admission, type FastPath, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
 import { log } from '../runtime/log.js';
 import { fastPathRequests } from '../runtime/metrics.js';
 import { readManifest } from '../schema/manifest.js';
@@ -17,9 +17,9 @@ import { CompiledOperations } from '../subgraphs/compiled-operations.js';
 import { storeFailure } from '../subgraphs/loaders.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
 import { composeSupergraph, type SubgraphDefinition } from './compose.js';
-import { limitsPlugin } from './limits.js';
+import { limitsPlugin, nestingAdmission } from './limits.js';
 import { metricsPlugin } from './metrics-plugin.js';
-import { PersistedQueries } from './persisted-queries.js';
+import { PersistedQueries, checkPersistedQuery } from './persisted-queries.js';
 import { introspectionPlugin } from './introspection-plugin.js';
 import { attachSubscriptions, type Subscriptions } from './subscriptions.js';
 
@@ -142,9 +142,12 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
   });
   if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
 
-  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit: persisted.admit, fastPath });
+  // Before Apollo Server or the fast path sees a request (HTTP and each ws subscribe): the cheap structural checks, then the safelist.
+  const nesting = nestingAdmission(config.maxQueryNesting);
+  const admit: Admission = (operation) => nesting(operation) ?? checkPersistedQuery(operation) ?? persisted.admit(operation);
+  const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit, fastPath });
   const subscriptions = eventLog
-    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit: persisted.admit, ...(!distributed && config.fastPath && store ? { store } : {}) })
+    ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit, ...(!distributed && config.fastPath && store ? { store } : {}) })
     : undefined;
   subscriptionsRef = subscriptions;
   let running: RunningHttpServer;
