@@ -142,9 +142,10 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
   });
   if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
 
-  // Before Apollo Server or the fast path sees a request (HTTP and each ws subscribe): the cheap structural checks, then the safelist.
+  // Before Apollo Server or the fast path sees a request (HTTP and each ws subscribe): the safelist first (in that
+  // mode nothing else matters about an operation it refuses), then the cheap structural checks (decision 0015).
   const nesting = nestingAdmission(config.maxQueryNesting);
-  const admit: Admission = (operation) => nesting(operation) ?? checkPersistedQuery(operation) ?? persisted.admit(operation);
+  const admit: Admission = (operation) => persisted.admit(operation) ?? nesting(operation) ?? checkPersistedQuery(operation);
   const server = createGraphQLHttpServer({ apollo, maxBodyBytes: config.maxBodyBytes, ready, admit, fastPath });
   const subscriptions = eventLog
     ? await attachSubscriptions({ server, apollo, gateway, registry, config, eventLog, admit, ...(!distributed && config.fastPath && store ? { store } : {}) })
