@@ -29,7 +29,7 @@ import { freePort } from '../support/redis-server.js';
 
 const seed = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : Math.floor(Math.random() * 2 ** 31);
 const httpCount = Number(process.env.FUZZ_HTTP ?? 7000);
-const wsCount = Number(process.env.FUZZ_WS ?? 1600);
+const wsCount = Number(process.env.FUZZ_WS ?? 1700);
 const HTTP_CONCURRENCY = 6;
 const WS_CONCURRENCY = 3;
 /** An answer slower than this is a hang. */
