@@ -4,6 +4,7 @@ import {
   type DocumentNode, type FieldNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode, type ValueNode,
 } from 'graphql';
 import { ErrorCode } from '../runtime/errors.js';
+import type { Admission } from '../runtime/graphql-http.js';
 import { rejectedRequests } from '../runtime/metrics.js';
 
 export interface Limits {
@@ -13,18 +14,91 @@ export interface Limits {
 }
 
 /**
+ * Refuses a query text nested deeper than `maxNesting` brackets before
+ * anything parses it: graphql-js and the query planner recurse once per
+ * level, and some thousand nested inline fragments or list values overflow
+ * the stack (a 500). MAX_QUERY_DEPTH cannot catch these: it counts fields.
+ */
+export function nestingAdmission(maxNesting: number): Admission {
+  return (operation) => {
+    if (typeof operation.query !== 'string') return undefined;
+    const nesting = queryNesting(operation.query, maxNesting);
+    if (nesting <= maxNesting) return undefined;
+    return {
+      status: 400,
+      code: ErrorCode.QueryTooDeep,
+      message: `The query nests brackets deeper than ${maxNesting} levels (MAX_QUERY_NESTING)`,
+    };
+  };
+}
+
+/**
+ * The deepest nesting of `{`, `[` and `(` in GraphQL source text, outside
+ * strings and comments; stops counting once past `stopAbove`.
+ */
+export function queryNesting(text: string, stopAbove = Infinity): number {
+  let depth = 0;
+  let max = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x7b || c === 0x5b || c === 0x28) {
+      depth++;
+      if (depth > max) max = depth;
+      if (max > stopAbove) return max;
+    } else if (c === 0x7d || c === 0x5d || c === 0x29) {
+      if (depth > 0) depth--;
+    } else if (c === 0x23) {
+      // A comment runs to the end of the line.
+      while (i < text.length && text.charCodeAt(i) !== 0x0a && text.charCodeAt(i) !== 0x0d) i++;
+    } else if (c === 0x22) {
+      if (text.startsWith('"""', i)) {
+        // Block strings escape only \"""; an unterminated one is the parser's to report.
+        let close = text.indexOf('"""', i + 3);
+        while (close > 0 && text.charCodeAt(close - 1) === 0x5c) close = text.indexOf('"""', close + 3);
+        i = close < 0 ? text.length : close + 2;
+      } else {
+        for (i++; i < text.length; i++) {
+          const s = text.charCodeAt(i);
+          if (s === 0x5c) i++;
+          else if (s === 0x22 || s === 0x0a || s === 0x0d) break;
+        }
+      }
+    }
+  }
+  return max;
+}
+
+/**
  * Refuses operations that are too deep or ask for too many entities at once,
  * after validation and before planning, with documented error codes. A
  * validation rule was considered, but Apollo Server rewrites the code of
  * every validation error to GRAPHQL_VALIDATION_FAILED; an error thrown from
  * `didResolveOperation` keeps its code and HTTP status.
+ *
+ * It also refuses a request that names no operation the API serves (an
+ * unknown `operationName`, several operations and no name, a mutation, a
+ * subscription over HTTP): the gateway's executor would otherwise fail on
+ * them with an uncoded 500.
  */
 export function limitsPlugin(limits: Limits): ApolloServerPlugin<BaseContext> {
   return {
     async requestDidStart() {
       return {
-        async didResolveOperation({ document, operation, request }) {
-          if (!operation) return;
+        async didResolveOperation({ document, operation, request, schema }) {
+          if (!operation) {
+            rejectedRequests.inc({ code: ErrorCode.OperationResolutionFailure });
+            const message = request.operationName
+              ? `Unknown operation named "${request.operationName}".`
+              : 'Must provide operation name if query contains multiple operations.';
+            throw new GraphQLError(message, { extensions: { code: ErrorCode.OperationResolutionFailure, http: { status: 400 } } });
+          }
+          if (!schema.getRootType(operation.operation)) {
+            rejectedRequests.inc({ code: ErrorCode.OperationNotSupported });
+            const message = operation.operation === 'subscription'
+              ? 'Subscriptions are served over WebSocket (graphql-ws, subprotocol graphql-transport-ws) on this path, not over HTTP'
+              : `This API serves no ${operation.operation} operations; it answers queries`;
+            throw new GraphQLError(message, { extensions: { code: ErrorCode.OperationNotSupported, http: { status: 400 } } });
+          }
           const fragments = fragmentsOf(document);
           const depth = selectionDepth(operation.selectionSet, fragments, new Set());
           if (depth > limits.maxQueryDepth) {
@@ -173,30 +247,37 @@ function fragmentsOf(document: DocumentNode): Map<string, FragmentDefinitionNode
  * Depth in fields, fragments expanded. Introspection (`__schema`, `__type`)
  * is not counted: its depth is fixed by the spec, and Sandbox needs it.
  * Validation has already rejected fragment cycles; `active` guards anyway.
+ * Each fragment's depth is computed once (`memo`): a fragment spread twice
+ * by a fragment spread twice … would otherwise cost 2^n walks, and a 1 kB
+ * query could hold the event loop for minutes.
  */
-export function selectionDepth(set: SelectionSetNode | undefined, fragments: Map<string, FragmentDefinitionNode>, active: Set<string>, known = new Map<string, number>()): number {
+export function selectionDepth(
+  set: SelectionSetNode | undefined,
+  fragments: Map<string, FragmentDefinitionNode>,
+  active: Set<string>,
+  memo: Map<string, number> = new Map(),
+): number {
   if (!set) return 0;
   let max = 0;
   for (const s of set.selections) {
     let d = 0;
     if (s.kind === Kind.FIELD) {
       if (s.name.value.startsWith('__')) continue;
-      d = 1 + selectionDepth(s.selectionSet, fragments, active, known);
+      d = 1 + selectionDepth(s.selectionSet, fragments, active, memo);
     } else if (s.kind === Kind.INLINE_FRAGMENT) {
-      d = selectionDepth(s.selectionSet, fragments, active, known);
+      d = selectionDepth(s.selectionSet, fragments, active, memo);
     } else {
       const name = s.name.value;
-      const fragment = fragments.get(name);
-      if (!fragment || active.has(name)) continue;
-      // A fragment's depth does not depend on where it is spread: measured once, so that
-      // fragments spreading fragments several times over cannot make this exponential.
-      const seen = known.get(name);
-      if (seen !== undefined) d = seen;
-      else {
+      const known = memo.get(name);
+      if (known !== undefined) {
+        d = known;
+      } else {
+        const fragment = fragments.get(name);
+        if (!fragment || active.has(name)) continue;
         active.add(name);
-        d = selectionDepth(fragment.selectionSet, fragments, active, known);
+        d = selectionDepth(fragment.selectionSet, fragments, active, memo);
         active.delete(name);
-        known.set(name, d);
+        memo.set(name, d);
       }
     }
     if (d > max) max = d;

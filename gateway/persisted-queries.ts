@@ -1,7 +1,7 @@
 import type { KeyValueCache } from '@apollo/utils.keyvaluecache';
 import { InMemoryLRUCache, PrefixingKeyValueCache } from '@apollo/utils.keyvaluecache';
 import { Kind, parse, type TypeNode } from 'graphql';
-import type { IncomingOperation, Refusal } from '../runtime/graphql-http.js';
+import type { Admission, IncomingOperation, Refusal } from '../runtime/graphql-http.js';
 import { ErrorCode } from '../runtime/errors.js';
 import { sha256Hex, type PersistedOperation, type PersistedQueryManifest } from '../schema/manifest.js';
 
@@ -92,6 +92,33 @@ export class PersistedQueries {
       });
   }
 }
+
+const sha256HexPattern = /^[0-9a-f]{64}$/;
+
+/**
+ * Refuses a malformed `persistedQuery` extension with PERSISTED_QUERY_INVALID
+ * (400) before Apollo Server sees it: Apollo answers an unsupported version
+ * or a hash that does not match the query with an uncoded error
+ * (INTERNAL_SERVER_ERROR), and a hash that is no SHA-256 at all with
+ * PERSISTED_QUERY_NOT_FOUND, inviting a client to register what never can be.
+ */
+export const checkPersistedQuery: Admission = (operation) => {
+  const extensions = operation.extensions;
+  if (typeof extensions !== 'object' || extensions === null) return undefined; // Apollo Server refuses a non-object itself
+  const pq = (extensions as { persistedQuery?: unknown }).persistedQuery;
+  if (pq === undefined || pq === null) return undefined;
+  const invalid = (message: string) => ({ status: 400, code: ErrorCode.PersistedQueryInvalid, message });
+  if (typeof pq !== 'object' || Array.isArray(pq)) return invalid('`extensions.persistedQuery` must be an object { "version": 1, "sha256Hash": "<64 hex digits>" }');
+  const { version, sha256Hash } = pq as { version?: unknown; sha256Hash?: unknown };
+  if (version !== 1) return invalid(`Unsupported persisted query version ${JSON.stringify(version) ?? 'undefined'}: only version 1 is supported`);
+  if (typeof sha256Hash !== 'string' || !sha256HexPattern.test(sha256Hash)) {
+    return invalid('`extensions.persistedQuery.sha256Hash` must be the SHA-256 of the query text as 64 lowercase hex digits');
+  }
+  if (typeof operation.query === 'string' && sha256Hex(operation.query) !== sha256Hash) {
+    return invalid('`extensions.persistedQuery.sha256Hash` does not match the SHA-256 of `query`');
+  }
+  return undefined;
+};
 
 function persistedHash(extensions: unknown): string | undefined {
   const pq = (extensions as { persistedQuery?: { sha256Hash?: unknown } } | undefined)?.persistedQuery;

@@ -12,7 +12,7 @@ import { principalKey, principalOf } from '../auth/principal.js';
 import type { EventLog } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ConfigError } from '../runtime/errors.js';
-import { createGraphQLHttpServer, listen, type FastPath, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
+import { createGraphQLHttpServer, listen, type Admission, type FastPath, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
 import { log } from '../runtime/log.js';
 import { fastPathRequests } from '../runtime/metrics.js';
 import { readManifest } from '../schema/manifest.js';
@@ -25,9 +25,9 @@ import { primedReads } from '../subgraphs/loaders.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
 import { composeSupergraph, type SubgraphDefinition } from './compose.js';
 import { authorizationPlugin, gatewayAdmission, gatewayAuthentication, gatewayPrincipal, trustedOperation } from './authorization.js';
-import { costFunction, limitsPlugin } from './limits.js';
+import { costFunction, limitsPlugin, nestingAdmission } from './limits.js';
 import { metricsPlugin } from './metrics-plugin.js';
-import { PersistedQueries } from './persisted-queries.js';
+import { PersistedQueries, checkPersistedQuery } from './persisted-queries.js';
 import { introspectionPlugin } from './introspection-plugin.js';
 import { attachSubscriptions, type Subscriptions } from './subscriptions.js';
 
@@ -158,14 +158,19 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
   });
   if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
 
-  const admit = gatewayAdmission(persisted);
+  // Before Apollo Server or the fast path sees a request (HTTP and each ws subscribe): who may send what
+  // (the safelist included), then the cheap structural checks (decision 0020).
+  const nesting = nestingAdmission(config.maxQueryNesting);
+  const structural: Admission = (operation) => nesting(operation) ?? checkPersistedQuery(operation);
+  const access = gatewayAdmission(persisted);
+  const admit: Admission = (operation, principal) => access(operation, principal) ?? structural(operation, principal);
   const server = createGraphQLHttpServer({
     apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate: gatewayAuthentication(authenticator), admit, fastPath,
     requestDeadlineMs: config.requestDeadlineMs, tls: config.tls, corsOrigins: config.corsOrigins, debugErrors: config.debugErrors,
   });
   const subscriptions = eventLog
     ? await attachSubscriptions({
-      server, apollo, gateway, registry, config, eventLog, authenticator, corsOrigins: config.corsOrigins,
+      server, apollo, gateway, registry, config, eventLog, authenticator, admit: structural, corsOrigins: config.corsOrigins,
       ...(!distributed && config.fastPath && store ? { store } : {}),
     })
     : undefined;

@@ -14,7 +14,7 @@ import { changeTopic, changeTopicPartitions, decodeChange, type FeatureChange } 
 import type { EventLog, LogRecord, Tail } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ErrorCode } from '../runtime/errors.js';
-import { upgradeOriginAllowed, type HttpServer } from '../runtime/graphql-http.js';
+import { upgradeOriginAllowed, type Admission, type HttpServer } from '../runtime/graphql-http.js';
 import { log as rootLog } from '../runtime/log.js';
 import {
   rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueuedEvents, subscriptionsActive,
@@ -90,6 +90,8 @@ export interface SubscriptionsOptions {
   readonly eventLog: EventLog;
   /** Checks a connection's credentials at connection_init (auth/authenticator.ts); none: every connection is let in. */
   readonly authenticator?: Authenticator;
+  /** Structural checks before parsing (nesting, persisted-query shape), applied to each subscribe message as to each HTTP request. */
+  readonly admit?: Admission;
   /**
    * Co-located shape: the store the in-process subgraphs read. Payload queries that compile
    * (subgraphs/compiled-operations.ts) are then answered by their compiled plan, byte-identical to
@@ -131,7 +133,7 @@ const log = rootLog.child({ component: 'subscriptions' });
 const drainMs = 2000;
 
 export async function attachSubscriptions(options: SubscriptionsOptions): Promise<Subscriptions> {
-  const { server, apollo, gateway, registry, config, eventLog, authenticator } = options;
+  const { server, apollo, gateway, registry, config, eventLog, authenticator, admit } = options;
   /** Each connection's principal, decided at connection_init. */
   const principals = new WeakMap<object, Principal>();
   const path = options.path ?? '/graphql';
@@ -188,6 +190,8 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
           const denied = authorize(principal, 'subscription');
           if (denied) return refuse(denied.code, denied.message);
         }
+        const refusal = admit?.(payload, principal);
+        if (refusal) return refuse(refusal.code, refusal.message);
         // graphql-ws registers the subscription before this hook: the count includes this one.
         if (Object.keys(ctx.subscriptions).length > config.maxSubscriptionsPerConnection) {
           return refuse(

@@ -36,6 +36,8 @@ export interface Config {
   /** How long one GraphQL request may wait for the store in all, from its arrival (REQUEST_DEADLINE_MS). */
   readonly requestDeadlineMs: number;
   readonly maxQueryDepth: number;
+  /** Deepest nesting of `{`, `[` and `(` in a query text, checked before parsing. */
+  readonly maxQueryNesting: number;
   readonly maxBodyBytes: number;
   /** Change events one subscription may have waiting; when full the oldest is dropped. */
   readonly subscriptionQueueSize: number;
@@ -146,6 +148,8 @@ export function loadConfig(env: Env = process.env): Config {
     maxBatchIds: int(get, 'MAX_BATCH_IDS', 1000, 1, 100_000),
     requestDeadlineMs: int(get, 'REQUEST_DEADLINE_MS', 1000, 1, 600_000),
     maxQueryDepth: int(get, 'MAX_QUERY_DEPTH', 12, 2, 100),
+    // Capped well below the ~1000 levels at which graphql-js and the query planner overflow the stack.
+    maxQueryNesting: int(get, 'MAX_QUERY_NESTING', 64, 8, 256),
     maxBodyBytes: int(get, 'MAX_BODY_BYTES', 262_144, 1024, 64 * 1024 * 1024),
     subscriptionQueueSize: int(get, 'SUBSCRIPTION_QUEUE_SIZE', 256, 1, 100_000),
     maxSubscriptionsPerConnection: int(get, 'MAX_SUBSCRIPTIONS_PER_CONNECTION', 50, 1, 10_000),

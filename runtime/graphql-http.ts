@@ -54,7 +54,7 @@ export type FastPathResult =
   | { readonly kind: 'generic'; readonly context: object };
 
 /** Refuses a request before execution: `{ code, message, status }`, or undefined to let it through. */
-export type Admission = (operation: IncomingOperation, principal: Principal | undefined) => Refusal | undefined;
+export type Admission = (operation: IncomingOperation, principal?: Principal) => Refusal | undefined;
 export interface Refusal {
   readonly code: string;
   readonly message: string;

@@ -52,6 +52,7 @@ describe('loadConfig defaults', () => {
     assert.equal(config.debugErrors, false);
     assert.equal(config.maxBatchIds, 1000);
     assert.equal(config.maxQueryDepth, 12);
+    assert.equal(config.maxQueryNesting, 64);
     assert.equal(config.maxBodyBytes, 262_144);
     assert.equal(config.demoWriteIntervalMs, 5000);
   });
@@ -167,6 +168,9 @@ describe('loadConfig errors name the variable', () => {
   test('limits out of range', () => {
     rejects({ MAX_BATCH_IDS: '0' }, 'MAX_BATCH_IDS');
     rejects({ MAX_QUERY_DEPTH: '1' }, 'MAX_QUERY_DEPTH');
+    // Past ~1000 levels graphql-js and the planner overflow the stack: the cap stays well below.
+    rejects({ MAX_QUERY_NESTING: '257' }, 'MAX_QUERY_NESTING', /from 8 to 256/);
+    rejects({ MAX_QUERY_NESTING: '7' }, 'MAX_QUERY_NESTING');
     rejects({ MAX_BODY_BYTES: '10' }, 'MAX_BODY_BYTES');
     rejects({ SHUTDOWN_TIMEOUT_MS: '0' }, 'SHUTDOWN_TIMEOUT_MS');
     rejects({ SHUTDOWN_READINESS_DELAY_MS: '-1' }, 'SHUTDOWN_READINESS_DELAY_MS');
