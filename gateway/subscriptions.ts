@@ -23,6 +23,7 @@ import type { OnlineStore } from '../store/online-store.js';
 import { compileOperation, type CompiledOperation } from '../subgraphs/compiled-operations.js';
 import { storeFailure } from '../subgraphs/loaders.js';
 import { selectionDepth } from './limits.js';
+import { gateSends } from './send-gate.js';
 
 /**
  * GraphQL subscriptions of live feature changes, over graphql-ws on the
@@ -80,7 +81,7 @@ export interface SubscriptionsOptions {
   readonly apollo: ApolloServer<BaseContext>;
   readonly gateway: SchemaSource;
   readonly registry: Registry;
-  readonly config: Pick<Config, 'maxBatchIds' | 'maxQueryDepth' | 'maxBodyBytes' | 'subscriptionQueueSize' | 'maxSubscriptionsPerConnection' | 'debugErrors'>;
+  readonly config: Pick<Config, 'maxBatchIds' | 'maxQueryDepth' | 'maxBodyBytes' | 'subscriptionQueueSize' | 'maxSubscriptionsPerConnection' | 'subscriptionSendBufferBytes' | 'subscriptionStallTimeoutMs' | 'debugErrors'>;
   readonly eventLog: EventLog;
   /** Safelist admission, applied to each subscribe message as to each HTTP request. */
   readonly admit?: Admission;
@@ -224,6 +225,7 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
     }
     wss.handleUpgrade(req, socket, head, (client) => {
       refuseServerMessages(client);
+      gateSends(client, { maxBufferedBytes: config.subscriptionSendBufferBytes, stallTimeoutMs: config.subscriptionStallTimeoutMs });
       wss.emit('connection', client, req);
     });
   };

@@ -48,6 +48,14 @@ describe('loadConfig defaults', () => {
     assert.equal(config.demoWriteIntervalMs, 5000);
   });
 
+  test('subscription send side: 1 MiB send buffer per connection, stuck for 10 s closes it', () => {
+    assert.equal(config.subscriptionSendBufferBytes, 1_048_576);
+    assert.equal(config.subscriptionStallTimeoutMs, 10_000);
+    const set = loadConfig({ SUBSCRIPTION_SEND_BUFFER_BYTES: '65536', SUBSCRIPTION_STALL_TIMEOUT_MS: '2500' });
+    assert.equal(set.subscriptionSendBufferBytes, 65_536);
+    assert.equal(set.subscriptionStallTimeoutMs, 2500);
+  });
+
   test('does not read process.env when an env object is given', () => {
     const saved = process.env.PORT;
     process.env.PORT = '4321';
@@ -135,6 +143,8 @@ describe('loadConfig errors name the variable', () => {
     rejects({ MAX_BATCH_IDS: '0' }, 'MAX_BATCH_IDS');
     rejects({ MAX_QUERY_DEPTH: '1' }, 'MAX_QUERY_DEPTH');
     rejects({ MAX_BODY_BYTES: '10' }, 'MAX_BODY_BYTES');
+    rejects({ SUBSCRIPTION_SEND_BUFFER_BYTES: '1023' }, 'SUBSCRIPTION_SEND_BUFFER_BYTES', /from 1024 to/);
+    rejects({ SUBSCRIPTION_STALL_TIMEOUT_MS: '5s' }, 'SUBSCRIPTION_STALL_TIMEOUT_MS');
   });
 });
 
