@@ -1,0 +1,175 @@
+/**
+ * A subscriber that never reads, against a gateway process with a heavy
+ * change stream (the embedded pipeline of `npm start`: demo events at
+ * 1000/s through the in-process materializer): its connection's send buffer
+ * stays at SUBSCRIPTION_SEND_BUFFER_BYTES (the gate pauses it), the
+ * gateway's memory stays bounded while the events withheld from it add up
+ * to far more than that bound, a normal subscriber keeps getting its
+ * updates, and the stuck connection is closed after
+ * SUBSCRIPTION_STALL_TIMEOUT_MS.
+ *
+ * The embedded pipeline rather than Kafka: it makes thousands of change
+ * events a second without a broker JVM on a shared 2-core machine, and the
+ * send side under test is the same for both feeds.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { Socket } from 'node:net';
+import { createClient, type Client } from 'graphql-ws';
+import WebSocket from 'ws';
+import { SlowSubscriberCloseCode } from '../../gateway/send-gate.js';
+import { NodeProcess, waitUntilReady } from '../support/gateway.js';
+import { freePort } from '../support/redis-server.js';
+import { eventually } from '../support/wait.js';
+
+const SEND_BUFFER = 16_384;
+// Below graphql-ws's keep-alive (a ping every 12 s, cut off 12 s later without a pong), so the
+// never-reading client is closed by the gate, not by the keep-alive.
+const STALL_MS = 8_000;
+const SUBSCRIPTIONS = 200;
+const USERS = Array.from({ length: 1000 }, (_, i) => String(i + 1));
+/** Most the gateway's RSS may grow while the client is stuck (the pipeline itself allocates too). */
+const RSS_GROWTH_BOUND = 150 * 1024 * 1024;
+
+// ~3 KB per event: the same profile under 16 aliases (one store read, a large payload).
+const heavy = `subscription ($ids: [ID!]!) { featureChanged(entity: USER, ids: $ids) {
+  id view version eventTime
+  user { id clickStats { clickRate clicks impressions eventTime stale } ${Array.from({ length: 16 }, (_, i) => `p${i}: profile { sessionLength isPremium country embedding stale }`).join(' ')} }
+} }`;
+
+async function metrics(base: string): Promise<(name: string) => number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return (name: string) => {
+    let sum = 0;
+    for (const m of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) sum += Number(m[1]);
+    return sum;
+  };
+}
+
+describe('a subscriber that never reads', () => {
+  let gateway: NodeProcess;
+  let base: string;
+  let normal: Client;
+  let stuck: WebSocket;
+
+  before(async () => {
+    const port = await freePort();
+    gateway = NodeProcess.spawn('gateway/main.js', [], {
+      PORT: String(port), LOG_LEVEL: 'warn', DEMO_SEED: 'true', DEMO_WRITER: 'false', DEMO_EVENTS_PER_SECOND: '1000',
+      SUBSCRIPTION_SEND_BUFFER_BYTES: String(SEND_BUFFER), SUBSCRIPTION_STALL_TIMEOUT_MS: String(STALL_MS),
+      MAX_SUBSCRIPTIONS_PER_CONNECTION: String(SUBSCRIPTIONS),
+    });
+    base = `http://127.0.0.1:${port}`;
+    await waitUntilReady(`${base}/readyz`, gateway, 60_000);
+  });
+
+  after(async () => {
+    await normal?.dispose();
+    stuck?.terminate();
+    await gateway?.stop();
+  });
+
+  it('holds its send buffer at the bound, keeps memory bounded, serves the others, and closes it', async () => {
+    const wsUrl = `${base.replace('http', 'ws')}/graphql`;
+
+    // The normal subscriber: 20 users' clickStats, with their receipt times.
+    const received: { at: number; lagMs: number }[] = [];
+    let normalError: unknown;
+    normal = createClient({ url: wsUrl, webSocketImpl: WebSocket, retryAttempts: 0 });
+    normal.subscribe(
+      { query: 'subscription ($ids: [ID!]!) { featureChanged(entity: USER, ids: $ids, views: ["clickStats"]) { id eventTime user { clickStats { clicks } } } }', variables: { ids: USERS.slice(0, 20) } },
+      {
+        next: (value: any) => {
+          const eventTime = Date.parse(value?.data?.featureChanged?.eventTime);
+          received.push({ at: Date.now(), lagMs: Date.now() - eventTime });
+        },
+        error: (error) => void (normalError = error),
+        complete: () => undefined,
+      },
+    );
+
+    // The stuck subscriber, in raw graphql-ws protocol: 50 subscriptions to all 1000 users, every view.
+    stuck = new WebSocket(wsUrl, 'graphql-transport-ws');
+    await once(stuck, 'open');
+    const closed = once(stuck, 'close') as Promise<[number, Buffer]>;
+    let firstNextBytes = 0;
+    let refused: string | undefined;
+    const acked = new Promise<void>((resolve) => {
+      stuck.on('message', (data: Buffer) => {
+        const message = JSON.parse(String(data)) as { type: string };
+        if (message.type === 'connection_ack') resolve();
+        if (message.type === 'next' && firstNextBytes === 0) firstNextBytes = data.length;
+        if (message.type === 'error') refused ??= String(data);
+      });
+    });
+    stuck.send(JSON.stringify({ type: 'connection_init' }));
+    await acked;
+    for (let i = 0; i < SUBSCRIPTIONS; i++) {
+      stuck.send(JSON.stringify({ id: `s${i}`, type: 'subscribe', payload: { query: heavy, variables: { ids: USERS } } }));
+    }
+    await eventually(async () => {
+      assert.equal(refused, undefined, "the stuck client's subscriptions were refused");
+      assert.ok(firstNextBytes > 0, 'the stuck client got its first event');
+    }, 30_000);
+    // From here on it reads nothing: not the events, not the pings.
+    const socket = (stuck as unknown as { _socket: Socket })._socket;
+    socket.pause();
+
+    // The gate pauses its sends once the kernel's buffers are full.
+    await eventually(async () => assert.equal((await metrics(base))('subscription_connections_send_paused'), 1), 30_000);
+    const start = await metrics(base);
+    const withheldAtStart = start('subscription_events_dropped_total') + start('subscription_events_superseded_total');
+    const rssAtStart = start('process_resident_memory_bytes');
+    const receivedAtStart = received.length;
+    let maxRss = rssAtStart;
+    let maxBuffered = 0;
+    let withheld = 0;
+    let stalledClosed = 0;
+    const stuckFrom = Date.now();
+    // Sampled until the gate closes the stuck connection (about STALL_MS after it paused).
+    while (stalledClosed === 0) {
+      await new Promise((r) => setTimeout(r, 250));
+      const m = await metrics(base);
+      maxRss = Math.max(maxRss, m('process_resident_memory_bytes'));
+      maxBuffered = Math.max(maxBuffered, m('subscription_send_buffered_bytes'));
+      withheld = m('subscription_events_dropped_total') + m('subscription_events_superseded_total') + m('subscription_queued_events') - withheldAtStart;
+      stalledClosed = m('subscription_connections_stalled_closed_total');
+      assert.ok(Date.now() < stuckFrom + STALL_MS + 30_000, `the stuck connection was not closed within ${STALL_MS / 1000 + 30} s\n${gateway.output.slice(-2000)}`);
+    }
+    const stuckUntil = Date.now();
+
+    // Send buffer: at most the bound plus the message that crossed it (without the gate: one per subscription).
+    assert.ok(maxBuffered <= SEND_BUFFER + 2 * firstNextBytes, `send buffers held ${maxBuffered} bytes; bound ${SEND_BUFFER} + one message of ~${firstNextBytes}`);
+    // Memory: bounded, while what the stuck client would have been sent is far larger.
+    const wouldBeBacklog = withheld * firstNextBytes;
+    const growth = maxRss - rssAtStart;
+    console.log(`stuck for ${stuckUntil - stuckFrom} ms: ${withheld} events withheld (~${Math.round(wouldBeBacklog / 2 ** 20)} MiB at ${firstNextBytes} B each); ` +
+      `gateway RSS grew ${Math.round(growth / 2 ** 20)} MiB (max ${Math.round(maxRss / 2 ** 20)} MiB); max send buffer ${maxBuffered} B`);
+    assert.ok(growth < RSS_GROWTH_BOUND, `gateway RSS grew ${growth} bytes (bound ${RSS_GROWTH_BOUND})`);
+    assert.ok(wouldBeBacklog > 5 * RSS_GROWTH_BOUND, `the would-be backlog (${wouldBeBacklog} bytes) should dwarf the memory bound`);
+
+    // The normal subscriber kept getting updates throughout, with bounded delay.
+    assert.equal(normalError, undefined);
+    const during = received.slice(receivedAtStart);
+    assert.ok(during.length >= 10, `the normal subscriber got ${during.length} updates while the other one was stuck`);
+    let previous = stuckFrom;
+    let maxGap = 0;
+    for (const r of during) {
+      maxGap = Math.max(maxGap, r.at - previous);
+      previous = r.at;
+    }
+    assert.ok(maxGap < 5_000, `the normal subscriber went ${maxGap} ms without an update`);
+    const lags = during.map((r) => r.lagMs).sort((a, b) => a - b);
+    const p95 = lags[Math.floor(lags.length * 0.95)]!;
+    assert.ok(p95 < 10_000, `95th percentile delay from event to the normal subscriber: ${p95} ms`);
+
+    // The stuck connection was closed: its subscriptions are gone; once it reads again it sees the close.
+    await eventually(async () => assert.equal((await metrics(base))('subscriptions_active'), 1), 15_000);
+    socket.resume();
+    const [code] = await closed;
+    // 4413 when the close frame got through before the cut-off, 1006 when it was cut off first.
+    assert.ok(code === SlowSubscriberCloseCode || code === 1006, `close code ${code}`);
+    assert.equal((await metrics(base))('subscription_connections_send_paused'), 0);
+  });
+});
