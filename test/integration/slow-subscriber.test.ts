@@ -47,11 +47,58 @@ async function metrics(base: string): Promise<(name: string) => number> {
   };
 }
 
+/** A graphql-ws client in raw protocol over `ws`, so its TCP socket can be paused. */
+class RawSubscriber {
+  readonly ws: WebSocket;
+  nexts = 0;
+  firstNextBytes = 0;
+  refused: string | undefined;
+  readonly closed: Promise<[number, Buffer]>;
+
+  private constructor(url: string) {
+    this.ws = new WebSocket(url, 'graphql-transport-ws');
+    this.closed = once(this.ws, 'close') as Promise<[number, Buffer]>;
+  }
+
+  /** Connects and opens `subscriptions` subscriptions of `query`; resolves once the first event arrived. */
+  static async open(url: string, subscriptions: number, query: string, ids: readonly string[]): Promise<RawSubscriber> {
+    const client = new RawSubscriber(url);
+    await once(client.ws, 'open');
+    const acked = new Promise<void>((resolve) => {
+      client.ws.on('message', (data: Buffer) => {
+        const message = JSON.parse(String(data)) as { type: string };
+        if (message.type === 'connection_ack') resolve();
+        if (message.type === 'next') {
+          client.nexts++;
+          if (client.firstNextBytes === 0) client.firstNextBytes = data.length;
+        }
+        if (message.type === 'error') client.refused ??= String(data);
+      });
+    });
+    client.ws.send(JSON.stringify({ type: 'connection_init' }));
+    await acked;
+    for (let i = 0; i < subscriptions; i++) {
+      client.ws.send(JSON.stringify({ id: `s${i}`, type: 'subscribe', payload: { query, variables: { ids } } }));
+    }
+    await eventually(async () => {
+      assert.equal(client.refused, undefined, 'the subscriptions were refused');
+      assert.ok(client.firstNextBytes > 0, 'the first event arrived');
+    }, 30_000);
+    return client;
+  }
+
+  /** The TCP socket under the WebSocket: paused, it reads nothing, not the events, not the pings. */
+  get socket(): Socket {
+    return (this.ws as unknown as { _socket: Socket })._socket;
+  }
+}
+
 describe('a subscriber that never reads', () => {
   let gateway: NodeProcess;
   let base: string;
   let normal: Client;
-  let stuck: WebSocket;
+  let stuck: RawSubscriber | undefined;
+  let slow: RawSubscriber | undefined;
 
   before(async () => {
     const port = await freePort();
@@ -66,7 +113,8 @@ describe('a subscriber that never reads', () => {
 
   after(async () => {
     await normal?.dispose();
-    stuck?.terminate();
+    stuck?.ws.terminate();
+    slow?.ws.terminate();
     await gateway?.stop();
   });
 
@@ -89,31 +137,10 @@ describe('a subscriber that never reads', () => {
       },
     );
 
-    // The stuck subscriber, in raw graphql-ws protocol: 50 subscriptions to all 1000 users, every view.
-    stuck = new WebSocket(wsUrl, 'graphql-transport-ws');
-    await once(stuck, 'open');
-    const closed = once(stuck, 'close') as Promise<[number, Buffer]>;
-    let firstNextBytes = 0;
-    let refused: string | undefined;
-    const acked = new Promise<void>((resolve) => {
-      stuck.on('message', (data: Buffer) => {
-        const message = JSON.parse(String(data)) as { type: string };
-        if (message.type === 'connection_ack') resolve();
-        if (message.type === 'next' && firstNextBytes === 0) firstNextBytes = data.length;
-        if (message.type === 'error') refused ??= String(data);
-      });
-    });
-    stuck.send(JSON.stringify({ type: 'connection_init' }));
-    await acked;
-    for (let i = 0; i < SUBSCRIPTIONS; i++) {
-      stuck.send(JSON.stringify({ id: `s${i}`, type: 'subscribe', payload: { query: heavy, variables: { ids: USERS } } }));
-    }
-    await eventually(async () => {
-      assert.equal(refused, undefined, "the stuck client's subscriptions were refused");
-      assert.ok(firstNextBytes > 0, 'the stuck client got its first event');
-    }, 30_000);
-    // From here on it reads nothing: not the events, not the pings.
-    const socket = (stuck as unknown as { _socket: Socket })._socket;
+    // The stuck subscriber: 200 subscriptions to all 1000 users, every view; after its first event it reads nothing.
+    stuck = await RawSubscriber.open(wsUrl, SUBSCRIPTIONS, heavy, USERS);
+    const { socket, closed } = stuck;
+    const firstNextBytes = stuck.firstNextBytes;
     socket.pause();
 
     // The gate pauses its sends once the kernel's buffers are full.
@@ -171,5 +198,30 @@ describe('a subscriber that never reads', () => {
     // 4413 when the close frame got through before the cut-off, 1006 when it was cut off first.
     assert.ok(code === SlowSubscriberCloseCode || code === 1006, `close code ${code}`);
     assert.equal((await metrics(base))('subscription_connections_send_paused'), 0);
+  });
+
+  it('pauses a client that stops reading for a while, resumes it when it reads again, and keeps it', async () => {
+    const before = await metrics(base);
+    assert.equal(before('subscription_connections_send_paused'), 0);
+    slow = await RawSubscriber.open(`${base.replace('http', 'ws')}/graphql`, 20, heavy, USERS);
+    slow.socket.pause();
+    await eventually(async () => assert.equal((await metrics(base))('subscription_connections_send_paused'), 1), 30_000);
+    // Well under SUBSCRIPTION_STALL_TIMEOUT_MS, then it reads again.
+    await new Promise((r) => setTimeout(r, 1500));
+    const nextsBeforeResume = slow.nexts;
+    slow.socket.resume();
+
+    // The gate hands its held messages to the socket once the buffer drained: no longer paused.
+    await eventually(async () => assert.equal((await metrics(base))('subscription_connections_send_paused'), 0), 30_000);
+    // And the events keep coming after that.
+    const nextsAtResume = slow.nexts;
+    assert.ok(nextsAtResume > nextsBeforeResume, 'it read what was buffered');
+    await eventually(async () => assert.ok(slow!.nexts > nextsAtResume + 500, `${slow!.nexts - nextsAtResume} events since the gate resumed`), 30_000);
+    // Still open past the stall timeout: the pause ended in time, so no close.
+    await new Promise((r) => setTimeout(r, STALL_MS + 2000));
+    assert.equal(slow.ws.readyState, WebSocket.OPEN);
+    const after = await metrics(base);
+    assert.ok(after('subscription_send_pauses_total') > before('subscription_send_pauses_total'));
+    assert.equal(after('subscription_connections_stalled_closed_total'), before('subscription_connections_stalled_closed_total'));
   });
 });
