@@ -14,7 +14,7 @@ import { NodeProcess, waitUntilReady } from '../test/support/gateway.js';
 import { KafkaBroker } from '../test/support/kafka-broker.js';
 import { freePort, RedisProcess } from '../test/support/redis-server.js';
 import { assertLoopback, newHistogram, openLoop, percentiles, type BodySource, type Percentiles, type RunResult } from './runner.js';
-import { bodySource, dataSet, workloads } from './workloads.js';
+import { bodySource, dataSet, longTtlRegistryFile, workloads } from './workloads.js';
 
 /**
  * `npm run soak -- --minutes N`: the gateway under a steady mixed load for
@@ -261,11 +261,7 @@ function printRow(r: IntervalRow): void {
 
 async function main(): Promise<void> {
   const startedAt = new Date().toISOString();
-  // The data set is loaded once; views with a short TTL would go stale (then missing) during the
-  // run, and the later intervals would measure other responses than the first. As in bench.ts,
-  // every process gets the registry with TTLs raised to an hour; types and fields are unchanged.
-  registryFile = path.join(os.tmpdir(), `fg-soak-registry-${process.pid}.yaml`);
-  fs.writeFileSync(registryFile, fs.readFileSync(fromRoot('schema', 'registry.yaml'), 'utf8').replace(/ttl: (\d+)(s|m)\b/g, 'ttl: 1h'));
+  registryFile = longTtlRegistryFile('soak');
   const env = { REGISTRY_FILE: registryFile };
 
   log('starting Kafka and Redis');
