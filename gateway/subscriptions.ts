@@ -29,6 +29,7 @@ import { authorize, mayReadView } from '../auth/policy.js';
 import { principalKey, type Principal } from '../auth/principal.js';
 import { trustedOperation } from './authorization.js';
 import { operationCost, selectionDepth } from './limits.js';
+import { gateSends } from './send-gate.js';
 
 /**
  * GraphQL subscriptions of live feature changes, over graphql-ws on the
@@ -86,7 +87,7 @@ export interface SubscriptionsOptions {
   readonly apollo: ApolloServer<BaseContext>;
   readonly gateway: SchemaSource;
   readonly registry: Registry;
-  readonly config: Pick<Config, 'maxBatchIds' | 'maxQueryDepth' | 'maxQueryCost' | 'maxBodyBytes' | 'subscriptionQueueSize' | 'maxSubscriptionsPerConnection' | 'debugErrors'>;
+  readonly config: Pick<Config, 'maxBatchIds' | 'maxQueryDepth' | 'maxQueryCost' | 'maxBodyBytes' | 'subscriptionQueueSize' | 'maxSubscriptionsPerConnection' | 'subscriptionSendBufferBytes' | 'subscriptionStallTimeoutMs' | 'debugErrors'>;
   readonly eventLog: EventLog;
   /** Checks a connection's credentials at connection_init (auth/authenticator.ts); none: every connection is let in. */
   readonly authenticator?: Authenticator;
@@ -280,6 +281,7 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
     }
     wss.handleUpgrade(req, socket, head, (client) => {
       refuseServerMessages(client);
+      gateSends(client, { maxBufferedBytes: config.subscriptionSendBufferBytes, stallTimeoutMs: config.subscriptionStallTimeoutMs });
       wss.emit('connection', client, req);
     });
   };

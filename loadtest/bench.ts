@@ -9,7 +9,7 @@ import { readManifest } from '../schema/manifest.js';
 import { freePort, RedisProcess } from '../test/support/redis-server.js';
 import { markdownTable, svgChart, type BenchResult, type SystemFigures } from './report.js';
 import { closedLoop, newHistogram, openLoop, percentiles, type RunResult } from './runner.js';
-import { bodySource, dataSet, workloads, type RequestStyle, type Workload } from './workloads.js';
+import { bodySource, dataSet, longTtlRegistryFile, workloads, type RequestStyle, type Workload } from './workloads.js';
 
 /**
  * `npm run bench`: the standard benchmark. One Redis, one data set (100k
@@ -89,11 +89,8 @@ function log(msg: string, extra: Record<string, unknown> = {}): void {
 
 async function main(): Promise<void> {
   const manifest = readManifest();
-  // The data set is loaded once, so views with a short TTL would go stale (then missing)
-  // during the run and later rounds would measure different responses. Every system gets
-  // the same registry with TTLs raised to at least an hour; types and fields are unchanged.
-  const registryFile = path.join(os.tmpdir(), `fg-bench-registry-${process.pid}.yaml`);
-  fs.writeFileSync(registryFile, fs.readFileSync(fromRoot('schema', 'registry.yaml'), 'utf8').replace(/ttl: (\d+)(s|m)\b/g, 'ttl: 1h'));
+  // Every system gets the same registry, with TTLs raised so the loaded values stay fresh.
+  const registryFile = longTtlRegistryFile('bench');
   process.env.REGISTRY_FILE = registryFile;
   const redis = await RedisProcess.start();
   try {

@@ -58,9 +58,11 @@ interface Outcome {
 class Sender {
   readonly pool: Pool;
   private readonly path: string;
+  private readonly headers: Record<string, string>;
 
-  constructor(url: string, connections: number) {
+  constructor(url: string, connections: number, headers: Readonly<Record<string, string>> = {}) {
     assertLoopback(url);
+    this.headers = { ...headers, 'content-type': 'application/json' };
     const u = new URL(url);
     this.pool = new Pool(u.origin, { connections, pipelining: 1, keepAliveTimeout: 60_000 });
     this.path = u.pathname;
@@ -71,7 +73,7 @@ class Sender {
       const response = await this.pool.request({
         method: 'POST',
         path: this.path,
-        headers: { 'content-type': 'application/json' },
+        headers: this.headers,
         body,
       });
       const text = await response.body.text();
@@ -123,9 +125,9 @@ export async function closedLoop(target: Target, bodies: BodySource, options: { 
 export async function openLoop(
   target: Target,
   bodies: BodySource,
-  options: { rate: number; maxConnections: number; maxOutstanding: number; warmupMs: number; durationMs: number },
+  options: { rate: number; maxConnections: number; maxOutstanding: number; warmupMs: number; durationMs: number; headers?: Readonly<Record<string, string>> },
 ): Promise<RunResult> {
-  const sender = new Sender(target.url, options.maxConnections);
+  const sender = new Sender(target.url, options.maxConnections, options.headers);
   const histogram = newHistogram();
   const intervalMs = 1000 / options.rate;
   const start = performance.now();

@@ -1,3 +1,7 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fromRoot } from '../runtime/paths.js';
 import { mulberry32 } from '../store/demo-data.js';
 import type { PersistedOperation } from '../schema/manifest.js';
 import type { BodySource } from './runner.js';
@@ -38,6 +42,18 @@ export const workloads: readonly Workload[] = [
     variables: (r) => ({ user: pick(r, dataSet.users), merchant: pick(r, dataSet.merchants) }),
   },
 ];
+
+/**
+ * The data set is loaded once, so views with a short TTL would go stale (then missing) during a
+ * run and later rounds would measure different responses. A run's processes get this copy of the
+ * registry, with TTLs raised to an hour (types and fields unchanged), by REGISTRY_FILE. The
+ * caller removes the file when done.
+ */
+export function longTtlRegistryFile(tag: string): string {
+  const file = path.join(os.tmpdir(), `fg-${tag}-registry-${process.pid}.yaml`);
+  fs.writeFileSync(file, fs.readFileSync(fromRoot('schema', 'registry.yaml'), 'utf8').replace(/ttl: (\d+)(s|m)\b/g, 'ttl: 1h'));
+  return file;
+}
 
 /** How a system wants the operation: by persisted id (our gateway, the raw baseline) or as text (stock Apollo). */
 export type RequestStyle = 'persisted' | 'text';

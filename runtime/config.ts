@@ -42,6 +42,10 @@ export interface Config {
   /** Change events one subscription may have waiting; when full the oldest is dropped. */
   readonly subscriptionQueueSize: number;
   readonly maxSubscriptionsPerConnection: number;
+  /** Bytes one subscription connection may hold in its socket's send buffer before its sends pause. */
+  readonly subscriptionSendBufferBytes: number;
+  /** A subscription connection whose sends stay paused this long is closed (4413). */
+  readonly subscriptionStallTimeoutMs: number;
   readonly demoSeed: boolean;
   readonly demoWriter: boolean;
   readonly demoWriteIntervalMs: number;
@@ -153,6 +157,8 @@ export function loadConfig(env: Env = process.env): Config {
     maxBodyBytes: int(get, 'MAX_BODY_BYTES', 262_144, 1024, 64 * 1024 * 1024),
     subscriptionQueueSize: int(get, 'SUBSCRIPTION_QUEUE_SIZE', 256, 1, 100_000),
     maxSubscriptionsPerConnection: int(get, 'MAX_SUBSCRIPTIONS_PER_CONNECTION', 50, 1, 10_000),
+    subscriptionSendBufferBytes: int(get, 'SUBSCRIPTION_SEND_BUFFER_BYTES', 1_048_576, 1024, 1024 * 1024 * 1024),
+    subscriptionStallTimeoutMs: int(get, 'SUBSCRIPTION_STALL_TIMEOUT_MS', 10_000, 100, 3_600_000),
     demoSeed: bool(get, 'DEMO_SEED', embedded && !get('EMBEDDED_SEED_FILE')),
     demoWriter: bool(get, 'DEMO_WRITER', embedded && !get('EMBEDDED_SEED_FILE')),
     demoWriteIntervalMs: int(get, 'DEMO_WRITE_INTERVAL_MS', 5000, 100, 3_600_000),

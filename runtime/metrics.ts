@@ -132,3 +132,37 @@ export const pushedRows = new Counter({
   labelNames: ['view', 'outcome'] as const,
   registers: [metricsRegistry],
 });
+
+// The send side of subscription connections (gateway/send-gate.ts).
+
+/** One function per open subscription connection, answering its socket's bufferedAmount. */
+export const subscriptionSendBufferSources = new Set<() => number>();
+
+export const subscriptionSendBufferedBytes = new Gauge({
+  name: 'subscription_send_buffered_bytes',
+  help: 'Bytes waiting in the send buffers of all subscription connections (each bounded by SUBSCRIPTION_SEND_BUFFER_BYTES plus one message).',
+  registers: [metricsRegistry],
+  collect() {
+    let bytes = 0;
+    for (const source of subscriptionSendBufferSources) bytes += source();
+    this.set(bytes);
+  },
+});
+
+export const subscriptionConnectionsPaused = new Gauge({
+  name: 'subscription_connections_send_paused',
+  help: 'Subscription connections whose sends are paused because their send buffer is over SUBSCRIPTION_SEND_BUFFER_BYTES.',
+  registers: [metricsRegistry],
+});
+
+export const subscriptionSendPauses = new Counter({
+  name: 'subscription_send_pauses_total',
+  help: 'Times a subscription connection\'s sends were paused on a full send buffer.',
+  registers: [metricsRegistry],
+});
+
+export const subscriptionConnectionsStalledClosed = new Counter({
+  name: 'subscription_connections_stalled_closed_total',
+  help: 'Subscription connections closed (code 4413) because their sends stayed paused for SUBSCRIPTION_STALL_TIMEOUT_MS.',
+  registers: [metricsRegistry],
+});

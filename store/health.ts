@@ -11,7 +11,7 @@ export interface StoreReadiness {
  * gateway replica reads the same shards, so turning unready over one dead
  * shard would take all replicas out of the load balancer and make a partial
  * outage (fields on that shard fail) a total one. The summary says
- * "degraded" and each shard has its own line (decision 0015).
+ * "degraded" and each shard has its own line (decision 0016).
  */
 export async function storeReadiness(store: OnlineStore, timeoutMs = 1000): Promise<StoreReadiness> {
   let shards: ShardHealth[];

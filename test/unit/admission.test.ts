@@ -1,6 +1,6 @@
 /**
  * The checks that run on a request before anything parses it
- * (decision 0015): bracket nesting of the query text, the shape of the
+ * (decision 0020): bracket nesting of the query text, the shape of the
  * persisted-query extension, and the depth walk over fragments.
  */
 import { describe, it } from 'node:test';

@@ -66,6 +66,14 @@ describe('loadConfig defaults', () => {
     rejects({ PUSH_MAX_FUTURE_MS: '5m' }, 'PUSH_MAX_FUTURE_MS');
   });
 
+  test('subscription send side: 1 MiB send buffer per connection, stuck for 10 s closes it', () => {
+    assert.equal(config.subscriptionSendBufferBytes, 1_048_576);
+    assert.equal(config.subscriptionStallTimeoutMs, 10_000);
+    const set = loadConfig({ SUBSCRIPTION_SEND_BUFFER_BYTES: '65536', SUBSCRIPTION_STALL_TIMEOUT_MS: '2500' });
+    assert.equal(set.subscriptionSendBufferBytes, 65_536);
+    assert.equal(set.subscriptionStallTimeoutMs, 2500);
+  });
+
   test('does not read process.env when an env object is given', () => {
     const saved = process.env.PORT;
     process.env.PORT = '4321';
@@ -176,6 +184,8 @@ describe('loadConfig errors name the variable', () => {
     rejects({ SHUTDOWN_READINESS_DELAY_MS: '-1' }, 'SHUTDOWN_READINESS_DELAY_MS');
     rejects({ KAFKA_CONNECTION_TIMEOUT_MS: 'soon' }, 'KAFKA_CONNECTION_TIMEOUT_MS');
     rejects({ KAFKA_RETRY_MAX_MS: '10' }, 'KAFKA_RETRY_MAX_MS');
+    rejects({ SUBSCRIPTION_SEND_BUFFER_BYTES: '1023' }, 'SUBSCRIPTION_SEND_BUFFER_BYTES', /from 1024 to/);
+    rejects({ SUBSCRIPTION_STALL_TIMEOUT_MS: '5s' }, 'SUBSCRIPTION_STALL_TIMEOUT_MS');
   });
 });
 
