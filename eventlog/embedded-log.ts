@@ -13,6 +13,12 @@ import type {
  * readers see committed records only; partitions of a topic are shared among
  * the live consumers of a group. For `npm start` and fast tests; Kafka is the
  * production log.
+ *
+ * Retention, as Kafka's `retention` by size: each partition keeps its newest
+ * `retainRecords` records (offsets are never reused); a consumer group behind
+ * that resumes at the oldest record kept (Kafka's `auto.offset.reset=earliest`)
+ * with a warning. Without it a long-running `npm start` would keep every demo
+ * event and change event in memory.
  */
 export class EmbeddedLog implements EventLog {
   readonly kind = 'embedded';
@@ -22,8 +28,10 @@ export class EmbeddedLog implements EventLog {
   private readonly groups = new Map<string, Set<EmbeddedConsumer>>();
   private readonly appended = new EventEmitter();
   private roundRobin = 0;
+  /** The offset of each partition's first kept record (absent: 0, nothing trimmed yet). */
+  private readonly bases = new WeakMap<LogRecord[], number>();
 
-  constructor(private readonly defaultPartitions = 3) {
+  constructor(private readonly defaultPartitions = 3, private readonly retainRecords = 10_000) {
     this.appended.setMaxListeners(0);
   }
 
@@ -46,10 +54,16 @@ export class EmbeddedLog implements EventLog {
       const partition = r.key === null ? this.roundRobin++ % partitions.length : hash32(r.key) % partitions.length;
       const records = partitions[partition]!;
       const record: LogRecord = {
-        topic: r.topic, partition, offset: records.length, key: r.key,
+        topic: r.topic, partition, offset: this.endOf(records), key: r.key,
         value: typeof r.value === 'string' ? Buffer.from(r.value) : r.value, timestampMs: now, headers: r.headers ?? {},
       };
       records.push(record);
+      // Trimmed in steps of a tenth, so the copy is amortized over many appends.
+      if (records.length > this.retainRecords * 1.1) {
+        const drop = records.length - this.retainRecords;
+        records.splice(0, drop);
+        this.bases.set(records, this.baseOf(records) + drop);
+      }
       return record;
     });
     for (const record of written) this.appended.emit('record', record);
@@ -91,7 +105,18 @@ export class EmbeddedLog implements EventLog {
   offsetOf(group: string, topic: string, partition: number, fromBeginning: boolean): { offset: number; checkpoint: string | null } {
     const committed = this.committed.get(group)?.get(`${topic}/${partition}`);
     if (committed !== undefined) return committed;
-    return { offset: fromBeginning ? 0 : this.partitionsOf(topic)[partition]!.length, checkpoint: null };
+    const records = this.partitionsOf(topic)[partition]!;
+    return { offset: fromBeginning ? this.baseOf(records) : this.endOf(records), checkpoint: null };
+  }
+
+  /** The offset of a partition's oldest kept record. */
+  baseOf(records: LogRecord[]): number {
+    return this.bases.get(records) ?? 0;
+  }
+
+  /** The offset the partition's next record gets. */
+  endOf(records: LogRecord[]): number {
+    return this.baseOf(records) + records.length;
   }
 
   /**
@@ -175,8 +200,13 @@ class EmbeddedConsumer implements TransactionalConsumer {
           if (!this.running) return;
           const records = this.logStore.partitionsOf(topic)[partition]!;
           const from = this.logStore.offsetOf(groupId, topic, partition, fromBeginning);
-          if (from.offset >= records.length) continue;
-          const batch: RecordBatch = { topic, partition, records: records.slice(from.offset, from.offset + 500) };
+          if (from.offset >= this.logStore.endOf(records)) continue;
+          const base = this.logStore.baseOf(records);
+          if (from.offset < base) {
+            log.warn({ topic, partition, groupId, committed: from.offset, oldestKept: base }, 'embedded consumer: records past retention were lost; resuming at the oldest kept');
+          }
+          const start = Math.max(from.offset, base) - base;
+          const batch: RecordBatch = { topic, partition, records: records.slice(start, start + 500) };
           try {
             const result = await handler(batch, from.checkpoint);
             if (!this.running) return; // stopped mid-batch: like a crash, nothing is committed

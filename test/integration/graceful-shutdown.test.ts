@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { changeTopic, changeTopicPartitions, encodeChange } from '../../eventlog/change-event.js';
 import { KafkaLog } from '../../eventlog/kafka-log.js';
@@ -56,6 +56,11 @@ describe('graceful shutdown on SIGTERM', () => {
     await redis?.destroy();
   });
 
+  // A test that fails while Redis is stopped must not leave it stopped for the next.
+  afterEach(() => {
+    if (redis?.pid) process.kill(redis.pid, 'SIGCONT');
+  });
+
   const spawn = (script: string, args: string[], env: Record<string, string>): NodeProcess => {
     const proc = NodeProcess.spawn(script, args, env);
     processes.push(proc);
@@ -74,7 +79,7 @@ describe('graceful shutdown on SIGTERM', () => {
     const gateway = spawn('gateway/main.js', [], {
       PORT: String(port), REDIS_URL: redis.url, KAFKA_BROKERS: broker.brokers.join(','), DEMO_SEED: 'false', DEMO_WRITER: 'false',
       // Requests wait on the stopped Redis instead of failing: they are the slow in-flight requests.
-      STORE_TIMEOUT_MS: '60000', SHUTDOWN_READINESS_DELAY_MS: String(readinessDelayMs), SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs),
+      STORE_TIMEOUT_MS: '60000', REQUEST_DEADLINE_MS: '120000', SHUTDOWN_READINESS_DELAY_MS: String(readinessDelayMs), SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs),
     });
     const context = () => `\ngateway output:\n${gateway.output.slice(-4000)}`;
     await waitUntilReady(`${base}/readyz`, gateway, 60_000);
@@ -144,7 +149,7 @@ describe('graceful shutdown on SIGTERM', () => {
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
     const gateway = spawn('gateway/main.js', [], {
-      PORT: String(port), REDIS_URL: redis.url, DEMO_SEED: 'false', DEMO_WRITER: 'false', STORE_TIMEOUT_MS: '60000', SHUTDOWN_TIMEOUT_MS: '2000',
+      PORT: String(port), REDIS_URL: redis.url, DEMO_SEED: 'false', DEMO_WRITER: 'false', STORE_TIMEOUT_MS: '60000', REQUEST_DEADLINE_MS: '120000', SHUTDOWN_TIMEOUT_MS: '2000',
     });
     await waitUntilReady(`${base}/readyz`, gateway, 60_000);
     process.kill(redis.pid!, 'SIGSTOP');

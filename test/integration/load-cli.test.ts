@@ -50,8 +50,8 @@ describe('npm run load', () => {
   test('--demo loads the requested number of entities into sharded Redis', async () => {
     const result = await load(['--demo', '--users', '40', '--items', '30', '--merchants', '5'], { REDIS_SHARD_URLS: redis.map((r) => r.url).join(',') });
     assert.equal(result.code, 0, result.stderr);
-    // user: clickStats v1 + v2 + profile; item: itemStats; merchant: riskStats
-    assert.equal(JSON.parse(result.stdout.trim()).rows, 40 * 3 + 30 + 5);
+    // user: clickStats v1 + v2 + profile + riskProfile; item: itemStats; merchant: riskStats
+    assert.equal(JSON.parse(result.stdout.trim()).rows, 40 * 4 + 30 + 5);
     const values = await store.read(view('user', 'clickStats').versions[1]!, ['1', '40', '41']);
     assert.notEqual(values[0], null);
     assert.notEqual(values[1], null);

@@ -97,6 +97,8 @@ for (const kind of ['embedded', 'redis'] as const) {
     before(async () => {
       if (kind === 'redis') redis = await RedisProcess.start();
       store = createStore(redis ? { kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 } : { kind: 'embedded' });
+      // Connected before the first push: with no offline queue a command sent while connecting fails.
+      await eventually(() => store.ping());
       eventLog = new EmbeddedLog();
       gateway = await startGateway({ config: testConfig(env()), registry, store, eventLog });
     });
@@ -272,6 +274,7 @@ describe('push API (distributed shape, Redis)', () => {
   before(async () => {
     redis = await RedisProcess.start();
     store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 });
+    await eventually(() => store.ping());
     subgraphs = await Promise.all(registry.entities.map((e) => startSubgraph(testConfig(env()), registry, e.name, store)));
     const subgraphUrls = subgraphs.map((s) => `${s.name}=${s.url}`).join(',');
     gateway = await startGateway({ config: testConfig({ ...env(), SUBGRAPH_URLS: subgraphUrls }), registry });

@@ -112,7 +112,7 @@ describe('a subscriber that never reads', () => {
     gateway = NodeProcess.spawn('gateway/main.js', [], {
       PORT: String(port), LOG_LEVEL: 'warn', DEMO_SEED: 'true', DEMO_WRITER: 'false', DEMO_EVENTS_PER_SECOND: '1000',
       SUBSCRIPTION_SEND_BUFFER_BYTES: String(SEND_BUFFER), SUBSCRIPTION_STALL_TIMEOUT_MS: String(STALL_MS),
-      MAX_SUBSCRIPTIONS_PER_CONNECTION: String(SUBSCRIPTIONS), NODE_OPTIONS: `--max-old-space-size=${OLD_SPACE_MIB}`,
+      MAX_SUBSCRIPTIONS_PER_CONNECTION: String(SUBSCRIPTIONS), MAX_QUERY_COST: '100000000', NODE_OPTIONS: `--max-old-space-size=${OLD_SPACE_MIB}`,
     });
     base = `http://127.0.0.1:${port}`;
     await waitUntilReady(`${base}/readyz`, gateway, 60_000);

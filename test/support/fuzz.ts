@@ -57,7 +57,7 @@ export interface FuzzLimits {
 export const knownCodes = new Set([
   'BAD_REQUEST', 'BODY_TOO_LARGE', 'BATCH_TOO_LARGE', 'QUERY_TOO_DEEP', 'PERSISTED_QUERY_NOT_IN_SAFELIST', 'PERSISTED_QUERY_NOT_FOUND',
   'PERSISTED_QUERY_INVALID', 'GRAPHQL_PARSE_FAILED', 'GRAPHQL_VALIDATION_FAILED', 'BAD_USER_INPUT', 'OPERATION_RESOLUTION_FAILURE',
-  'OPERATION_NOT_SUPPORTED', 'TOO_MANY_SUBSCRIPTIONS',
+  'OPERATION_NOT_SUPPORTED', 'TOO_MANY_SUBSCRIPTIONS', 'QUERY_TOO_COSTLY', 'FORBIDDEN',
 ]);
 
 export interface HttpCase {
@@ -397,7 +397,7 @@ const badGet: HttpGenerator = (rng, limits) => {
   const pre = { 'apollo-require-preflight': 'true' };
   const q = (s: string) => encodeURIComponent(s);
   const variants: [string, string, HttpCase['expect'], Record<string, string>][] = [
-    ['GET: mutation', `query=${q('mutation { x }')}`, codes('BAD_REQUEST'), pre],
+    ['GET: mutation', `query=${q('mutation { pushUserProfile(rows: []) { written } }')}`, codes('BAD_REQUEST'), pre],
     ['GET: no CSRF header', `query=${q(`{ ${validSelection(rng)} }`)}`, codes('BAD_REQUEST'), {}],
     ['GET: variables not JSON', `query=${q('{ __typename }')}&variables=${q(`{${rng.string(5)}`)}`, codes('BAD_REQUEST'), pre],
     ['GET: variables not an object', `query=${q('{ __typename }')}&variables=${q(JSON.stringify(wrongValue(rng, 'object')))}`, codes('BAD_REQUEST'), pre],
