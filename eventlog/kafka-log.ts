@@ -170,7 +170,11 @@ export class KafkaLog implements EventLog {
       const producer = this.watch(this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 }));
       await producer.connect();
       return producer;
-    })();
+    })().catch((error: unknown) => {
+      // A failed connect (the broker down) must not be kept: the next produce connects afresh.
+      this.producer = null;
+      throw error;
+    });
     await (await this.producer).sendBatch({ topicMessages: toTopicMessages(records), acks: -1 });
   }
 

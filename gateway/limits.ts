@@ -76,8 +76,8 @@ export function queryNesting(text: string, stopAbove = Infinity): number {
  * `didResolveOperation` keeps its code and HTTP status.
  *
  * It also refuses a request that names no operation the API serves (an
- * unknown `operationName`, several operations and no name, a mutation, a
- * subscription over HTTP): the gateway's executor would otherwise fail on
+ * unknown `operationName`, several operations and no name, an operation
+ * type the schema has no root type for, a subscription over HTTP): the gateway's executor would otherwise fail on
  * them with an uncoded 500.
  */
 export function limitsPlugin(limits: Limits): ApolloServerPlugin<BaseContext> {

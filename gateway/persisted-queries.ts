@@ -10,9 +10,10 @@ import { sha256Hex, type PersistedOperation, type PersistedQueryManifest } from 
  *
  * Apollo Server's APQ reads operations from a cache by SHA-256 hash. Here
  * that cache is backed first by the manifest (never evicted), then by an LRU
- * of operations registered through APQ. In safelist mode registration is off
- * and `admit` refuses anything that is not a manifest operation before
- * Apollo Server parses a byte of it.
+ * of operations registered through APQ. In safelist mode registration is off,
+ * and the gateway's admission (gateway/authorization.ts) refuses anything
+ * that is not a manifest operation from a caller without the analyst role,
+ * before Apollo Server parses a byte of it.
  */
 export class PersistedQueries {
   private readonly byId: ReadonlyMap<string, PersistedOperation>;

@@ -65,6 +65,9 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
   const definitions: SubgraphDefinition[] = [];
 
   if (distributed) {
+    if (config.internalAuthSecret === null) {
+      log.warn('INTERNAL_AUTH_SECRET is not set: subgraph processes trust the caller principal header unsigned; they must be reachable only by the gateway');
+    }
     for (const entity of registry.entities) {
       const url = config.subgraphUrls[entity.name];
       if (!url) throw new ConfigError('SUBGRAPH_URLS', `no URL for subgraph "${entity.name}" (every entity of the registry needs one)`);
@@ -219,16 +222,6 @@ async function probe(url: string): Promise<string> {
   } catch (error) {
     return `unreachable: ${(error as Error).message}`;
   }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(message)), ms);
-    }),
-  ]);
 }
 
 /** Hands the caller's principal to a subgraph process, signed (auth/internal.ts). */

@@ -124,7 +124,8 @@ export function loadConfig(env: Env = process.env): Config {
   if (urls) {
     for (const url of urls) {
       if (!/^rediss?:\/\/[^\s/]+(\/\d+)?$/.test(url)) {
-        throw new ConfigError(redisUrl ? 'REDIS_URL' : 'REDIS_SHARD_URLS', `not a Redis URL: ${JSON.stringify(url)} (expected redis://host:port)`);
+        // A URL may hold a password: it is never echoed (the message goes to logs).
+        throw new ConfigError(redisUrl ? 'REDIS_URL' : 'REDIS_SHARD_URLS', `not a Redis URL: ${JSON.stringify(redactUrl(url))} (expected redis://host:port)`);
       }
     }
     store = { kind: 'redis', urls, commandTimeoutMs, breaker, ...redisSecurity(get, urls, redisUrl ? 'REDIS_URL' : 'REDIS_SHARD_URLS') };
@@ -168,7 +169,7 @@ export function loadConfig(env: Env = process.env): Config {
     materializerGroup: get('MATERIALIZER_GROUP') ?? 'feature-materializer',
     auth: authSettings(get),
     maxQueryCost: int(get, 'MAX_QUERY_COST', 50_000, 1, 100_000_000),
-    internalAuthSecret: secret(get, 'INTERNAL_AUTH_SECRET') ?? null,
+    internalAuthSecret: internalSecret(get),
     kafkaConnectionTimeoutMs: int(get, 'KAFKA_CONNECTION_TIMEOUT_MS', 3000, 100, 120_000),
     kafkaRetryMaxMs: int(get, 'KAFKA_RETRY_MAX_MS', 2000, 100, 300_000),
     shutdownTimeoutMs: int(get, 'SHUTDOWN_TIMEOUT_MS', 25_000, 1000, 3_600_000),
@@ -195,8 +196,10 @@ function authSettings(get: (n: string) => string | undefined): AuthSettings {
   }
   if (jwt.jwksFile !== null && !fs.existsSync(jwt.jwksFile)) throw new ConfigError('JWT_JWKS_FILE', `no such file: ${jwt.jwksFile}`);
   const anyCredentials = apiKeysFile !== null || jwt.hs256Secret !== null || jwt.jwksFile !== null;
-  // Zero-setup default: with no credentials configured, everyone may read and subscribe, nobody may push.
-  const anonymousText = get('ANONYMOUS_ROLES') ?? (anyCredentials ? 'none' : 'inference,analyst,dashboard');
+  // Zero-setup default: with no credentials configured, everyone may read and subscribe, nobody may push;
+  // in safelist mode not as an analyst (analysts are exempt from the safelist, which would then bind no one).
+  const safelist = bool(get, 'SAFELIST', false);
+  const anonymousText = get('ANONYMOUS_ROLES') ?? (anyCredentials ? 'none' : safelist ? 'inference,dashboard' : 'inference,analyst,dashboard');
   let anonymousRoles: Role[] | null = null;
   if (anonymousText.trim().toLowerCase() !== 'none') {
     anonymousRoles = list('ANONYMOUS_ROLES', anonymousText).map((r) => {
@@ -338,6 +341,21 @@ function corsOrigins(text: string | undefined): '*' | string[] | null {
     }
   }
   return origins;
+}
+
+function internalSecret(get: Get): string | null {
+  const value = secret(get, 'INTERNAL_AUTH_SECRET') ?? null;
+  if (value !== null && Buffer.byteLength(value) < 32) {
+    throw new ConfigError('INTERNAL_AUTH_SECRET', 'must be at least 32 bytes (an HMAC key shorter than the hash is guessable)');
+  }
+  return value;
+}
+
+/** A URL with its credentials hidden (`redis://user:secret@host` → `redis://***@host`), for messages and logs. */
+export function redactUrl(url: string): string {
+  const scheme = url.indexOf('://');
+  const at = url.lastIndexOf('@');
+  return scheme >= 0 && at > scheme ? `${url.slice(0, scheme + 3)}***${url.slice(at)}` : url;
 }
 
 function readConfigFile(file: string | undefined): Record<string, string> {

@@ -341,15 +341,17 @@ const simpleContentTypes = ['application/x-www-form-urlencoded', 'multipart/form
 const csrfPreventionHeaders = ['x-apollo-operation-name', 'apollo-require-preflight'];
 
 /**
- * Apollo Server's CSRF rule (preventCsrf): a request is safe when its
- * content type parses to a non-simple type, or it carries a non-empty
- * apollo-require-preflight or x-apollo-operation-name header. Unlike Apollo,
- * a content type that does not parse counts as suspect here: Apollo Server
- * then decides (WHATWG parsers may differ at the edges; it has the last word).
+ * Apollo Server's CSRF rule (preventCsrf), exactly: a request is safe when it
+ * carries a non-empty apollo-require-preflight or x-apollo-operation-name
+ * header, or a content type that is not one of the simple ones — including
+ * one that does not parse (a browser cannot send that cross-site without a
+ * preflight either). Diverging from Apollo here would let a request skip the
+ * checks that run before Apollo Server (nesting, persisted-query shape).
  */
 function csrfSuspect(headers: http.IncomingHttpHeaders, mediaType: string | undefined): boolean {
   if (csrfPreventionHeaders.some((h) => { const v = headers[h]; return v !== undefined && v.length > 0; })) return false;
-  return mediaType === undefined || simpleContentTypes.includes(mediaType);
+  if (headers['content-type'] === undefined) return true;
+  return mediaType !== undefined && simpleContentTypes.includes(mediaType);
 }
 
 export async function listen(server: HttpServer, host: string, port: number): Promise<RunningHttpServer> {

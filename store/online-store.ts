@@ -116,11 +116,6 @@ export class DeadlineExceededError extends Error {
   }
 }
 
-/** Whether `value` is one of the per-id read errors (as opposed to a value or null). */
-export function isReadError(value: unknown): value is ReadError {
-  return value instanceof StoreUnavailableError || value instanceof DeadlineExceededError || value instanceof CorruptValueError;
-}
-
 /** A stored value could not be decoded with the registry's schema for it. */
 export class CorruptValueError extends Error {
   override name = 'CorruptValueError';

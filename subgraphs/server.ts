@@ -2,6 +2,7 @@ import { ApolloServer, type BaseContext } from '@apollo/server';
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { principalFromHeaders } from '../auth/internal.js';
 import type { Config } from '../runtime/config.js';
+import { log } from '../runtime/log.js';
 import { createGraphQLHttpServer, listen, type RunningHttpServer } from '../runtime/graphql-http.js';
 import type { Registry } from '../schema/types.js';
 import { storeReadiness } from '../store/health.js';
@@ -34,6 +35,9 @@ export async function startSubgraph(config: Config, registry: Registry, entityNa
   const ready = () => storeReadiness(store);
   // The caller's principal as the gateway signed it (auth/internal.ts): per-view read roles and the
   // push API's admin check apply here as in the co-located shape.
+  if (config.internalAuthSecret === null) {
+    log.warn({ subgraph: entityName }, 'INTERNAL_AUTH_SECRET is not set: the caller principal header is trusted unsigned; this port must be reachable only by the gateway');
+  }
   const authenticate = async (req: { headers: Readonly<Record<string, string | string[] | undefined>> }) =>
     principalFromHeaders(req.headers, config.internalAuthSecret);
   const server = createGraphQLHttpServer({
@@ -44,6 +48,9 @@ export async function startSubgraph(config: Config, registry: Registry, entityNa
     ...running,
     name: subgraph.name,
     close: async () => {
+      // As the gateway: unready first (SHUTDOWN_READINESS_DELAY_MS), then stop listening and drain.
+      running.beginDrain();
+      if (config.shutdownReadinessDelayMs > 0) await new Promise((r) => setTimeout(r, config.shutdownReadinessDelayMs));
       await running.close();
       await apollo.stop();
     },

@@ -1,7 +1,7 @@
 import { Redis, type ChainableCommander } from 'ioredis';
 import CircuitBreaker from 'opossum';
 import type { Deadline } from '../../runtime/deadline.js';
-import type { ClientTls } from '../../runtime/config.js';
+import { redactUrl, type ClientTls } from '../../runtime/config.js';
 import { log } from '../../runtime/log.js';
 import { deadlineExceeded, storeCircuitState, storeErrors, storeReadDuration, storeShortCircuited } from '../../runtime/metrics.js';
 import { DeadlineExceededError, StoreUnavailableError, type ReadOptions, type ShardHealth } from '../online-store.js';
@@ -336,6 +336,6 @@ function shardName(url: string): string {
     const u = new URL(url);
     return `${u.hostname}:${u.port || '6379'}`;
   } catch {
-    throw new Error(`not a Redis URL: ${JSON.stringify(url)} (expected redis://host:port)`);
+    throw new Error(`not a Redis URL: ${JSON.stringify(redactUrl(url))} (expected redis://host:port)`);
   }
 }

@@ -15,7 +15,7 @@ import { ALLOWED, authorize, kindsOf, mayDo, mayReadView, type OperationKind } f
 import { ROLES, type Principal, type Role } from '../../auth/principal.js';
 import { RateLimiter } from '../../auth/rate-limiter.js';
 import { operationCost } from '../../gateway/limits.js';
-import { loadConfig } from '../../runtime/config.js';
+import { loadConfig, redactUrl } from '../../runtime/config.js';
 import { ConfigError } from '../../runtime/errors.js';
 import { fromRoot } from '../../runtime/paths.js';
 
@@ -162,6 +162,14 @@ describe('the principal handed to subgraph processes', () => {
     assert.equal(principalFromHeaders(principalHeaders(admin, null), 'secret-1'), undefined, 'unsigned');
   });
 
+  test('a signed header older (or newer) than a minute is refused: a header seen on the wire cannot be replayed', () => {
+    const t = 1_800_000_000_000;
+    const headers = principalHeaders(admin, 'secret-1', t);
+    assert.ok(principalFromHeaders(headers, 'secret-1', t + 59_000));
+    assert.equal(principalFromHeaders(headers, 'secret-1', t + 61_000), undefined);
+    assert.equal(principalFromHeaders(headers, 'secret-1', t - 61_000), undefined);
+  });
+
   test('without a secret the header is taken as is; garbage is no principal; unknown roles are dropped', () => {
     assert.deepEqual(principalFromHeaders(principalHeaders(admin, null), null)?.roles, new Set(['admin']));
     assert.equal(principalFromHeaders({ 'x-feature-gateway-principal': 'not base64 json' }, null), undefined);
@@ -223,6 +231,9 @@ describe('auth configuration', () => {
 
   test('with no credentials configured, anonymous callers read and subscribe but do not push; with any, they are refused', () => {
     assert.deepEqual(loadConfig({}).auth.anonymousRoles, ['inference', 'analyst', 'dashboard']);
+    // Safelist mode binds callers without the analyst role, so by default anonymous callers are not analysts there.
+    assert.deepEqual(loadConfig({ SAFELIST: 'true' }).auth.anonymousRoles, ['inference', 'dashboard']);
+    assert.deepEqual(loadConfig({ SAFELIST: 'true', ANONYMOUS_ROLES: 'analyst' }).auth.anonymousRoles, ['analyst']);
     assert.equal(loadConfig({ API_KEYS_FILE: keysFile }).auth.anonymousRoles, null);
     assert.equal(loadConfig({ JWT_HS256_SECRET: 'x'.repeat(32) }).auth.anonymousRoles, null);
     assert.deepEqual(loadConfig({ API_KEYS_FILE: keysFile, ANONYMOUS_ROLES: 'inference' }).auth.anonymousRoles, ['inference']);
@@ -267,5 +278,14 @@ describe('query cost', () => {
     assert.equal(cost(`{ user(id: 1) { ...F0 } } ${nested.join(' ')}`), 2 ** (levels - 1));
     const rooted = Array.from({ length: levels }, (_, i) => (i === levels - 1 ? `fragment R${i} on Query { user(id: 1) { a } }` : `fragment R${i} on Query { ...R${i + 1} ...R${i + 1} }`));
     assert.equal(cost(`{ ...R0 } ${rooted.join(' ')}`), 2 ** (levels - 1));
+  });
+});
+
+describe('redactUrl', () => {
+  test('hides credentials of a URL and leaves others alone', () => {
+    assert.equal(redactUrl('redis://default:s3cret@10.0.0.2:6379'), 'redis://***@10.0.0.2:6379');
+    assert.equal(redactUrl('rediss://:p@ss@host:6380/2'), 'rediss://***@host:6380/2');
+    assert.equal(redactUrl('redis://10.0.0.2:6379'), 'redis://10.0.0.2:6379');
+    assert.equal(redactUrl('not a url'), 'not a url');
   });
 });
