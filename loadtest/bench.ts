@@ -61,7 +61,8 @@ interface System {
 
 const children: ChildProcess[] = [];
 function node(script: string, argv: string[], env: Record<string, string> = {}): ChildProcess {
-  const child = spawn(process.execPath, [fromRoot('dist', script), ...argv], {
+  const nodeArgs = script === 'gateway/main.js' && process.env.PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROFILE_DIR}`] : [];
+  const child = spawn(process.execPath, [...nodeArgs, fromRoot('dist', script), ...argv], {
     env: { ...process.env, LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });

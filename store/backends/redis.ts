@@ -72,8 +72,10 @@ export class RedisBackend implements ByteBackend {
   private readonly shards: Shard[];
   private readonly ring: HashRing<number>;
   private readonly resetMs: number;
+  private readonly commandTimeoutMs: number;
 
   constructor(options: RedisBackendOptions) {
+    this.commandTimeoutMs = options.commandTimeoutMs;
     const breaker = options.breaker ?? defaultBreaker;
     this.resetMs = breaker.resetMs;
     if (options.urls.length === 0) throw new Error('RedisBackend needs at least one URL');
@@ -126,6 +128,11 @@ export class RedisBackend implements ByteBackend {
       resetTimeout: options.resetMs,
       rollingCountTimeout: 10_000,
       rollingCountBuckets: 10,
+      // Off: opossum would otherwise keep every call's latency of the window and sort them whenever its
+      // stats are read — tens of thousands of numbers at serving rates, for percentiles nobody reads
+      // (feature_store_read_duration_seconds has them). Measured: ~10 µs CPU and GC per call.
+      rollingPercentilesEnabled: false,
+      enableSnapshots: false,
     });
     const labels = { store: this.kind, shard: name };
     storeCircuitState.set(labels, circuitStates.closed);
@@ -259,7 +266,9 @@ export class RedisBackend implements ByteBackend {
       }
       throw this.unavailable(shard, error);
     });
-    if (!deadline) return attempt;
+    // A call ends by its own commandTimeout: a deadline further away than that can never fire, so
+    // the timer and race it would cost on every call are skipped (the common case on the hot path).
+    if (!deadline || deadline.remainingMs > this.commandTimeoutMs) return attempt;
     // Past the deadline nobody awaits `attempt`; its failure is already counted (breaker, storeErrors).
     attempt.catch(() => undefined);
     return deadline.race(attempt, () => this.deadlineExceeded(shard, deadline));
