@@ -1,11 +1,11 @@
 import { Redis, type ChainableCommander } from 'ioredis';
-import CircuitBreaker from 'opossum';
 import type { Deadline } from '../../runtime/deadline.js';
 import { redactUrl, type ClientTls } from '../../runtime/config.js';
 import { log } from '../../runtime/log.js';
 import { deadlineExceeded, storeCircuitState, storeErrors, storeReadDuration, storeShortCircuited } from '../../runtime/metrics.js';
 import { DeadlineExceededError, StoreUnavailableError, type ReadOptions, type ShardHealth } from '../online-store.js';
 import type { ByteBackend, ByteEntry, CasEntry, ShardError } from './byte-backend.js';
+import { CircuitBreaker, CircuitOpenError } from './circuit-breaker.js';
 import { HashRing } from './hash-ring.js';
 
 export interface RedisBackendOptions {
@@ -40,7 +40,7 @@ interface Shard {
   readonly name: string;
   readonly client: Redis;
   /** Fires the call it is given; counts its failures (see `call`). */
-  readonly breaker: CircuitBreaker<[() => Promise<unknown>], unknown>;
+  readonly breaker: CircuitBreaker;
   /** Why the shard last failed to connect (e.g. WRONGPASS, a TLS error), until it is ready again. */
   connectionError?: string;
 }
@@ -61,7 +61,7 @@ const circuitStates = { closed: 0, halfOpen: 1, open: 2 } as const;
  *
  * A read answers per key: a failing shard fails only the keys it holds
  * (`getMany` never rejects for a shard). Each shard has a circuit breaker
- * (opossum): after repeated failures or timeouts its calls fail at once
+ * (./circuit-breaker.ts): after repeated failures or timeouts its calls fail at once
  * instead of each waiting out the timeout, and after `breaker.resetMs` one
  * real call probes it; its success closes the circuit. A request's deadline
  * bounds how long the request waits for a shard, not the call itself, so the
@@ -115,37 +115,30 @@ export class RedisBackend implements ByteBackend {
   }
 
   /**
-   * opossum's own `timeout` is off: ioredis' commandTimeout already bounds
-   * every call, and a second timer per call would only race it. State
-   * changes go to `feature_store_circuit_state` and the log; short-circuited
-   * calls are counted in `call`.
+   * The shard's breaker (./circuit-breaker.ts). It has no timer of its own:
+   * ioredis' commandTimeout bounds every call. State changes go to
+   * `feature_store_circuit_state` and the log; short-circuited calls are
+   * counted in `call`.
    */
   private breaker(name: string, options: BreakerOptions): Shard['breaker'] {
-    const breaker = new CircuitBreaker((fn: () => Promise<unknown>) => fn(), {
-      timeout: false,
-      errorThresholdPercentage: options.errorPercent,
-      volumeThreshold: options.minCalls,
-      resetTimeout: options.resetMs,
-      rollingCountTimeout: 10_000,
-      rollingCountBuckets: 10,
-      // Off: opossum would otherwise keep every call's latency of the window and sort them whenever its
-      // stats are read — tens of thousands of numbers at serving rates, for percentiles nobody reads
-      // (feature_store_read_duration_seconds has them). Measured: ~10 µs CPU and GC per call.
-      rollingPercentilesEnabled: false,
-      enableSnapshots: false,
-    });
     const labels = { store: this.kind, shard: name };
     storeCircuitState.set(labels, circuitStates.closed);
-    breaker.on('open', () => {
-      storeCircuitState.set(labels, circuitStates.open);
-      log.warn({ ...labels, resetMs: options.resetMs }, 'shard circuit open: its calls fail at once until a probe succeeds');
+    return new CircuitBreaker({
+      errorPercent: options.errorPercent,
+      minCalls: options.minCalls,
+      resetMs: options.resetMs,
+      onStateChange: (state) => {
+        if (state === 'open') {
+          storeCircuitState.set(labels, circuitStates.open);
+          log.warn({ ...labels, resetMs: options.resetMs }, 'shard circuit open: its calls fail at once until a probe succeeds');
+        } else if (state === 'half-open') {
+          storeCircuitState.set(labels, circuitStates.halfOpen);
+        } else {
+          storeCircuitState.set(labels, circuitStates.closed);
+          log.info(labels, 'shard circuit closed: the probe call succeeded');
+        }
+      },
     });
-    breaker.on('halfOpen', () => storeCircuitState.set(labels, circuitStates.halfOpen));
-    breaker.on('close', () => {
-      storeCircuitState.set(labels, circuitStates.closed);
-      log.info(labels, 'shard circuit closed: the probe call succeeded');
-    });
-    return breaker;
   }
 
   get shardNames(): string[] {
@@ -227,7 +220,7 @@ export class RedisBackend implements ByteBackend {
 
   async health(): Promise<ShardHealth[]> {
     return Promise.all(this.shards.map(async (shard): Promise<ShardHealth> => {
-      const circuit = (): string => `circuit ${shard.breaker.opened ? 'open' : shard.breaker.halfOpen ? 'half-open' : 'closed'}`;
+      const circuit = (): string => `circuit ${shard.breaker.state}`;
       try {
         await shard.client.ping();
         return { shard: shard.name, reachable: true, detail: `reachable, ${circuit()}` };
@@ -239,7 +232,6 @@ export class RedisBackend implements ByteBackend {
 
   async close(): Promise<void> {
     await Promise.all(this.shards.map((s) => {
-      s.breaker.shutdown();
       return s.client.quit().catch(() => s.client.disconnect());
     }));
   }
@@ -259,8 +251,8 @@ export class RedisBackend implements ByteBackend {
    */
   private async call<T>(shard: Shard, fn: () => Promise<T>, deadline?: Deadline): Promise<T> {
     if (deadline?.expired) throw this.deadlineExceeded(shard, deadline);
-    const attempt = (shard.breaker.fire(fn) as Promise<T>).catch((error: unknown) => {
-      if (CircuitBreaker.isOurError(error as Error)) {
+    const attempt = shard.breaker.fire(fn).catch((error: unknown) => {
+      if (error instanceof CircuitOpenError) {
         storeShortCircuited.inc({ store: this.kind, shard: shard.name });
         throw new StoreUnavailableError(this.kind, shard.name, `circuit open after repeated failures; probed again within ${this.resetMs} ms`);
       }
