@@ -17,6 +17,7 @@ import { NodeProcess, waitUntilReady } from '../test/support/gateway.js';
 import { KafkaBroker } from '../test/support/kafka-broker.js';
 import { freePort, RedisProcess } from '../test/support/redis-server.js';
 import { assertLoopback, newHistogram, percentiles, type Percentiles } from './runner.js';
+import { runBounded } from './lifecycle.js';
 
 /**
  * `npm run bench:freshness`: how fresh the served features are, on the real
@@ -441,28 +442,4 @@ async function main(): Promise<void> {
   log('wrote results', { file });
 }
 
-let exiting = false;
-const exitAfterCleanup = (code: number): void => {
-  if (exiting) return;
-  exiting = true;
-  // A second bound on the clean-up itself; the broker harness SIGKILLs its JVM on exit anyway.
-  setTimeout(() => process.exit(code), 20_000).unref();
-  void stopAll().finally(() => process.exit(code));
-};
-process.on('SIGINT', () => {
-  log('interrupted; stopping everything');
-  exitAfterCleanup(130);
-});
-process.on('SIGTERM', () => exitAfterCleanup(143));
-setTimeout(() => {
-  log('benchmark exceeded its 5-minute bound; stopping');
-  exitAfterCleanup(1);
-}, 5 * 60_000).unref();
-
-main().then(
-  () => exitAfterCleanup(0),
-  (error: Error) => {
-    log('benchmark failed', { err: error.message });
-    exitAfterCleanup(1);
-  },
-);
+runBounded({ name: 'benchmark', boundMs: 5 * 60_000, boundMessage: 'benchmark exceeded its 5-minute bound', main, stopAll, log });

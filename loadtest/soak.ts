@@ -15,6 +15,7 @@ import { KafkaBroker } from '../test/support/kafka-broker.js';
 import { freePort, RedisProcess } from '../test/support/redis-server.js';
 import { assertLoopback, newHistogram, openLoop, percentiles, type BodySource, type Percentiles, type RunResult } from './runner.js';
 import { bodySource, dataSet, longTtlRegistryFile, workloads } from './workloads.js';
+import { runBounded } from './lifecycle.js';
 
 /**
  * `npm run soak -- --minutes N`: the gateway under a steady mixed load for
@@ -449,28 +450,4 @@ function markdown(result: { startedAt: string; machine: Record<string, unknown>;
   ].join('\n');
 }
 
-let exiting = false;
-const exitAfterCleanup = (code: number): void => {
-  if (exiting) return;
-  exiting = true;
-  // A second bound on the clean-up itself; the broker harness SIGKILLs its JVM on exit anyway.
-  setTimeout(() => process.exit(code), 20_000).unref();
-  void stopAll().finally(() => process.exit(code));
-};
-process.on('SIGINT', () => {
-  log('interrupted; stopping everything');
-  exitAfterCleanup(130);
-});
-process.on('SIGTERM', () => exitAfterCleanup(143));
-setTimeout(() => {
-  log(`soak exceeded its bound of ${minutes} + 5 minutes; stopping`);
-  exitAfterCleanup(1);
-}, (minutes + 5) * 60_000).unref();
-
-main().then(
-  () => exitAfterCleanup(0),
-  (error: Error) => {
-    log('soak failed', { err: error.message });
-    exitAfterCleanup(1);
-  },
-);
+runBounded({ name: 'soak', boundMs: (minutes + 5) * 60_000, boundMessage: `soak exceeded its bound of ${minutes} + 5 minutes`, main, stopAll, log });
