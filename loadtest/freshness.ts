@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createClient, type Client } from 'graphql-ws';
+import { createClient } from 'graphql-ws';
 import { Pool } from 'undici';
 import WebSocket from 'ws';
 import type { OutgoingRecord } from '../eventlog/event-log.js';
@@ -17,7 +17,7 @@ import { NodeProcess, waitUntilReady } from '../test/support/gateway.js';
 import { KafkaBroker } from '../test/support/kafka-broker.js';
 import { freePort, RedisProcess } from '../test/support/redis-server.js';
 import { assertLoopback, newHistogram, percentiles, type Percentiles } from './runner.js';
-import { runBounded } from './lifecycle.js';
+import { log, runBounded, Started } from './lifecycle.js';
 
 /**
  * `npm run bench:freshness`: how fresh the served features are, on the real
@@ -82,39 +82,17 @@ const clock = (): number => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const us = (ms: number): number => Math.max(1, Math.round(ms * 1000));
 
-function log(msg: string, extra: Record<string, unknown> = {}): void {
-  console.error(JSON.stringify({ time: new Date().toISOString(), msg, ...extra }));
-}
 
 // --- everything this run started, stopped on every way out ---------------------------------------
 
-let broker: KafkaBroker | undefined;
-let redis: RedisProcess | undefined;
-const processes = new Set<NodeProcess>();
-const logs = new Set<KafkaLog>();
-const clients = new Set<Client>();
+const started = new Started();
 let pool: Pool | undefined;
-let stopping: Promise<void> | undefined;
-
-function stopAll(): Promise<void> {
-  return (stopping ??= (async () => {
-    for (const c of clients) await Promise.resolve(c.dispose()).catch(() => undefined);
-    await Promise.resolve(pool?.destroy()).catch(() => undefined);
-    await Promise.allSettled([...processes].map((p) => p.stop()));
-    for (const l of logs) await l.close().catch(() => undefined);
-    await Promise.allSettled([broker?.destroy(), redis?.destroy()]);
-  })());
-}
-
-function spawn(script: string, argv: string[], env: Record<string, string>): NodeProcess {
-  const p = NodeProcess.spawn(script, argv, { LOG_LEVEL: 'warn', ...env });
-  processes.add(p);
-  return p;
-}
+started.onStop(() => pool?.destroy());
+const spawn = started.spawn.bind(started);
 
 async function stop(p: NodeProcess): Promise<void> {
   await p.stop();
-  processes.delete(p);
+  started.processes.delete(p);
 }
 
 /** CPU time (user + system, ms) a process has used so far, from /proc (Linux); NaN elsewhere. */
@@ -189,7 +167,7 @@ async function freshness(brokers: string[], redisUrl: string, producer: KafkaLog
 
   // The subscribers: one connection, the pool split over several subscriptions, plus a warm-up user.
   const client = createClient({ url: `ws://127.0.0.1:${port}/graphql`, webSocketImpl: WebSocket, retryAttempts: 0 });
-  clients.add(client);
+  started.clients.add(client);
   let subscriptionError: unknown;
   let warmSeen = 0;
   const query = 'subscription ($ids: [ID!]!) { featureChanged(entity: USER, ids: $ids, views: ["clickStats"]) { id user { clickStats { impressions } } } }';
@@ -268,7 +246,7 @@ async function freshness(brokers: string[], redisUrl: string, producer: KafkaLog
 
   // The open-loop producer: event i is due at start + i/rate; whatever is due is sent in one batch.
   const total = Math.round(rate * durationS);
-  const cpu = cpuMeter({ gateway: gateway.child.pid, materializer: materializer.child.pid, kafka: broker?.pid, redis: redis?.pid, client: process.pid });
+  const cpu = cpuMeter({ gateway: gateway.child.pid, materializer: materializer.child.pid, kafka: started.broker?.pid, redis: started.redis?.pid, client: process.pid });
   const start = clock() + 10;
   let sent = 0;
   let maxLag = 0;
@@ -309,7 +287,7 @@ async function freshness(brokers: string[], redisUrl: string, producer: KafkaLog
     fastPathServed: metric(/^feature_gateway_fast_path_requests_total\{[^}]*outcome="served"[^}]*\} (\S+)$/gm),
   };
   await client.dispose();
-  clients.delete(client);
+  started.clients.delete(client);
   await httpPool.close();
   pool = undefined;
   await stop(gateway);
@@ -415,11 +393,13 @@ function table(result: { machine: Record<string, unknown>; freshness: FreshnessF
 
 async function main(): Promise<void> {
   log('starting Kafka and Redis');
-  [broker, redis] = await Promise.all([KafkaBroker.start(), RedisProcess.start()]);
+  const [broker, redis] = await Promise.all([KafkaBroker.start(), RedisProcess.start()]);
+  started.broker = broker;
+  started.redis = redis;
   const brokers = broker.brokers;
   const registry = loadRegistry();
   const producer = new KafkaLog({ brokers, clientId: 'freshness-bench' });
-  logs.add(producer);
+  started.logs.add(producer);
   await producer.createTopics(registry.events.map((e) => ({ topic: e.topic, partitions: e.partitions })));
   const materializer = spawn('materializer/main.js', [], { KAFKA_BROKERS: brokers.join(','), REDIS_URL: redis.url });
 
@@ -442,4 +422,4 @@ async function main(): Promise<void> {
   log('wrote results', { file });
 }
 
-runBounded({ name: 'benchmark', boundMs: 5 * 60_000, boundMessage: 'benchmark exceeded its 5-minute bound', main, stopAll, log });
+runBounded({ name: 'benchmark', boundMs: 5 * 60_000, boundMessage: 'benchmark exceeded its 5-minute bound', main, started });

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createClient, type Client } from 'graphql-ws';
+import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { KafkaLog } from '../eventlog/kafka-log.js';
 import { startDemoEvents } from '../materializer/demo-events.js';
@@ -15,7 +15,7 @@ import { KafkaBroker } from '../test/support/kafka-broker.js';
 import { freePort, RedisProcess } from '../test/support/redis-server.js';
 import { assertLoopback, newHistogram, openLoop, percentiles, type BodySource, type Percentiles, type RunResult } from './runner.js';
 import { bodySource, dataSet, longTtlRegistryFile, workloads } from './workloads.js';
-import { runBounded } from './lifecycle.js';
+import { log, runBounded, Started } from './lifecycle.js';
 
 /**
  * `npm run soak -- --minutes N`: the gateway under a steady mixed load for
@@ -80,37 +80,15 @@ const MiB = 2 ** 20;
 const clock = (): number => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function log(msg: string, extra: Record<string, unknown> = {}): void {
-  console.error(JSON.stringify({ time: new Date().toISOString(), msg, ...extra }));
-}
 
 // --- everything this run started, stopped on every way out ---------------------------------------
 
-let broker: KafkaBroker | undefined;
-let redis: RedisProcess | undefined;
-const processes = new Set<NodeProcess>();
-const logs = new Set<KafkaLog>();
-const clients = new Set<Client>();
+const started = new Started();
 let demoEvents: { stop(): void } | undefined;
 let registryFile: string | undefined;
-let stopping: Promise<void> | undefined;
-
-function stopAll(): Promise<void> {
-  return (stopping ??= (async () => {
-    demoEvents?.stop();
-    for (const c of clients) await Promise.resolve(c.dispose()).catch(() => undefined);
-    await Promise.allSettled([...processes].map((p) => p.stop()));
-    for (const l of logs) await l.close().catch(() => undefined);
-    await Promise.allSettled([broker?.destroy(), redis?.destroy()]);
-    if (registryFile) fs.rmSync(registryFile, { force: true });
-  })());
-}
-
-function spawn(script: string, argv: string[], env: Record<string, string>): NodeProcess {
-  const p = NodeProcess.spawn(script, argv, { LOG_LEVEL: 'warn', ...env });
-  processes.add(p);
-  return p;
-}
+started.onStop(() => demoEvents?.stop());
+started.onStop(() => registryFile && fs.rmSync(registryFile, { force: true }));
+const spawn = started.spawn.bind(started);
 
 async function exited(p: NodeProcess): Promise<number | null> {
   if (p.child.exitCode !== null) return p.child.exitCode;
@@ -191,7 +169,7 @@ function subscribe(wsUrl: string): Subscribers {
       ...(apiKey ? { connectionParams: { apiKey } } : {}),
       on: { closed: (event) => void errors.push(`subscriber ${s} connection closed: ${(event as { code?: number }).code ?? 'unknown code'}`) },
     });
-    clients.add(client);
+    started.clients.add(client);
     client.subscribe({ query, variables: { ids } }, {
       next: (value) => {
         if (value.errors) errors.push(`subscriber ${s}: ${JSON.stringify(value.errors).slice(0, 300)}`);
@@ -266,18 +244,20 @@ async function main(): Promise<void> {
   const env = { REGISTRY_FILE: registryFile };
 
   log('starting Kafka and Redis');
-  [broker, redis] = await Promise.all([KafkaBroker.start(), RedisProcess.start()]);
+  const [broker, redis] = await Promise.all([KafkaBroker.start(), RedisProcess.start()]);
+  started.broker = broker;
+  started.redis = redis;
   const brokers = broker.brokers.join(',');
   const registry = loadRegistry(registryFile);
 
   log('loading the data set', dataSet);
   const loader = spawn('store/load-cli.js', ['--demo', '--users', String(dataSet.users), '--items', String(dataSet.items), '--merchants', String(dataSet.merchants)], { ...env, REDIS_URL: redis.url });
   const loadCode = await exited(loader);
-  processes.delete(loader);
+  started.processes.delete(loader);
   if (loadCode !== 0) throw new Error(`the data load failed (exit ${loadCode}):\n${loader.output.slice(-2000)}`);
 
   const producer = new KafkaLog({ brokers: broker.brokers, clientId: 'soak-producer' });
-  logs.add(producer);
+  started.logs.add(producer);
   await producer.createTopics(registry.events.map((e) => ({ topic: e.topic, partitions: e.partitions })));
   const materializer = spawn('materializer/main.js', [], { ...env, KAFKA_BROKERS: brokers, REDIS_URL: redis.url });
   const port = await freePort();
@@ -450,4 +430,4 @@ function markdown(result: { startedAt: string; machine: Record<string, unknown>;
   ].join('\n');
 }
 
-runBounded({ name: 'soak', boundMs: (minutes + 5) * 60_000, boundMessage: `soak exceeded its bound of ${minutes} + 5 minutes`, main, stopAll, log });
+runBounded({ name: 'soak', boundMs: (minutes + 5) * 60_000, boundMessage: `soak exceeded its bound of ${minutes} + 5 minutes`, main, started });
