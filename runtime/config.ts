@@ -1,9 +1,8 @@
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { ConfigError } from './errors.js';
 import { fromRoot } from './paths.js';
-import { defaultBreaker } from '../store/backends/redis.js';
-import type { RedisStoreConfig, StoreConfig } from '../store/create-store.js';
+import { bool, checkKeyPair, certificate, clientTls, fileOf, hostPorts, int, list, secret, type ClientTls, type Get } from './config-values.js';
+import { storeConfig, type StoreConfig } from '../store/config.js';
 import type { AuthSettings } from '../auth/authenticator.js';
 import { isRole, ROLES, type Role } from '../auth/principal.js';
 
@@ -86,12 +85,8 @@ export interface ServerTls {
   readonly ca: string | null;
 }
 
-/** Client-side TLS material (PEM text); each part optional. */
-export interface ClientTls {
-  readonly ca?: string;
-  readonly cert?: string;
-  readonly key?: string;
-}
+export type { ClientTls } from './config-values.js';
+export { redactUrl } from './config-values.js';
 
 export type KafkaSaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
 
@@ -110,30 +105,7 @@ export function loadConfig(env: Env = process.env): Config {
     return v === undefined || v === '' ? undefined : v;
   };
 
-  const redisUrl = get('REDIS_URL');
-  const shardUrls = get('REDIS_SHARD_URLS');
-  if (redisUrl && shardUrls) throw new ConfigError('REDIS_SHARD_URLS', 'set either REDIS_URL (one node) or REDIS_SHARD_URLS (sharded), not both');
-  const commandTimeoutMs = int(get, 'STORE_TIMEOUT_MS', 250, 1, 60_000);
-  const breaker = {
-    errorPercent: int(get, 'STORE_BREAKER_ERROR_PERCENT', defaultBreaker.errorPercent, 1, 99),
-    minCalls: int(get, 'STORE_BREAKER_MIN_CALLS', defaultBreaker.minCalls, 1, 100_000),
-    resetMs: int(get, 'STORE_BREAKER_RESET_MS', defaultBreaker.resetMs, 10, 600_000),
-  };
-  let store: StoreConfig = { kind: 'embedded' };
-  const urls = redisUrl ? [redisUrl] : shardUrls ? list('REDIS_SHARD_URLS', shardUrls) : null;
-  if (urls) {
-    for (const url of urls) {
-      if (!/^rediss?:\/\/[^\s/]+(\/\d+)?$/.test(url)) {
-        // A URL may hold a password: it is never echoed (the message goes to logs).
-        throw new ConfigError(redisUrl ? 'REDIS_URL' : 'REDIS_SHARD_URLS', `not a Redis URL: ${JSON.stringify(redactUrl(url))} (expected redis://host:port)`);
-      }
-    }
-    store = { kind: 'redis', urls, commandTimeoutMs, breaker, ...redisSecurity(get, urls, redisUrl ? 'REDIS_URL' : 'REDIS_SHARD_URLS') };
-  } else {
-    for (const name of ['REDIS_USERNAME', 'REDIS_PASSWORD', 'REDIS_PASSWORD_FILE', 'REDIS_TLS_CA_FILE', 'REDIS_TLS_CERT_FILE', 'REDIS_TLS_KEY_FILE']) {
-      if (get(name)) throw new ConfigError(name, 'only meaningful with REDIS_URL or REDIS_SHARD_URLS');
-    }
-  }
+  const store = storeConfig(get);
   const embedded = store.kind === 'embedded';
 
   return {
@@ -181,7 +153,7 @@ export function loadConfig(env: Env = process.env): Config {
 }
 
 
-function authSettings(get: (n: string) => string | undefined): AuthSettings {
+function authSettings(get: Get): AuthSettings {
   const apiKeysFile = get('API_KEYS_FILE') ?? null;
   if (apiKeysFile !== null && !fs.existsSync(apiKeysFile)) throw new ConfigError('API_KEYS_FILE', `no such file: ${apiKeysFile}`);
   const jwt = {
@@ -217,29 +189,6 @@ function authSettings(get: (n: string) => string | undefined): AuthSettings {
   };
 }
 
-type Get = (name: string) => string | undefined;
-
-/** The file named by variable `name`, as text; undefined when the variable is unset. */
-function fileOf(get: Get, name: string): string | undefined {
-  const file = get(name);
-  if (file === undefined) return undefined;
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new ConfigError(name, `cannot read ${file}: ${(error as Error).message}`);
-  }
-}
-
-/** A secret given directly (`NAME`) or in a file (`NAME_FILE`, trailing newline dropped), not both. */
-function secret(get: Get, name: string): string | undefined {
-  const direct = get(name);
-  const fromFile = fileOf(get, `${name}_FILE`);
-  if (direct !== undefined && fromFile !== undefined) throw new ConfigError(`${name}_FILE`, `set either ${name} or ${name}_FILE, not both`);
-  const value = direct ?? fromFile?.replace(/\r?\n$/, '');
-  if (value !== undefined && value === '') throw new ConfigError(`${name}_FILE`, 'the file is empty');
-  return value;
-}
-
 function serverTls(get: Get): ServerTls | null {
   const cert = fileOf(get, 'TLS_CERT_FILE');
   const key = fileOf(get, 'TLS_KEY_FILE');
@@ -253,54 +202,6 @@ function serverTls(get: Get): ServerTls | null {
   checkKeyPair(cert, key, 'TLS_CERT_FILE', 'TLS_KEY_FILE');
   if (ca !== undefined) certificate(ca, 'TLS_CA_FILE');
   return { cert, key, ca: ca ?? null };
-}
-
-function certificate(pem: string, variable: string): crypto.X509Certificate {
-  try {
-    return new crypto.X509Certificate(pem);
-  } catch (error) {
-    throw new ConfigError(variable, `not a PEM certificate: ${(error as Error).message}`);
-  }
-}
-
-/** Fails at start-up, naming the variable, on an unreadable certificate or key or a key of another certificate. */
-function checkKeyPair(certPem: string, keyPem: string, certVariable: string, keyVariable: string): void {
-  const cert = certificate(certPem, certVariable);
-  let key: crypto.KeyObject;
-  try {
-    key = crypto.createPrivateKey(keyPem);
-  } catch (error) {
-    throw new ConfigError(keyVariable, `not a PEM private key (an encrypted key is not supported): ${(error as Error).message}`);
-  }
-  if (!cert.checkPrivateKey(key)) throw new ConfigError(keyVariable, `the key does not match the certificate in ${certVariable} (subject ${cert.subject.replace(/\n/g, ', ')})`);
-}
-
-/** Client TLS material from `<prefix>CA_FILE`, `<prefix>CERT_FILE`, `<prefix>KEY_FILE`. */
-function clientTls(get: Get, prefix: string): ClientTls {
-  const ca = fileOf(get, `${prefix}CA_FILE`);
-  const cert = fileOf(get, `${prefix}CERT_FILE`);
-  const key = fileOf(get, `${prefix}KEY_FILE`);
-  if ((cert === undefined) !== (key === undefined)) {
-    throw new ConfigError(cert === undefined ? `${prefix}CERT_FILE` : `${prefix}KEY_FILE`, `a client certificate needs both ${prefix}CERT_FILE and ${prefix}KEY_FILE`);
-  }
-  if (ca !== undefined) certificate(ca, `${prefix}CA_FILE`);
-  if (cert !== undefined && key !== undefined) checkKeyPair(cert, key, `${prefix}CERT_FILE`, `${prefix}KEY_FILE`);
-  return { ...(ca !== undefined ? { ca } : {}), ...(cert !== undefined ? { cert } : {}), ...(key !== undefined ? { key } : {}) };
-}
-
-function redisSecurity(get: Get, urls: readonly string[], urlVariable: string): Pick<RedisStoreConfig, 'username' | 'password' | 'tls'> {
-  const username = get('REDIS_USERNAME');
-  const password = secret(get, 'REDIS_PASSWORD');
-  if (username !== undefined && password === undefined) throw new ConfigError('REDIS_USERNAME', 'an ACL user needs REDIS_PASSWORD or REDIS_PASSWORD_FILE');
-  const tls = clientTls(get, 'REDIS_TLS_');
-  if (Object.keys(tls).length > 0 && !urls.some((u) => u.startsWith('rediss://'))) {
-    throw new ConfigError(Object.keys(tls).includes('ca') ? 'REDIS_TLS_CA_FILE' : 'REDIS_TLS_CERT_FILE', `TLS files are for rediss:// URLs; ${urlVariable} has none`);
-  }
-  return {
-    ...(username !== undefined ? { username } : {}),
-    ...(password !== undefined ? { password } : {}),
-    ...(Object.keys(tls).length > 0 ? { tls } : {}),
-  };
 }
 
 function kafkaSecurity(get: Get): KafkaSecurity {
@@ -351,13 +252,6 @@ function internalSecret(get: Get): string | null {
   return value;
 }
 
-/** A URL with its credentials hidden (`redis://user:secret@host` → `redis://***@host`), for messages and logs. */
-export function redactUrl(url: string): string {
-  const scheme = url.indexOf('://');
-  const at = url.lastIndexOf('@');
-  return scheme >= 0 && at > scheme ? `${url.slice(0, scheme + 3)}***${url.slice(at)}` : url;
-}
-
 function readConfigFile(file: string | undefined): Record<string, string> {
   if (!file) return {};
   let parsed: unknown;
@@ -380,35 +274,8 @@ function definedOnly(env: Env): Record<string, string> {
   return out;
 }
 
-function int(get: (n: string) => string | undefined, name: string, fallback: number, min: number, max: number): number {
-  const text = get(name);
-  if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min || n > max) throw new ConfigError(name, `expected an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
-  return n;
-}
-
-function bool(get: (n: string) => string | undefined, name: string, fallback: boolean): boolean {
-  const text = get(name)?.toLowerCase();
-  if (text === undefined) return fallback;
-  if (['1', 'true', 'yes', 'on'].includes(text)) return true;
-  if (['0', 'false', 'no', 'off'].includes(text)) return false;
-  throw new ConfigError(name, `expected true or false, got ${JSON.stringify(text)}`);
-}
-
-function list(name: string, text: string): string[] {
-  const items = text.split(',').map((s) => s.trim()).filter(Boolean);
-  if (items.length === 0) throw new ConfigError(name, 'expected a comma-separated list');
-  return items;
-}
-
 function brokers(text: string | undefined): string[] | null {
-  if (!text) return null;
-  const items = list('KAFKA_BROKERS', text);
-  for (const item of items) {
-    if (!/^[^\s:/]+:\d{1,5}$/.test(item)) throw new ConfigError('KAFKA_BROKERS', `expected host:port[,host:port…], got ${JSON.stringify(item)}`);
-  }
-  return items;
+  return text ? hostPorts('KAFKA_BROKERS', text) : null;
 }
 
 function subgraphs(text: string | undefined): Record<string, string> {

@@ -20,7 +20,7 @@ export interface OpenedStore {
  */
 export async function openStore(config: Config, registry: Registry, options: { materializerInProcess?: boolean } = {}): Promise<OpenedStore> {
   const store = createStore(config.store);
-  const unreachable = config.store.kind === 'redis' ? await storeUnreachable(store, 5000) : undefined;
+  const unreachable = config.store.kind !== 'embedded' ? await storeUnreachable(store, 5000) : undefined;
   if (unreachable) {
     log.warn({ store: store.kind, err: unreachable.message }, 'store not reachable yet; serving starts unready and recovers when it answers');
   }

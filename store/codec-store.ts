@@ -1,8 +1,9 @@
 import type { ViewVersion } from '../schema/types.js';
-import { stateVersion, type ByteBackend, type ByteEntry, type CasEntry } from './backends/byte-backend.js';
+import { checkCasAnswers, checkReadAnswers } from './backend-answers.js';
+import { recordKey, stateVersion, type ByteBackend, type CasEntry, type ValueEntry } from './backends/byte-backend.js';
 import { CodecError, codecFor } from './codec.js';
 import { expiryOf, isStale } from './freshness.js';
-import { stateKey, storeKey } from './keys.js';
+import { redisKey } from './keys.js';
 import {
   CorruptValueError, type FeatureRow, type MaterializedState, type MaterializedStore, type MaterializedWrite,
   type ReadOptions, type ReadResult, type ShardHealth, type StoredFeatures,
@@ -24,8 +25,8 @@ export class CodecStore implements MaterializedStore {
   }
 
   async readSettled(view: ViewVersion, ids: readonly string[], options: ReadOptions = {}): Promise<ReadResult[]> {
-    const keys = ids.map((id) => storeKey(view, id));
-    const blobs = await this.backend.getMany(keys, options);
+    const records = ids.map((id) => recordKey(view, id));
+    const blobs = checkReadAnswers(this.kind, 'getMany', await this.backend.getMany(records, 'value', options), records.length);
     const codec = codecFor(view);
     const now = this.now();
     return blobs.map((blob, i): ReadResult => {
@@ -35,7 +36,7 @@ export class CodecStore implements MaterializedStore {
         decoded = codec.decode(blob);
       } catch (error) {
         // Only this id's field fails; the rest of the batch is served.
-        return new CorruptValueError(keys[i]!, error instanceof Error ? error.message : String(error));
+        return new CorruptValueError(redisKey(records[i]!, 'value'), error instanceof Error ? error.message : String(error));
       }
       return { values: decoded.values, eventTimeMs: decoded.eventTimeMs, stale: isStale(view, decoded.eventTimeMs, now) };
     });
@@ -48,7 +49,7 @@ export class CodecStore implements MaterializedStore {
   async write(view: ViewVersion, rows: readonly FeatureRow[]): Promise<void> {
     const codec = codecFor(view);
     const now = this.now();
-    const entries: ByteEntry[] = [];
+    const entries: ValueEntry[] = [];
     for (const row of rows) {
       if (!Number.isSafeInteger(row.eventTimeMs) || row.eventTimeMs < 0) {
         throw new CodecError(`${view.viewName} v${view.version}`, `entity ${row.entityId}: event time must be a non-negative integer of ms, got ${row.eventTimeMs}`);
@@ -57,7 +58,7 @@ export class CodecStore implements MaterializedStore {
       // Already past retention: storing it would only make it readable as "stale" for no one.
       if (expireAtMs <= now) continue;
       entries.push({
-        key: storeKey(view, row.entityId),
+        record: recordKey(view, row.entityId),
         value: codec.encode({ values: row.values, eventTimeMs: row.eventTimeMs, position: row.position }),
         expireAtMs,
       });
@@ -67,7 +68,8 @@ export class CodecStore implements MaterializedStore {
 
   async readStates(view: ViewVersion, ids: readonly string[]): Promise<(MaterializedState | null)[]> {
     // The materializer's compare-and-set needs every state or none: any failed shard fails the batch.
-    const blobs = allOrThrow(await this.backend.getMany(ids.map((id) => stateKey(view, id))));
+    const records = ids.map((id) => recordKey(view, id));
+    const blobs = allOrThrow(checkReadAnswers(this.kind, 'getMany', await this.backend.getMany(records, 'state'), records.length));
     return blobs.map((blob) => {
       if (blob === null) return null;
       const text = blob.toString('utf8');
@@ -79,15 +81,14 @@ export class CodecStore implements MaterializedStore {
   async writeMaterialized(view: ViewVersion, rows: readonly MaterializedWrite[]): Promise<boolean[]> {
     const codec = codecFor(view);
     const entries: CasEntry[] = rows.map((row) => ({
-      valueKey: storeKey(view, row.entityId),
-      stateKey: stateKey(view, row.entityId),
+      record: recordKey(view, row.entityId),
       expectedVersion: row.expectedVersion,
       state: `${row.expectedVersion + 1}\n${row.state}`,
       stateExpireAtMs: row.stateExpireAtMs,
       value: row.value ? codec.encode(row.value) : null,
       valueExpireAtMs: row.value ? expiryOf(view, row.value.eventTimeMs) : 0,
     }));
-    return this.backend.compareAndSet(entries);
+    return checkCasAnswers(this.kind, await this.backend.compareAndSet(entries), entries.length);
   }
 
   ping(): Promise<void> {

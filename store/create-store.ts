@@ -1,31 +1,29 @@
+import { ConfigError } from '../runtime/errors.js';
+import type { ByteBackend } from './backends/byte-backend.js';
 import { EmbeddedBackend } from './backends/embedded.js';
-import { RedisBackend, type BreakerOptions } from './backends/redis.js';
+import { RedisClusterBackend } from './backends/redis-cluster.js';
+import { RedisBackend } from './backends/redis.js';
 import { CodecStore } from './codec-store.js';
+import type { StoreConfig, StoreKind } from './config.js';
 
-import type { ClientTls } from '../runtime/config.js';
+/**
+ * The engines, by the `kind` of their configuration. A new engine is one file
+ * in `backends/` implementing ByteBackend, its section in `config.ts`, and
+ * one line here.
+ */
+const engines: { readonly [K in StoreKind]: (config: Extract<StoreConfig, { kind: K }>, now: () => number) => ByteBackend } = {
+  embedded: (_, now) => new EmbeddedBackend(now),
+  redis: (config) => new RedisBackend(config),
+  'redis-cluster': (config) => new RedisClusterBackend(config),
+  aerospike: () => {
+    throw new ConfigError('AEROSPIKE_HOSTS', 'the Aerospike engine is not registered in this build yet');
+  },
+};
 
-export interface RedisStoreConfig {
-  readonly kind: 'redis';
-  readonly urls: readonly string[];
-  readonly commandTimeoutMs: number;
-  /** ACL user (REDIS_USERNAME); with only a password, AUTH is the legacy `requirepass` form. */
-  readonly username?: string;
-  readonly password?: string;
-  /** CA, client certificate and key for the rediss:// URLs. */
-  readonly tls?: ClientTls;
-  readonly breaker?: BreakerOptions;
-}
-
-export type StoreConfig = { readonly kind: 'embedded' } | RedisStoreConfig;
-
-/** Builds the configured online store: embedded by default, Redis (one node or sharded) when URLs are given. */
+/** Builds the configured online store: embedded by default, else the engine the configuration names. */
 export function createStore(config: StoreConfig, now: () => number = Date.now): CodecStore {
-  switch (config.kind) {
-    case 'embedded':
-      return new CodecStore(new EmbeddedBackend(now), now);
-    case 'redis':
-      return new CodecStore(new RedisBackend(config), now);
-  }
+  const make = engines[config.kind] as (config: StoreConfig, now: () => number) => ByteBackend;
+  return new CodecStore(make(config, now), now);
 }
 
 /**

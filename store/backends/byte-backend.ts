@@ -1,53 +1,91 @@
 import type { DeadlineExceededError, ReadOptions, ShardHealth, StoreUnavailableError } from '../online-store.js';
 
 /**
- * The raw key-value layer under the codec store: bytes in, bytes out,
- * absolute expiry. An adapter implements this once per engine; key layout,
- * encoding and freshness live above it in `codec-store.ts` and are therefore
- * the same for every engine.
+ * The raw layer under the codec store, implemented once per engine: bytes in,
+ * bytes out, absolute expiry. Key layout above the engine, encoding and
+ * freshness live in `codec-store.ts` and are therefore the same for every
+ * engine. A new engine is one file implementing this, registered in
+ * `create-store.ts`, and passing test/integration/store-contract.test.ts.
+ *
+ * ## What lives together
+ *
+ * Every stored thing is a *part* of one *record*: the value of one view
+ * version of one entity, and the materializer's window state of that value.
+ * The two parts of a record are always read, written and compared-and-set
+ * on the same shard, because `compareAndSet` replaces both atomically and an
+ * engine can only do that where both live. Each engine routes by
+ * `RecordKey.routing`, identical for both parts:
+ *
+ * - Redis (one node, or the client-side hash ring): keys `fv:<routing>` and
+ *   `fvs:<routing>`; the ring hashes `<routing>`.
+ * - Redis Cluster: keys `fv:{<routing>}` and `fvs:{<routing>}`; the hash tag
+ *   puts both in one slot (decision 0022).
+ * - Aerospike: one record whose user key is `<routing>`, the parts in bins.
+ * - Embedded: one process, one map; routing is moot.
  */
 export interface ByteBackend {
+  /** e.g. `embedded`, `redis`, `sharded-redis`, `redis-cluster`, `aerospike`: the `store` label of metrics. */
   readonly kind: string;
   /**
-   * One answer per key, in order: the bytes, null where absent or expired, or
-   * the error of the shard that holds the key. It never rejects for a shard
-   * failure, so one failing shard fails only its own keys.
+   * One answer per record, in the order of `records`: the part's bytes, null
+   * where absent or expired, or the error of the shard that holds it. It
+   * never rejects for a shard failure, so one failing shard fails only its
+   * own records. The codec store checks the answer's length and types
+   * (backend-answers.ts) before it attaches a single value to an id.
    */
-  getMany(keys: readonly string[], options?: ReadOptions): Promise<(Buffer | null | ShardError)[]>;
-  setMany(entries: readonly ByteEntry[]): Promise<void>;
+  getMany(records: readonly RecordKey[], part: RecordPart, options?: ReadOptions): Promise<(Buffer | null | ShardError)[]>;
+  /** Writes values (the `value` part only; a record's state is untouched). Rejects if any write failed. */
+  setMany(entries: readonly ValueEntry[]): Promise<void>;
   /**
-   * For each entry, atomically: if the version at the head of the stored
-   * state (see `stateVersion`; absent state = version 0) equals
+   * For each entry, atomically on the server: if the version at the head of
+   * the stored state (see `stateVersion`; absent state = version 0) equals
    * `expectedVersion`, write the state and (when given) the value, and answer
-   * true; otherwise write nothing and answer false. The materializer's
-   * optimistic concurrency and exactly-once guard rest on this.
+   * true; otherwise write nothing and answer false. One answer per entry, in
+   * order. The materializer's optimistic concurrency and exactly-once guard
+   * rest on this.
    */
   compareAndSet(entries: readonly CasEntry[]): Promise<boolean[]>;
+  /** Resolves when every shard answers; rejects with StoreUnavailableError otherwise. */
   ping(): Promise<void>;
   health(): Promise<ShardHealth[]>;
   close(): Promise<void>;
 }
 
+/** The address of one record: a view version of one entity. */
+export interface RecordKey {
+  readonly view: string;
+  readonly version: number;
+  readonly entityId: string;
+  /** `<view>:v<version>:<entityId>`: what both parts of the record are routed by. */
+  readonly routing: string;
+}
+
+/** The value of a record, or the materializer's window state beside it. */
+export type RecordPart = 'value' | 'state';
+
 /** What one shard answers instead of values when it cannot read. */
 export type ShardError = StoreUnavailableError | DeadlineExceededError;
 
-export interface ByteEntry {
-  readonly key: string;
+export interface ValueEntry {
+  readonly record: RecordKey;
   readonly value: Buffer;
   /** Absolute expiry, ms since the epoch. */
   readonly expireAtMs: number;
 }
 
 export interface CasEntry {
-  /** The value key and the state key live on the same shard (see RedisBackend's routing). */
-  readonly valueKey: string;
-  readonly stateKey: string;
+  readonly record: RecordKey;
   readonly expectedVersion: number;
-  readonly value: ByteEntry['value'] | null;
+  /** The new value; null keeps the stored one. */
+  readonly value: Buffer | null;
   readonly valueExpireAtMs: number;
   /** `<version>\n<json>`: the version is what the next compare-and-set compares. */
   readonly state: string;
   readonly stateExpireAtMs: number;
+}
+
+export function recordKey(view: { readonly viewName: string; readonly version: number }, entityId: string): RecordKey {
+  return { view: view.viewName, version: view.version, entityId, routing: `${view.viewName}:v${view.version}:${entityId}` };
 }
 
 /** The version at the head of a stored state (`<version>\n…`), 0 for none. */

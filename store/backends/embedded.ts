@@ -1,6 +1,7 @@
-import { deadlineExceeded, storeReadDuration } from '../../runtime/metrics.js';
-import { DeadlineExceededError, type ReadOptions, type ShardHealth } from '../online-store.js';
-import { stateVersion, type ByteBackend, type ByteEntry, type CasEntry, type ShardError } from './byte-backend.js';
+import type { ReadOptions, ShardHealth } from '../online-store.js';
+import { ShardGuard, type GuardedShard } from '../shard-guard.js';
+import { stateVersion, type ByteBackend, type CasEntry, type RecordKey, type RecordPart, type ShardError, type ValueEntry } from './byte-backend.js';
+import { redisKey } from '../keys.js';
 
 /** The embedded store is one "shard"; metrics and errors name it like this. */
 const SHARD = '0';
@@ -8,48 +9,52 @@ const SHARD = '0';
 /**
  * The in-process store: a Map with absolute expiry. It is the zero-setup
  * default for `npm start` and the fast store for unit tests, and it passes
- * the same contract tests as Redis (test/integration/store-contract.test.ts).
+ * the same contract tests as the networked engines
+ * (test/integration/store-contract.test.ts). Its calls go through the same
+ * shard guard (deadline, metrics); they cannot hang, so the guard sets no
+ * timer for them.
  */
 export class EmbeddedBackend implements ByteBackend {
   readonly kind = 'embedded';
   private readonly entries = new Map<string, { value: Buffer; expireAtMs: number }>();
   private readonly sweeper: NodeJS.Timeout;
+  private readonly shard: GuardedShard;
 
   constructor(private readonly now: () => number = Date.now) {
+    this.shard = new ShardGuard({ store: this.kind, callTimeoutMs: 60_000, timeoutBy: 'client' }).shard(SHARD);
     // Reads ignore expired entries; the sweep only bounds memory.
     this.sweeper = setInterval(() => this.sweep(), 10_000);
     this.sweeper.unref();
   }
 
-  async getMany(keys: readonly string[], options: ReadOptions = {}): Promise<(Buffer | null | ShardError)[]> {
-    // The same contract as Redis: a request already out of time reads nothing.
-    if (options.deadline?.expired) {
-      deadlineExceeded.inc({ store: this.kind, shard: SHARD });
-      const error = new DeadlineExceededError(this.kind, SHARD, options.deadline.budgetMs);
-      return keys.map(() => error);
+  async getMany(records: readonly RecordKey[], part: RecordPart, options: ReadOptions = {}): Promise<(Buffer | null | ShardError)[]> {
+    try {
+      return await this.shard.call(async () => {
+        const now = this.now();
+        return records.map((record) => {
+          const entry = this.entries.get(redisKey(record, part));
+          return entry && entry.expireAtMs > now ? entry.value : null;
+        });
+      }, { deadline: options.deadline, read: true });
+    } catch (error) {
+      // The same contract as the networked engines: a request already out of time reads nothing.
+      return records.map(() => error as ShardError);
     }
-    const started = performance.now();
-    const now = this.now();
-    const out = keys.map((key) => {
-      const entry = this.entries.get(key);
-      return entry && entry.expireAtMs > now ? entry.value : null;
-    });
-    storeReadDuration.observe({ store: this.kind, shard: SHARD }, (performance.now() - started) / 1000);
-    return out;
   }
 
-  async setMany(entries: readonly ByteEntry[]): Promise<void> {
-    for (const { key, value, expireAtMs } of entries) this.entries.set(key, { value, expireAtMs });
+  async setMany(entries: readonly ValueEntry[]): Promise<void> {
+    for (const { record, value, expireAtMs } of entries) this.entries.set(redisKey(record, 'value'), { value, expireAtMs });
   }
 
   async compareAndSet(entries: readonly CasEntry[]): Promise<boolean[]> {
     const now = this.now();
     return entries.map((e) => {
-      const current = this.entries.get(e.stateKey);
+      const stateKey = redisKey(e.record, 'state');
+      const current = this.entries.get(stateKey);
       const stored = current && current.expireAtMs > now ? current.value : null;
       if (stateVersion(stored) !== e.expectedVersion) return false;
-      this.entries.set(e.stateKey, { value: Buffer.from(e.state), expireAtMs: e.stateExpireAtMs });
-      if (e.value) this.entries.set(e.valueKey, { value: e.value, expireAtMs: e.valueExpireAtMs });
+      this.entries.set(stateKey, { value: Buffer.from(e.state), expireAtMs: e.stateExpireAtMs });
+      if (e.value) this.entries.set(redisKey(e.record, 'value'), { value: e.value, expireAtMs: e.valueExpireAtMs });
       return true;
     });
   }

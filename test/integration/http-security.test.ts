@@ -20,7 +20,7 @@ import { readManifest } from '../../schema/manifest.js';
 import { activeVersionOf } from '../../schema/types.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
-import { storeKey } from '../../store/keys.js';
+import { recordKey } from '../../store/backends/byte-backend.js';
 import { freePort } from '../support/redis-server.js';
 import { registry, startTestGateway, testConfig } from '../support/gateway.js';
 import { baseUrl, get, post, type Reply } from '../support/http.js';
@@ -234,7 +234,7 @@ function leaks(text: string): boolean {
 
 describe('no stack traces reach clients unless DEBUG_ERRORS', () => {
   const corrupt = async (store: CodecStore) =>
-    store.backend.setMany([{ key: storeKey(clickStats, '66'), value: Buffer.from('not a value'), expireAtMs: NOW + 60_000 }]);
+    store.backend.setMany([{ record: recordKey(clickStats, '66'), value: Buffer.from('not a value'), expireAtMs: NOW + 60_000 }]);
 
   for (const debug of [false, true]) {
     describe(`DEBUG_ERRORS=${debug}`, () => {

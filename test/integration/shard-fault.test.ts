@@ -8,7 +8,7 @@ import { RedisBackend } from '../../store/backends/redis.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
 import { demoRows } from '../../store/demo-data.js';
-import { storeKey } from '../../store/keys.js';
+import { recordKey } from '../../store/backends/byte-backend.js';
 import { writeRows } from '../../store/rows.js';
 import { NodeProcess, registry, startTestGateway, waitUntilReady } from '../support/gateway.js';
 import { get, post, type Reply } from '../support/http.js';
@@ -97,7 +97,7 @@ describe('one of three Redis shards killed and hung under load', () => {
   let url: string;
   let load: Load;
 
-  const shardOf = (view: ViewVersion, id: string): string => router.shardOf(storeKey(view, id));
+  const shardOf = (view: ViewVersion, id: string): string => router.shardOf(recordKey(view, id));
   const loadData = async (): Promise<void> => {
     await eventually(() => writer.ping(), 15_000, 100);
     await writeRows(writer, demoRows(registry, { eventTimeMs: Date.now(), counts: { user: USERS, item: 1, merchant: 1 } }));

@@ -20,7 +20,7 @@ import { startGateway, type RunningGateway } from '../../gateway/server.js';
 import { activeVersionOf } from '../../schema/types.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
-import { storeKey } from '../../store/keys.js';
+import { recordKey } from '../../store/backends/byte-backend.js';
 import type { FeatureValues } from '../../store/codec.js';
 import { startSubgraph, type RunningSubgraph } from '../../subgraphs/server.js';
 import { registry, testConfig } from '../support/gateway.js';
@@ -295,7 +295,7 @@ describe('subscriptions (co-located, embedded store and log)', () => {
 
     // A stored value that does not decode: the subscriber gets what a query of the same selection gets.
     const clickStats = activeVersionOf(registry.entities[0]!.views[0]!);
-    await store.backend.setMany([{ key: storeKey(clickStats, '13'), value: Buffer.from('not a value'), expireAtMs: NOW + 60_000 }]);
+    await store.backend.setMany([{ record: recordKey(clickStats, '13'), value: Buffer.from('not a value'), expireAtMs: NOW + 60_000 }]);
     await eventLog.produce([encodeChange(feed.change('user', '13', 'clickStats', clickStats.version, {}, NOW - 1000))]);
     await watch.waitForEvents(2);
     const query = (await gql(gateway.url, `{ user(id: "13") ${selection} }`)).json;

@@ -24,14 +24,25 @@ export class RedisProcess {
   private child: ChildProcess | null = null;
   readonly dir: string;
 
-  private constructor(readonly port: number, readonly tlsPort: number | null, private readonly security: RedisSecurity) {
+  private constructor(
+    readonly port: number,
+    readonly tlsPort: number | null,
+    private readonly security: RedisSecurity,
+    /** More `redis-server` arguments (a cluster node's, say), kept across restarts. */
+    private readonly extraArgs: readonly string[],
+  ) {
     this.dir = fs.mkdtempSync(path.join(process.env.FG_TEST_TMP ?? os.tmpdir(), `fg-redis-${port}-`));
   }
 
-  static async start(security: RedisSecurity = {}): Promise<RedisProcess> {
-    const redis = new RedisProcess(await freePort(), security.tls ? await freePort() : null, security);
+  static async start(security: RedisSecurity = {}, extraArgs: readonly string[] = [], port?: number): Promise<RedisProcess> {
+    const redis = new RedisProcess(port ?? await freePort(), security.tls ? await freePort() : null, security, extraArgs);
     await redis.restart();
     return redis;
+  }
+
+  /** `host:port`, as metrics, errors and cluster seeds name the node. */
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
   }
 
   get url(): string {
@@ -70,7 +81,7 @@ export class RedisProcess {
     const child = spawn(binary, [
       '--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir,
       '--save', '', '--appendonly', 'no', '--dbfilename', 'dump.rdb', '--protected-mode', 'yes',
-      ...this.securityArgs,
+      ...this.securityArgs, ...this.extraArgs,
     ], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     child.once('exit', () => {
@@ -97,6 +108,11 @@ export class RedisProcess {
   /** Drops everything, for a clean slate between tests. */
   async flush(): Promise<void> {
     await command(this.port, 'FLUSHALL', this.security.password);
+  }
+
+  /** One inline command (see `redisCommand`), its raw RESP reply. */
+  command(text: string): Promise<string> {
+    return command(this.port, text, this.security.password);
   }
 
   /** `INFO commandstats` as { command: calls }, e.g. { mget: 3 }. */
@@ -150,6 +166,10 @@ async function waitForPort(port: number, timeoutMs: number, password?: string): 
  * One inline command over a raw socket: no client library in the harness, so it cannot mask a client bug.
  * With `password`, AUTH goes first and its +OK is dropped from the reply.
  */
+export function redisCommand(port: number, text: string, password?: string): Promise<string> {
+  return command(port, text, password);
+}
+
 function command(port: number, text: string, password?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');

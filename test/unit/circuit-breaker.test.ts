@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CircuitBreaker, CircuitOpenError, type CircuitState } from '../../store/backends/circuit-breaker.js';
+import { CircuitBreaker, CircuitOpenError, type CircuitState } from '../../store/circuit-breaker.js';
 
 function breaker(overrides: { errorPercent?: number; minCalls?: number; resetMs?: number } = {}) {
   let now = 1_000_000;

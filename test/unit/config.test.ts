@@ -6,7 +6,7 @@ import path from 'node:path';
 import { loadConfig } from '../../runtime/config.js';
 import { ConfigError } from '../../runtime/errors.js';
 import { fromRoot } from '../../runtime/paths.js';
-import { defaultBreaker } from '../../store/backends/redis.js';
+import { defaultBreaker } from '../../store/shard-guard.js';
 
 /** Asserts that `env` is rejected with a ConfigError naming `variable` (in `.variable` and in the message). */
 function rejects(env: Record<string, string>, variable: string, detail?: RegExp): void {

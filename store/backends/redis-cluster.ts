@@ -1,0 +1,359 @@
+import { createHash } from 'node:crypto';
+import calculateSlot from 'cluster-key-slot';
+import { Cluster, type ChainableCommander, type Redis } from 'ioredis';
+import { log } from '../../runtime/log.js';
+import { clusterKey } from '../keys.js';
+import { StoreUnavailableError, type ReadOptions, type ShardHealth } from '../online-store.js';
+import { ShardGuard, type BreakerOptions } from '../shard-guard.js';
+import type { ByteBackend, CasEntry, RecordKey, RecordPart, ShardError, ValueEntry } from './byte-backend.js';
+import { casScript, redisReason, type RedisCredentials } from './redis-shared.js';
+import type { Deadline } from '../../runtime/deadline.js';
+
+export interface RedisClusterBackendOptions extends RedisCredentials {
+  /** Seed nodes, `host:port`: any reachable one tells the client the whole topology. */
+  readonly nodes: readonly string[];
+  /** Upper bound on one command (ioredis' commandTimeout on every node connection). */
+  readonly commandTimeoutMs: number;
+  readonly connectTimeoutMs?: number;
+  readonly breaker?: BreakerOptions;
+  /** Read from replicas (round robin over a slot's replicas); writes always go to masters. */
+  readonly readFromReplicas?: boolean;
+  /** How often the slot map is refreshed on a timer, besides after every redirection and node failure. */
+  readonly slotsRefreshIntervalMs?: number;
+}
+
+/**
+ * Replies that mean "not executed here, ask again": the slot moved (MOVED),
+ * is migrating (ASK), its keys are split mid-migration (TRYAGAIN), the
+ * cluster cannot serve it right now (CLUSTERDOWN), or the node does not know
+ * the script yet (NOSCRIPT). Retrying them is safe for writes too.
+ */
+const notExecuted = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN|NOSCRIPT)\b/;
+
+/** The shard name of failures of a slot that no node serves in the client's map. */
+const NO_NODE = '(no node)';
+
+/**
+ * Redis Cluster through ioredis' Cluster client. The client owns the
+ * topology: it learns the slot map from the seeds, keeps one connection per
+ * node, and refreshes the map on a timer, after redirections and (here)
+ * after every node failure. Reads and writes take the fast route this file
+ * adds on top, then fall back on the client's own:
+ *
+ * 1. Each key's slot (its hash tag is the record's routing, so a value and
+ *    its state share a slot: decision 0022) names the node that owns it in
+ *    the client's map. A batch becomes **one pipeline per node**, sent on
+ *    that node's connection; its replies are read per key.
+ * 2. A key whose reply says "not executed here" (MOVED, ASK, TRYAGAIN,
+ *    CLUSTERDOWN, NOSCRIPT; see `notExecuted`) is sent again on its own
+ *    through the Cluster client, which follows MOVED and ASK (with ASKING),
+ *    waits out TRYAGAIN and CLUSTERDOWN, and loads the script. So a slot
+ *    migration (resharding) costs a few keys a second round trip and fails
+ *    none, and a failover is followed as soon as the map names the promoted
+ *    replica.
+ *
+ * ioredis' own cluster pipelines are not used for step 1: they refuse keys of
+ * two slot groups, and retry only when every reply failed with the same
+ * redirection, which a batch spread over a migrating slot never does.
+ *
+ * Each node is a shard of the shard guard (breaker, deadline, metrics,
+ * errors naming `host:port`). A node that fails is reported per key, like a
+ * hash-ring shard, and triggers a refresh of the slot map, so a promoted
+ * replica is found within about one refresh after the cluster elects it.
+ */
+export class RedisClusterBackend implements ByteBackend {
+  readonly kind = 'redis-cluster';
+  private readonly cluster: Cluster;
+  private readonly guard: ShardGuard;
+  /** The connection of each node the client knows, by `host:port`. */
+  private readonly connections = new Map<string, Redis>();
+  /** Why a node last failed to connect, until its connection is ready again. */
+  private readonly lastErrors = new Map<string, string>();
+  private readonly casSha = createHash('sha1').update(casScript).digest('hex');
+  private readonly readFromReplicas: boolean;
+  private replicaTurn = 0;
+  private lastRefreshAt = 0;
+  private lastLoggedAt = 0;
+
+  constructor(options: RedisClusterBackendOptions) {
+    if (options.nodes.length === 0) throw new Error('RedisClusterBackend needs at least one seed node');
+    this.readFromReplicas = options.readFromReplicas ?? false;
+    this.guard = new ShardGuard({
+      store: this.kind,
+      callTimeoutMs: options.commandTimeoutMs,
+      ...(options.breaker ? { breaker: options.breaker } : {}),
+      timeoutBy: 'client',
+      describe: (shard, error) => redisReason(error, { status: this.connections.get(shard)?.status ?? 'end', lastError: this.lastErrors.get(shard) }),
+    });
+    this.cluster = new Cluster(options.nodes.map(seed), {
+      // Before the slot map is known, and for a node that is gone, calls fail at once rather than queue.
+      enableOfflineQueue: false,
+      scaleReads: this.readFromReplicas ? 'slave' : 'master',
+      slotsRefreshInterval: options.slotsRefreshIntervalMs ?? 2000,
+      slotsRefreshTimeout: Math.max(1000, options.commandTimeoutMs),
+      maxRedirections: 16,
+      retryDelayOnFailover: 100,
+      retryDelayOnClusterDown: 100,
+      retryDelayOnTryAgain: 50,
+      clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2000),
+      redisOptions: {
+        commandTimeout: options.commandTimeoutMs,
+        connectTimeout: options.connectTimeoutMs ?? 2000,
+        maxRetriesPerRequest: 0,
+        ...(options.username !== undefined ? { username: options.username } : {}),
+        ...(options.password !== undefined ? { password: options.password } : {}),
+        ...(options.tls ? { tls: { ...options.tls } } : {}),
+      },
+    });
+    this.cluster.defineCommand('featureCas', { numberOfKeys: 2, lua: casScript });
+    this.cluster.on('+node', (redis: Redis) => {
+      const key = nodeKeyOf(redis);
+      this.connections.set(key, redis);
+      redis.on('ready', () => this.lastErrors.delete(key));
+    });
+    this.cluster.on('-node', (redis: Redis) => {
+      const key = nodeKeyOf(redis);
+      if (this.connections.get(key) === redis) this.connections.delete(key);
+    });
+    this.cluster.on('node error', (error: Error, key: string) => {
+      this.lastErrors.set(key, error.message);
+      this.logThrottled({ shard: key, err: error.message }, 'redis cluster node error');
+    });
+    this.cluster.on('error', (error: Error) => this.logThrottled({ err: error.message }, 'redis cluster error'));
+    this.cluster.on('refresh', () => this.retireFormerNodes());
+    this.cluster.on('ready', () => log.info({ store: this.kind, masters: this.owners(0).size }, 'redis cluster ready'));
+  }
+
+  /** The node (`host:port`) that serves reads of `record` now, per the client's slot map (for tests and diagnostics). */
+  shardOf(record: RecordKey, part: RecordPart = 'value'): string {
+    return this.nodeFor(calculateSlot(clusterKey(record, part)), false);
+  }
+
+  async getMany(records: readonly RecordKey[], part: RecordPart, options: ReadOptions = {}): Promise<(Buffer | null | ShardError)[]> {
+    const out: (Buffer | null | ShardError)[] = new Array(records.length);
+    if (records.length === 0) return out;
+    const keys = records.map((r) => clusterKey(r, part));
+    const retry: number[] = [];
+    await Promise.all([...this.groupByNode(keys, this.readFromReplicas)].map(async ([node, indexes]) => {
+      let replies: ([Error | null, unknown] | undefined)[] | ShardError;
+      try {
+        replies = await this.onNode(node, indexes.map((i) => keys[i]!), (p, key) => p.getBuffer(key), options.deadline, true);
+      } catch (error) {
+        replies = error as ShardError;
+      }
+      indexes.forEach((keyIndex, j) => {
+        if (replies instanceof Error) {
+          out[keyIndex] = replies;
+          return;
+        }
+        const [error, value] = replies[j]!;
+        if (error) retry.push(keyIndex);
+        else out[keyIndex] = (value as Buffer | null) ?? null;
+      });
+    }));
+    await Promise.all(retry.map(async (i) => {
+      try {
+        out[i] = await this.redirected(keys[i]!, () => this.cluster.getBuffer(keys[i]!), options.deadline, true);
+      } catch (error) {
+        out[i] = error as ShardError;
+      }
+    }));
+    return out;
+  }
+
+  async setMany(entries: readonly ValueEntry[]): Promise<void> {
+    const keys = entries.map((e) => clusterKey(e.record, 'value'));
+    await this.writeAll(
+      keys,
+      (pipeline, key, i) => pipeline.set(key, entries[i]!.value, 'PXAT', entries[i]!.expireAtMs),
+      (key, i) => this.cluster.set(key, entries[i]!.value, 'PXAT', entries[i]!.expireAtMs),
+    );
+  }
+
+  async compareAndSet(entries: readonly CasEntry[]): Promise<boolean[]> {
+    // Routed by the state key; the value key has the same hash tag, so the script touches one slot.
+    const keys = entries.map((e) => clusterKey(e.record, 'state'));
+    const args = (i: number): (string | Buffer)[] => {
+      const e = entries[i]!;
+      return [keys[i]!, clusterKey(e.record, 'value'), String(e.expectedVersion), e.state, String(e.stateExpireAtMs), e.value ?? '', String(e.valueExpireAtMs)];
+    };
+    const replies = await this.writeAll(
+      keys,
+      (pipeline, _key, i) => pipeline.evalsha(this.casSha, 2, ...args(i)),
+      (_key, i) => (this.cluster as unknown as CasCommand).featureCas(...args(i)),
+    );
+    return replies.map((reply) => reply === 1);
+  }
+
+  /** Every master answers (past the breaker: readiness asks the nodes themselves). */
+  async ping(): Promise<void> {
+    const masters = [...this.owners(0).keys()];
+    if (masters.length === 0) throw this.noSlotMap();
+    await Promise.all(masters.map(async (node) => {
+      const connection = this.connections.get(node);
+      try {
+        if (!connection) throw new Error('not connected');
+        await connection.ping();
+      } catch (error) {
+        throw this.guard.shard(node).unavailable(error);
+      }
+    }));
+  }
+
+  /** One line per master: reachable or not, how many slots it serves, its circuit; and slots no node serves. */
+  async health(): Promise<ShardHealth[]> {
+    const masters = this.owners(0);
+    if (masters.size === 0) return [{ shard: 'cluster', reachable: false, detail: `unavailable: ${this.noSlotMap().reason}` }];
+    const out = await Promise.all([...masters].map(([node, slots]) => this.guard.shard(node).health(async () => {
+      const connection = this.connections.get(node);
+      if (!connection) throw new Error('not connected');
+      await connection.ping();
+    }, `reachable, master of ${slots} slots`)));
+    const served = [...masters.values()].reduce((a, b) => a + b, 0);
+    if (served < 16384) out.push({ shard: 'slots', reachable: false, detail: `${16384 - served} of 16384 slots have no master in the slot map` });
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.cluster.quit().catch(() => this.cluster.disconnect());
+  }
+
+  /**
+   * One pipeline of `add`'s commands on `node`'s connection, through the
+   * node's guard. Replies that say "not executed here" are left for the
+   * caller to retry; any other failed reply fails the whole call (and counts
+   * against the node's breaker), since on a GET, SET or the script only a
+   * broken connection or a broken node produces one.
+   */
+  private async onNode(
+    node: string,
+    keys: readonly string[],
+    add: (pipeline: ChainableCommander, key: string, index: number) => void,
+    deadline: Deadline | undefined,
+    read: boolean,
+  ): Promise<([Error | null, unknown] | undefined)[]> {
+    if (node === NO_NODE) {
+      this.refreshSoon();
+      throw new StoreUnavailableError(this.kind, NO_NODE, `no master serves these keys' slots in the client's slot map (cluster ${this.cluster.status}); refreshing it`);
+    }
+    const shard = this.guard.shard(node);
+    try {
+      return await shard.call(async () => {
+        const connection = this.connections.get(node);
+        if (!connection) throw new Error('not connected: the node left the client\'s pool (down, or failed over)');
+        const pipeline = connection.pipeline();
+        keys.forEach((key, i) => add(pipeline, key, i));
+        const replies = (await pipeline.exec()) ?? [];
+        for (const reply of replies) if (reply?.[0] && !notExecuted.test(reply[0].message)) throw reply[0];
+        if (replies.some((reply) => reply?.[0])) this.refreshSoon();
+        return replies;
+      }, { deadline, read });
+    } catch (error) {
+      this.refreshSoon();
+      throw error;
+    }
+  }
+
+  /**
+   * One key again, through the Cluster client's own routing and redirection
+   * handling, guarded under the node the first reply pointed to (MOVED/ASK
+   * name it) or the one that answered.
+   */
+  private async redirected<T>(key: string, send: () => Promise<T>, deadline: Deadline | undefined, read: boolean): Promise<T> {
+    const node = this.nodeFor(calculateSlot(key), read && this.readFromReplicas);
+    return this.guard.shard(node).call(send, { deadline, read });
+  }
+
+  /** Writes every key (one pipeline per master, then the redirected ones singly); rejects if any failed. */
+  private async writeAll(
+    keys: readonly string[],
+    add: (pipeline: ChainableCommander, key: string, index: number) => void,
+    single: (key: string, index: number) => Promise<unknown>,
+  ): Promise<unknown[]> {
+    const out: unknown[] = new Array(keys.length);
+    if (keys.length === 0) return out;
+    const retry: number[] = [];
+    await Promise.all([...this.groupByNode(keys, false)].map(async ([node, indexes]) => {
+      const replies = await this.onNode(node, indexes.map((i) => keys[i]!), (p, key, j) => add(p, key, indexes[j]!), undefined, false);
+      indexes.forEach((keyIndex, j) => {
+        const [error, value] = replies[j] ?? [new Error('no reply')];
+        if (error) retry.push(keyIndex);
+        else out[keyIndex] = value;
+      });
+    }));
+    await Promise.all(retry.map(async (i) => {
+      out[i] = await this.redirected(keys[i]!, () => single(keys[i]!, i), undefined, false);
+    }));
+    return out;
+  }
+
+  /** Indexes of `keys` per node that serves them (the slot's master, or a replica for reads from replicas). */
+  private groupByNode(keys: readonly string[], replicas: boolean): Map<string, number[]> {
+    const groups = new Map<string, number[]>();
+    keys.forEach((key, i) => {
+      const node = this.nodeFor(calculateSlot(key), replicas);
+      const group = groups.get(node);
+      if (group) group.push(i);
+      else groups.set(node, [i]);
+    });
+    return groups;
+  }
+
+  private nodeFor(slot: number, replica: boolean): string {
+    const owners = this.cluster.slots[slot];
+    if (!owners || owners.length === 0) return NO_NODE;
+    if (replica && owners.length > 1) return owners[1 + (this.replicaTurn++ % (owners.length - 1))]!;
+    return owners[0]!;
+  }
+
+  /** Nodes at `position` of the slot map's entries (0: masters) with the number of slots each serves. */
+  private owners(position: number): Map<string, number> {
+    const out = new Map<string, number>();
+    for (let slot = 0; slot < 16384; slot++) {
+      const node = this.cluster.slots[slot]?.[position];
+      if (node) out.set(node, (out.get(node) ?? 0) + 1);
+    }
+    return out;
+  }
+
+  /** A node no longer in the slot map (a failed-over master) takes its circuit gauge with it. */
+  private retireFormerNodes(): void {
+    const current = new Set<string>();
+    for (let slot = 0; slot < 16384; slot++) for (const node of this.cluster.slots[slot] ?? []) current.add(node);
+    for (const name of this.guard.names) if (name !== NO_NODE && !current.has(name)) this.guard.retire(name);
+  }
+
+  /** A refresh of the slot map now, at most one per 100 ms: a failed node's successor is found by the next one. */
+  private refreshSoon(): void {
+    const now = Date.now();
+    if (now - this.lastRefreshAt < 100) return;
+    this.lastRefreshAt = now;
+    this.cluster.refreshSlotsCache();
+  }
+
+  private noSlotMap(): StoreUnavailableError {
+    return new StoreUnavailableError(this.kind, 'cluster', `no slot map yet: the cluster client is ${this.cluster.status}${this.lastErrors.size > 0 ? ` (last node error: ${[...this.lastErrors.values()].at(-1)})` : ''}`);
+  }
+
+  /** ioredis reports every failed reconnect; one line per 5 s is enough. */
+  private logThrottled(fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    if (now - this.lastLoggedAt < 5000) return;
+    this.lastLoggedAt = now;
+    log.warn({ store: this.kind, ...fields }, msg);
+  }
+}
+
+/** The command `defineCommand` adds to the Cluster client for the compare-and-set script. */
+interface CasCommand {
+  featureCas(...args: (string | Buffer)[]): Promise<unknown>;
+}
+
+function seed(hostPort: string): { host: string; port: number } {
+  const at = hostPort.lastIndexOf(':');
+  return { host: hostPort.slice(0, at), port: Number(hostPort.slice(at + 1)) };
+}
+
+function nodeKeyOf(redis: Redis): string {
+  return `${redis.options.host}:${redis.options.port}`;
+}
