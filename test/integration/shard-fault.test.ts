@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { RunningGateway } from '../../gateway/server.js';
-import { readManifest } from '../../schema/manifest.js';
 import type { ViewVersion } from '../../schema/types.js';
 import { activeVersionOf } from '../../schema/types.js';
 import { RedisBackend } from '../../store/backends/redis.js';
@@ -11,7 +10,8 @@ import { demoRows } from '../../store/demo-data.js';
 import { recordKey } from '../../store/backends/byte-backend.js';
 import { writeRows } from '../../store/rows.js';
 import { NodeProcess, registry, startTestGateway, waitUntilReady } from '../support/gateway.js';
-import { get, post, type Reply } from '../support/http.js';
+import { get, post } from '../support/http.js';
+import { adhocQuery, Load, persistedId, type Sample } from '../support/load.js';
 import { RedisProcess, freePort } from '../support/redis-server.js';
 import { eventually } from '../support/wait.js';
 
@@ -38,57 +38,6 @@ const WORKERS = 12;
 const user = registry.entities.find((e) => e.name === 'user')!;
 const clickStats: ViewVersion = activeVersionOf(user.views.find((v) => v.name === 'clickStats')!);
 const profile: ViewVersion = activeVersionOf(user.views.find((v) => v.name === 'profile')!);
-const persistedId = readManifest().operations.find((o) => o.name === 'UserClickRate')!.id;
-const adhocQuery = 'query Adhoc($ids: [ID!]!) { users(ids: $ids) { id clickStats { clickRate stale } profile { country } } }';
-
-interface Sample {
-  readonly startedAt: number;
-  readonly ms: number;
-  readonly kind: 'persisted' | 'adhoc';
-  readonly ids: string[];
-  readonly reply: Reply;
-}
-
-/** Concurrent clients over random batches of users, half persisted, half ad hoc, until stopped. */
-class Load {
-  readonly samples: Sample[] = [];
-  private running = true;
-  private readonly loops: Promise<void>[];
-  failures: unknown[] = [];
-
-  constructor(private readonly url: string) {
-    this.loops = Array.from({ length: WORKERS }, (_, w) => this.loop(w));
-  }
-
-  private async loop(worker: number): Promise<void> {
-    let n = 0;
-    while (this.running) {
-      const ids = Array.from({ length: 8 }, () => String(1 + Math.floor(Math.random() * USERS)));
-      const kind = (worker + n++) % 2 === 0 ? 'persisted' : 'adhoc';
-      const body = kind === 'persisted'
-        ? { extensions: { persistedQuery: { version: 1, sha256Hash: persistedId } }, variables: { ids } }
-        : { query: adhocQuery, variables: { ids } };
-      const startedAt = performance.now();
-      try {
-        const reply = await post(this.url, body);
-        this.samples.push({ startedAt, ms: performance.now() - startedAt, kind, ids, reply });
-      } catch (error) {
-        this.failures.push(error);
-      }
-    }
-  }
-
-  /** Samples of requests started at or after `t` (performance.now()). */
-  since(t: number): Sample[] {
-    return this.samples.filter((s) => s.startedAt >= t);
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    await Promise.all(this.loops);
-  }
-}
-
 describe('one of three Redis shards killed and hung under load', () => {
   const shards: RedisProcess[] = [];
   let writer: CodecStore;
@@ -124,7 +73,7 @@ describe('one of three Redis shards killed and hung under load', () => {
     });
     url = `http://127.0.0.1:${port}/graphql`;
     await waitUntilReady(url.replace('/graphql', '/readyz'), gateway);
-    load = new Load(url);
+    load = new Load(url, { users: USERS, workers: WORKERS });
   });
 
   after(async () => {
@@ -175,14 +124,7 @@ describe('one of three Redis shards killed and hung under load', () => {
     }
   }
 
-  async function steady(minSamples: number): Promise<Sample[]> {
-    const from = performance.now();
-    return eventually(async () => {
-      const samples = load.since(from);
-      if (samples.length < minSamples) throw new Error(`only ${samples.length} replies so far`);
-      return samples;
-    }, 30_000, 100);
-  }
+  const steady = (minSamples: number): Promise<Sample[]> => load.steady(minSamples);
 
   /** Waits until the last `n` replies were all complete: every value there, no error. */
   async function recovered(n: number): Promise<void> {

@@ -25,8 +25,10 @@ export interface ClusterNodeInfo {
   readonly role: 'master' | 'replica';
   /** For a replica, its master's id. */
   readonly masterId: string | null;
-  /** Slots it serves (masters), expanded. */
+  /** How many slots it serves (masters). */
   readonly slots: number;
+  /** The slot ranges it serves, inclusive. */
+  readonly ranges: readonly (readonly [number, number])[];
   readonly failed: boolean;
 }
 
@@ -170,11 +172,16 @@ export class RedisCluster {
 }
 
 /** The payload of a RESP bulk reply (`$<len>\r\n<payload>\r\n`); an error reply throws. */
-function bulk(reply: string): string {
+export function bulk(reply: string): string {
   if (reply.startsWith('-')) throw new Error(reply.trim());
   const m = /^\$(\d+)\r\n/.exec(reply);
   if (!m) throw new Error(`not a bulk reply: ${JSON.stringify(reply.slice(0, 80))}`);
   return reply.slice(m[0].length, m[0].length + Number(m[1]));
+}
+
+/** Whether `node` serves `slot`. */
+export function serves(node: ClusterNodeInfo, slot: number): boolean {
+  return node.ranges.some(([a, b]) => slot >= a && slot <= b);
 }
 
 export function parseClusterNodes(text: string): ClusterNodeInfo[] {
@@ -182,9 +189,11 @@ export function parseClusterNodes(text: string): ClusterNodeInfo[] {
     const [id, addr, flagText, master, , , , , ...slotSpecs] = line.trim().split(' ');
     const flags = flagText!.split(',');
     let slots = 0;
+    const ranges: [number, number][] = [];
     for (const spec of slotSpecs) {
       if (spec.startsWith('[')) continue; // a slot being migrated or imported
       const [a, b] = spec.split('-').map(Number);
+      ranges.push([a!, b ?? a!]);
       slots += (b ?? a!) - a! + 1;
     }
     return {
@@ -194,6 +203,7 @@ export function parseClusterNodes(text: string): ClusterNodeInfo[] {
       role: flags.includes('master') ? 'master' : 'replica',
       masterId: master === '-' ? null : master!,
       slots,
+      ranges,
       failed: flags.includes('fail') || flags.includes('fail?'),
     } satisfies ClusterNodeInfo;
   });

@@ -163,7 +163,7 @@ async function waitForPort(port: number, timeoutMs: number, password?: string): 
 }
 
 /**
- * One inline command over a raw socket: no client library in the harness, so it cannot mask a client bug.
+ * One inline command over a raw socket (its connection closed before it resolves): no client library in the harness, so it cannot mask a client bug.
  * With `password`, AUTH goes first and its +OK is dropped from the reply.
  */
 export function redisCommand(port: number, text: string, password?: string): Promise<string> {
@@ -192,8 +192,9 @@ function command(port: number, text: string, password?: string): Promise<string>
       const bulk = /^\$(\d+)\r\n/.exec(data);
       if (!bulk ? data.includes('\r\n') : data.length >= bulk[0].length + Number(bulk[1]) + 2) {
         clearTimeout(timer);
+        // Resolved on 'close': by then the server has read the end of this connection too, so a
+        // caller counting the server's read events (INFO stats) sees this connection's all counted.
         socket.end();
-        resolve(data);
       }
     });
     socket.on('error', (error) => {
