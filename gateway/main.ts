@@ -11,6 +11,7 @@ import { KafkaLog } from '../eventlog/kafka-log.js';
 import { startDemoEvents } from '../materializer/demo-events.js';
 import { startMaterializer, type RunningMaterializer } from '../materializer/run.js';
 import { startGateway } from './server.js';
+import { sharedStoreVariables } from '../store/config.js';
 
 /**
  * `npm start`: the gateway. Without SUBGRAPH_URLS the subgraphs run in this
@@ -25,7 +26,7 @@ import { startGateway } from './server.js';
 const config = loadConfig();
 if (config.workers > 1 && cluster.isPrimary) {
   if (config.store.kind === 'embedded' && Object.keys(config.subgraphUrls).length === 0) {
-    throw new ConfigError('WORKERS', 'several workers need a shared store: set REDIS_URL or REDIS_SHARD_URLS (the embedded store lives in one process)');
+    throw new ConfigError('WORKERS', `several workers need a shared store: set ${sharedStoreVariables} (the embedded store lives in one process)`);
   }
   await runUntilSignal(async () => {
     const workers = Array.from({ length: config.workers }, () => cluster.fork());

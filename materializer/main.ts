@@ -7,6 +7,7 @@ import { metricsRegistry } from '../runtime/metrics.js';
 import { runUntilSignal } from '../runtime/process.js';
 import { loadRegistry } from '../schema/registry.js';
 import { createStore, storeUnreachable } from '../store/create-store.js';
+import { sharedStoreVariables } from '../store/config.js';
 import { KafkaLog } from '../eventlog/kafka-log.js';
 import { backfillGroup, backfillTarget, caughtUp } from './backfill.js';
 import { startMaterializer } from './run.js';
@@ -26,7 +27,7 @@ const { values } = parseArgs({ options: { port: { type: 'string' }, backfill: { 
 await runUntilSignal(async () => {
   const config = loadConfig();
   if (!config.kafkaBrokers) throw new ConfigError('KAFKA_BROKERS', 'the materializer process reads Kafka: set KAFKA_BROKERS=host:port (npm start runs an embedded log in-process instead)');
-  if (config.store.kind === 'embedded') throw new ConfigError('REDIS_URL', 'the materializer process needs a shared store: set REDIS_URL or REDIS_SHARD_URLS');
+  if (config.store.kind === 'embedded') throw new ConfigError('REDIS_URL', `the materializer process needs a shared store: set ${sharedStoreVariables}`);
   const registry = loadRegistry(config.registryFile);
   const store = createStore(config.store);
   const unreachable = await storeUnreachable(store, 10_000);

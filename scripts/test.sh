@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh clone: installs what it needs (npm
 # dependencies, Debian's redis-server), builds, runs every test file with
 # node's test runner, and stops every server the tests started, also when
-# they fail. Prints "N passed, N failed" last.
+# they fail. Prints "N passed, N failed, N skipped" last (cancelled tests count as failed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh || exit 1
@@ -33,8 +33,11 @@ status=$?
 
 passed=$(grep -E '^# pass ' "$results" | tail -1 | awk '{print $3}')
 failed=$(grep -E '^# fail ' "$results" | tail -1 | awk '{print $3}')
+# A test whose hook (before/after) failed is "cancelled" by node's runner: it did not pass, so it counts as failed.
+cancelled=$(grep -E '^# cancelled ' "$results" | tail -1 | awk '{print $3}')
+failed=$(( ${failed:-0} + ${cancelled:-0} ))
 skipped=$(grep -E '^# skipped ' "$results" | tail -1 | awk '{print $3}')
 echo
-echo "${passed:-0} passed, ${failed:-0} failed, ${skipped:-0} skipped"
+echo "${passed:-0} passed, ${failed} failed, ${skipped:-0} skipped"
 if [ -z "$passed" ] || [ "$passed" = "0" ]; then status=1; fi
 exit "$status"

@@ -60,6 +60,9 @@ export interface AerospikeStoreConfig extends GuardSettings {
 }
 
 const engineVariables = ['REDIS_URL', 'REDIS_SHARD_URLS', 'REDIS_CLUSTER_NODES', 'AEROSPIKE_HOSTS'] as const;
+
+/** For messages of processes that need a store shared between processes (the materializer, the loader). */
+export const sharedStoreVariables = 'REDIS_URL, REDIS_SHARD_URLS, REDIS_CLUSTER_NODES or AEROSPIKE_HOSTS';
 const redisOnly = ['REDIS_USERNAME', 'REDIS_PASSWORD', 'REDIS_PASSWORD_FILE', 'REDIS_TLS_CA_FILE', 'REDIS_TLS_CERT_FILE', 'REDIS_TLS_KEY_FILE'];
 const clusterOnly = ['REDIS_CLUSTER_READ_FROM_REPLICAS', 'REDIS_CLUSTER_TLS'];
 const aerospikeOnly = ['AEROSPIKE_NAMESPACE', 'AEROSPIKE_SET', 'AEROSPIKE_USER', 'AEROSPIKE_PASSWORD', 'AEROSPIKE_PASSWORD_FILE',

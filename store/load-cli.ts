@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../runtime/config.js';
 import { loadRegistry } from '../schema/registry.js';
 import { createStore, storeUnreachable } from './create-store.js';
+import { sharedStoreVariables } from './config.js';
 import { demoEntityCounts, demoRows } from './demo-data.js';
 import { readRowsFile, writeRows } from './rows.js';
 
@@ -10,7 +11,7 @@ import { readRowsFile, writeRows } from './rows.js';
  * `npm run load -- --file rows.jsonl`
  *
  * Loads demo data or a JSON Lines file (format in store/rows.ts) into the
- * store that REDIS_URL or REDIS_SHARD_URLS names. Prints one JSON line with
+ * shared store the configuration names (Redis, Redis Cluster, Aerospike). Prints one JSON line with
  * the row count; exits 1 with `file:line: reason` on the first bad row.
  */
 const usage = 'usage: npm run load -- (--demo [--users N] [--items N] [--merchants N] | --file rows.jsonl)';
@@ -40,7 +41,7 @@ function fail(message: string): never {
 if (Boolean(values.demo) === Boolean(values.file)) fail(usage);
 const config = loadConfig();
 if (config.store.kind === 'embedded') {
-  fail('the embedded store lives inside the serving process; set REDIS_URL or REDIS_SHARD_URLS to load into Redis');
+  fail(`the embedded store lives inside the serving process; set ${sharedStoreVariables} to load into a shared store`);
 }
 const registry = loadRegistry(config.registryFile);
 const store = createStore(config.store);

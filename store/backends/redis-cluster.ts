@@ -71,6 +71,9 @@ export class RedisClusterBackend implements ByteBackend {
   private readonly lastErrors = new Map<string, string>();
   private readonly casSha = createHash('sha1').update(casScript).digest('hex');
   private readonly readFromReplicas: boolean;
+  private readonly commandTimeoutMs: number;
+  /** Replicas per master in the slot map, as of its last refresh. */
+  private readonly replicas = new Map<string, number>();
   private replicaTurn = 0;
   private lastRefreshAt = 0;
   private lastLoggedAt = 0;
@@ -78,6 +81,7 @@ export class RedisClusterBackend implements ByteBackend {
   constructor(options: RedisClusterBackendOptions) {
     if (options.nodes.length === 0) throw new Error('RedisClusterBackend needs at least one seed node');
     this.readFromReplicas = options.readFromReplicas ?? false;
+    this.commandTimeoutMs = options.commandTimeoutMs;
     this.guard = new ShardGuard({
       store: this.kind,
       callTimeoutMs: options.commandTimeoutMs,
@@ -120,7 +124,7 @@ export class RedisClusterBackend implements ByteBackend {
       this.logThrottled({ shard: key, err: error.message }, 'redis cluster node error');
     });
     this.cluster.on('error', (error: Error) => this.logThrottled({ err: error.message }, 'redis cluster error'));
-    this.cluster.on('refresh', () => this.retireFormerNodes());
+    this.cluster.on('refresh', () => this.onRefresh());
     this.cluster.on('ready', () => log.info({ store: this.kind, masters: this.owners(0).size }, 'redis cluster ready'));
   }
 
@@ -181,6 +185,7 @@ export class RedisClusterBackend implements ByteBackend {
       keys,
       (pipeline, _key, i) => pipeline.evalsha(this.casSha, 2, ...args(i)),
       (_key, i) => (this.cluster as unknown as CasCommand).featureCas(...args(i)),
+      true,
     );
     return replies.map((reply) => reply === 1);
   }
@@ -224,6 +229,16 @@ export class RedisClusterBackend implements ByteBackend {
    * caller to retry; any other failed reply fails the whole call (and counts
    * against the node's breaker), since on a GET, SET or the script only a
    * broken connection or a broken node produces one.
+   *
+   * With `durable`, the pipeline ends with `WAIT 1`: its reply comes once a
+   * replica has acknowledged everything before it, still in the same round
+   * trip. Redis Cluster replicates asynchronously, so without it a
+   * compare-and-set acknowledged by a master that dies the next moment is
+   * lost at failover while the materializer has already committed the
+   * offsets of its events — exactly once would become at most once. A master
+   * with no replica in the slot map is not waited for; one whose replicas do
+   * not acknowledge within half the call timeout fails the call, so the batch
+   * is retried rather than committed.
    */
   private async onNode(
     node: string,
@@ -231,19 +246,27 @@ export class RedisClusterBackend implements ByteBackend {
     add: (pipeline: ChainableCommander, key: string, index: number) => void,
     deadline: Deadline | undefined,
     read: boolean,
+    durable = false,
   ): Promise<([Error | null, unknown] | undefined)[]> {
     if (node === NO_NODE) {
       this.refreshSoon();
       throw new StoreUnavailableError(this.kind, NO_NODE, `no master serves these keys' slots in the client's slot map (cluster ${this.cluster.status}); refreshing it`);
     }
     const shard = this.guard.shard(node);
+    const waitFor = durable && this.hasReplica(node) ? Math.max(1, Math.floor(this.commandTimeoutMs / 2)) : 0;
     try {
       return await shard.call(async () => {
         const connection = this.connections.get(node);
         if (!connection) throw new Error('not connected: the node left the client\'s pool (down, or failed over)');
         const pipeline = connection.pipeline();
         keys.forEach((key, i) => add(pipeline, key, i));
+        if (waitFor > 0) pipeline.wait(1, waitFor);
         const replies = (await pipeline.exec()) ?? [];
+        if (waitFor > 0) {
+          const [error, acknowledged] = replies.pop() ?? [new Error('no reply to WAIT')];
+          if (error) throw error;
+          if (acknowledged === 0) throw new Error(`no replica acknowledged the write within ${waitFor} ms (WAIT 1)`);
+        }
         for (const reply of replies) if (reply?.[0] && !notExecuted.test(reply[0].message)) throw reply[0];
         if (replies.some((reply) => reply?.[0])) this.refreshSoon();
         return replies;
@@ -254,10 +277,18 @@ export class RedisClusterBackend implements ByteBackend {
     }
   }
 
+  /** Whether the slot map lists a replica of `master` (kept per refresh of the map). */
+  private hasReplica(master: string): boolean {
+    if (this.replicas.size === 0) this.onRefresh();
+    return (this.replicas.get(master) ?? 0) > 0;
+  }
+
   /**
    * One key again, through the Cluster client's own routing and redirection
-   * handling, guarded under the node the first reply pointed to (MOVED/ASK
-   * name it) or the one that answered.
+   * handling, guarded under the node that serves its slot in the map now.
+   * (A compare-and-set sent this way is not followed by `WAIT`: it happens
+   * only while a slot migrates, and the window it leaves is documented in
+   * decision 0022.)
    */
   private async redirected<T>(key: string, send: () => Promise<T>, deadline: Deadline | undefined, read: boolean): Promise<T> {
     const node = this.nodeFor(calculateSlot(key), read && this.readFromReplicas);
@@ -269,12 +300,13 @@ export class RedisClusterBackend implements ByteBackend {
     keys: readonly string[],
     add: (pipeline: ChainableCommander, key: string, index: number) => void,
     single: (key: string, index: number) => Promise<unknown>,
+    durable = false,
   ): Promise<unknown[]> {
     const out: unknown[] = new Array(keys.length);
     if (keys.length === 0) return out;
     const retry: number[] = [];
     await Promise.all([...this.groupByNode(keys, false)].map(async ([node, indexes]) => {
-      const replies = await this.onNode(node, indexes.map((i) => keys[i]!), (p, key, j) => add(p, key, indexes[j]!), undefined, false);
+      const replies = await this.onNode(node, indexes.map((i) => keys[i]!), (p, key, j) => add(p, key, indexes[j]!), undefined, false, durable);
       indexes.forEach((keyIndex, j) => {
         const [error, value] = replies[j] ?? [new Error('no reply')];
         if (error) retry.push(keyIndex);
@@ -316,10 +348,19 @@ export class RedisClusterBackend implements ByteBackend {
     return out;
   }
 
-  /** A node no longer in the slot map (a failed-over master) takes its circuit gauge with it. */
-  private retireFormerNodes(): void {
+  /**
+   * After each refresh of the slot map: how many replicas each master has
+   * (for `WAIT`), and a node no longer in the map (a failed-over master)
+   * takes its circuit gauge with it.
+   */
+  private onRefresh(): void {
     const current = new Set<string>();
-    for (let slot = 0; slot < 16384; slot++) for (const node of this.cluster.slots[slot] ?? []) current.add(node);
+    this.replicas.clear();
+    for (let slot = 0; slot < 16384; slot++) {
+      const owners = this.cluster.slots[slot] ?? [];
+      for (const node of owners) current.add(node);
+      if (owners[0] !== undefined) this.replicas.set(owners[0], Math.max(this.replicas.get(owners[0]) ?? 0, owners.length - 1));
+    }
     for (const name of this.guard.names) if (name !== NO_NODE && !current.has(name)) this.guard.retire(name);
   }
 

@@ -95,7 +95,7 @@ describe('npm run load', () => {
   test('refuses the embedded store and bad arguments with a clear message', async () => {
     const embedded = await load(['--demo'], { REDIS_URL: '', REDIS_SHARD_URLS: '' });
     assert.equal(embedded.code, 1);
-    assert.match(errorMessage(embedded.stderr), /set REDIS_URL or REDIS_SHARD_URLS/);
+    assert.match(errorMessage(embedded.stderr), /set REDIS_URL, REDIS_SHARD_URLS, REDIS_CLUSTER_NODES or AEROSPIKE_HOSTS/);
     const neither = await load([], { REDIS_URL: redis[0]!.url });
     assert.equal(neither.code, 1);
     assert.match(errorMessage(neither.stderr), /usage/);

@@ -25,14 +25,15 @@ export class Load {
   private readonly loops: Promise<void>[];
   failures: unknown[] = [];
 
-  constructor(private readonly url: string, options: { readonly users: number; readonly workers: number; readonly batch?: number }) {
-    this.loops = Array.from({ length: options.workers }, (_, w) => this.loop(w, options.users, options.batch ?? 8));
+  /** Users are `<idPrefix>1` … `<idPrefix><users>` (the demo data's "1"…, the event streams' "u1"…). */
+  constructor(private readonly url: string, options: { readonly users: number; readonly workers: number; readonly batch?: number; readonly idPrefix?: string }) {
+    this.loops = Array.from({ length: options.workers }, (_, w) => this.loop(w, options.users, options.batch ?? 8, options.idPrefix ?? ''));
   }
 
-  private async loop(worker: number, users: number, batch: number): Promise<void> {
+  private async loop(worker: number, users: number, batch: number, prefix: string): Promise<void> {
     let n = 0;
     while (this.running) {
-      const ids = Array.from({ length: batch }, () => String(1 + Math.floor(Math.random() * users)));
+      const ids = Array.from({ length: batch }, () => `${prefix}${1 + Math.floor(Math.random() * users)}`);
       const kind = (worker + n++) % 2 === 0 ? 'persisted' : 'adhoc';
       const body = kind === 'persisted'
         ? { extensions: { persistedQuery: { version: 1, sha256Hash: persistedId } }, variables: { ids } }

@@ -3,7 +3,18 @@ import { promisify } from 'node:util';
 import { freePort, RedisProcess } from './redis-server.js';
 import { eventually } from './wait.js';
 
-const run = promisify(execFile);
+const execFileAsync = promisify(execFile);
+
+/** Runs a command; a failure carries its output (redis-cli says what is wrong on stdout). */
+async function run(file: string, args: readonly string[], options: { timeout: number; maxBuffer?: number }): Promise<string> {
+  try {
+    return (await execFileAsync(file, args, { maxBuffer: 64 * 1024 * 1024, ...options })).stdout;
+  } catch (error) {
+    const e = error as Error & { stdout?: string; stderr?: string };
+    const problems = (e.stdout ?? '').split('\n').filter((l) => /ERR|\[WARNING\]|error/i.test(l)).slice(-20).join('\n');
+    throw new Error(`${file} ${args.slice(0, 3).join(' ')} … failed (${e.message.split('\n')[0]}):\n${problems}\n${(e.stdout ?? '').slice(-1000)}\nstderr: ${(e.stderr ?? '').slice(-2000)}`);
+  }
+}
 
 /**
  * A real Redis Cluster from Debian's `redis-server`, for the integration
@@ -139,6 +150,10 @@ export class RedisCluster {
         const sees = parseClusterNodes(bulk(await other.command('CLUSTER NODES')));
         if (!sees.some((n) => n.address === node.address && !n.flags.includes('handshake'))) throw new Error(`${other.address} does not see ${node.address} yet`);
       }
+      // A master that just started reports the cluster down for its first 2 s (CLUSTER_WRITABLE_DELAY):
+      // until then it refuses the keys a migration sends it.
+      const info = bulk(await node.command('CLUSTER INFO'));
+      if (!/cluster_state:ok/.test(info)) throw new Error(`${node.address}: ${info.split('\r\n')[0]}`);
     }, 30_000, 200);
     return node;
   }
@@ -149,7 +164,7 @@ export class RedisCluster {
     if (!target) throw new Error(`${to.address} is not in the cluster`);
     const seed = (await this.masters()).find((m) => m.address !== to.address)!;
     await run('redis-cli', ['--cluster', 'reshard', seed.address, '--cluster-from', 'all', '--cluster-to', target.id,
-      '--cluster-slots', String(slots), '--cluster-yes', '--cluster-pipeline', '50'], { timeout: 600_000, maxBuffer: 64 * 1024 * 1024 });
+      '--cluster-slots', String(slots), '--cluster-yes', '--cluster-pipeline', '50'], { timeout: 600_000 });
   }
 
   async flushAll(): Promise<void> {

@@ -145,6 +145,46 @@ describe('loadConfig store', () => {
   test('a bad STORE_TIMEOUT_MS names it', () => {
     rejects({ STORE_TIMEOUT_MS: '0' }, 'STORE_TIMEOUT_MS');
   });
+
+  test('REDIS_CLUSTER_NODES gives a Redis Cluster from its seeds, masters only unless replica reads are asked for', () => {
+    const c = loadConfig({ REDIS_CLUSTER_NODES: '10.0.0.1:7000, 10.0.0.2:7000', STORE_TIMEOUT_MS: '300' });
+    assert.deepEqual(c.store, { kind: 'redis-cluster', nodes: ['10.0.0.1:7000', '10.0.0.2:7000'], readFromReplicas: false, commandTimeoutMs: 300, breaker: defaultBreaker });
+    assert.equal(c.demoSeed, false);
+    const replicas = loadConfig({ REDIS_CLUSTER_NODES: 'redis-0.redis:6379', REDIS_CLUSTER_READ_FROM_REPLICAS: 'true', REDIS_PASSWORD: 's3cret' });
+    assert.deepEqual(replicas.store.kind === 'redis-cluster' && [replicas.store.readFromReplicas, replicas.store.password, replicas.store.tls], [true, 's3cret', undefined]);
+    const tls = loadConfig({ REDIS_CLUSTER_NODES: 'a:1', REDIS_CLUSTER_TLS: 'yes' });
+    assert.deepEqual(tls.store.kind === 'redis-cluster' && tls.store.tls, {});
+  });
+
+  test('REDIS_CLUSTER_NODES: bad seeds and misplaced variables name their variable', () => {
+    rejects({ REDIS_CLUSTER_NODES: 'redis://a:1' }, 'REDIS_CLUSTER_NODES', /host:port/);
+    rejects({ REDIS_CLUSTER_NODES: 'a:1,b' }, 'REDIS_CLUSTER_NODES', /"b"/);
+    rejects({ REDIS_CLUSTER_NODES: 'a:70000' }, 'REDIS_CLUSTER_NODES');
+    rejects({ REDIS_CLUSTER_NODES: 'a:1', REDIS_CLUSTER_READ_FROM_REPLICAS: 'sometimes' }, 'REDIS_CLUSTER_READ_FROM_REPLICAS', /true or false/);
+    rejects({ REDIS_URL: 'redis://a:1', REDIS_CLUSTER_READ_FROM_REPLICAS: 'true' }, 'REDIS_CLUSTER_READ_FROM_REPLICAS', /only meaningful with REDIS_CLUSTER_NODES/);
+    rejects({ REDIS_CLUSTER_TLS: 'true' }, 'REDIS_CLUSTER_TLS', /only meaningful/);
+  });
+
+  test('one engine at a time: two engine variables name the second', () => {
+    rejects({ REDIS_URL: 'redis://a:1', REDIS_CLUSTER_NODES: 'b:2' }, 'REDIS_CLUSTER_NODES', /REDIS_URL and REDIS_CLUSTER_NODES/);
+    rejects({ REDIS_CLUSTER_NODES: 'b:2', AEROSPIKE_HOSTS: 'c:3000' }, 'AEROSPIKE_HOSTS', /set one store engine/);
+  });
+
+  test('AEROSPIKE_HOSTS gives Aerospike in namespace test, set fv, unless named', () => {
+    const c = loadConfig({ AEROSPIKE_HOSTS: '10.0.0.5:3000,10.0.0.6:3000' });
+    assert.deepEqual(c.store, { kind: 'aerospike', hosts: ['10.0.0.5:3000', '10.0.0.6:3000'], namespace: 'test', set: 'fv', commandTimeoutMs: 250, breaker: defaultBreaker });
+    const named = loadConfig({ AEROSPIKE_HOSTS: 'a:3000', AEROSPIKE_NAMESPACE: 'features', AEROSPIKE_SET: 'online_v1', AEROSPIKE_USER: 'gw', AEROSPIKE_PASSWORD: 'pw', AEROSPIKE_TLS_NAME: 'aero.internal' });
+    assert.deepEqual(named.store.kind === 'aerospike' && [named.store.namespace, named.store.set, named.store.user, named.store.password, named.store.tls], ['features', 'online_v1', 'gw', 'pw', { name: 'aero.internal' }]);
+  });
+
+  test('AEROSPIKE_*: bad values name their variable', () => {
+    rejects({ AEROSPIKE_HOSTS: 'a' }, 'AEROSPIKE_HOSTS', /host:port/);
+    rejects({ AEROSPIKE_HOSTS: 'a:3000', AEROSPIKE_NAMESPACE: 'has space' }, 'AEROSPIKE_NAMESPACE', /letters, digits/);
+    rejects({ AEROSPIKE_HOSTS: 'a:3000', AEROSPIKE_SET: 'x'.repeat(64) }, 'AEROSPIKE_SET', /at most 63/);
+    rejects({ AEROSPIKE_HOSTS: 'a:3000', AEROSPIKE_USER: 'gw' }, 'AEROSPIKE_PASSWORD', /both/);
+    rejects({ AEROSPIKE_NAMESPACE: 'features' }, 'AEROSPIKE_NAMESPACE', /only meaningful with AEROSPIKE_HOSTS/);
+    rejects({ AEROSPIKE_HOSTS: 'a:3000', REDIS_PASSWORD: 'x' }, 'REDIS_PASSWORD', /only meaningful with REDIS_URL/);
+  });
 });
 
 describe('loadConfig errors name the variable', () => {
