@@ -6,19 +6,23 @@ import { isDeepStrictEqual, parseArgs } from 'node:util';
 import * as hdr from 'hdr-histogram-js';
 import { fromRoot } from '../runtime/paths.js';
 import { readManifest } from '../schema/manifest.js';
+import { RedisCluster } from '../test/support/redis-cluster.js';
 import { freePort, RedisProcess } from '../test/support/redis-server.js';
-import { markdownTable, svgChart, type BenchResult, type SystemFigures } from './report.js';
+import { comparisonTable, markdownTable, svgChart, type BenchResult, type SystemFigures } from './report.js';
 import { closedLoop, newHistogram, openLoop, percentiles, type RunResult } from './runner.js';
 import { bodySource, dataSet, longTtlRegistryFile, workloads, type RequestStyle, type Workload } from './workloads.js';
 
 /**
  * `npm run bench`: the standard benchmark. One Redis, one data set (100k
  * users, 10k items, 1k merchants, loaded by the project's own load command),
- * three systems running side by side:
+ * systems running side by side:
  *
- *   feature-gateway  this project (co-located gateway on Redis, persisted queries)
- *   raw              a bare Node HTTP server: one Redis pipeline + JSON, no GraphQL
- *   stock            @apollo/gateway over HTTP to @apollo/subgraph services, per-entity reads
+ *   feature-gateway          this project (co-located gateway on Redis, persisted queries)
+ *   feature-gateway-x2       the same with two workers
+ *   feature-gateway-cluster  the same gateway on a Redis Cluster of 3 masters and 3 replicas,
+ *                            loaded with the same data (W1 and W2: --cluster-workloads)
+ *   raw                      a bare Node HTTP server: one Redis pipeline + JSON, no GraphQL
+ *   stock                    @apollo/gateway over HTTP to @apollo/subgraph services, per-entity reads
  *
  * For each workload: closed-loop rounds (max throughput), then open-loop
  * rounds at half the raw baseline's max (latency). Rounds interleave the
@@ -35,7 +39,8 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '1' },
     connections: { type: 'string', default: '32' },
     workloads: { type: 'string', default: 'W1,W2,W3' },
-    systems: { type: 'string', default: 'feature-gateway,feature-gateway-x2,raw,stock' },
+    systems: { type: 'string', default: 'feature-gateway,feature-gateway-x2,feature-gateway-cluster,raw,stock' },
+    'cluster-workloads': { type: 'string', default: 'W1,W2' },
     out: { type: 'string', default: fromRoot('loadtest', 'results') },
   },
 });
@@ -57,6 +62,8 @@ interface System {
   readonly url: string;
   readonly style: RequestStyle;
   readonly processes: ChildProcess[];
+  /** The workloads it runs (all when absent). */
+  readonly workloads?: readonly string[];
 }
 
 const children: ChildProcess[] = [];
@@ -94,12 +101,22 @@ async function main(): Promise<void> {
   const registryFile = longTtlRegistryFile('bench');
   process.env.REGISTRY_FILE = registryFile;
   const redis = await RedisProcess.start();
+  let cluster: RedisCluster | undefined;
   try {
-    log('loading data set', dataSet);
-    await new Promise<void>((resolve, reject) => {
-      const loader = node('store/load-cli.js', ['--demo', '--users', String(dataSet.users), '--items', String(dataSet.items), '--merchants', String(dataSet.merchants)], { REDIS_URL: redis.url, LOG_LEVEL: 'info' });
+    // One event time for every store loaded, so that they hold identical values.
+    const eventTime = String(Date.now());
+    const load = (store: Record<string, string>) => new Promise<void>((resolve, reject) => {
+      const loader = node('store/load-cli.js', ['--demo', '--users', String(dataSet.users), '--items', String(dataSet.items), '--merchants', String(dataSet.merchants),
+        '--event-time', eventTime], { ...store, LOG_LEVEL: 'info' });
       loader.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`load failed with exit code ${code}`))));
     });
+    log('loading data set', dataSet);
+    await load({ REDIS_URL: redis.url });
+    if (chosenSystems.includes('feature-gateway-cluster')) {
+      cluster = await RedisCluster.start({ masters: 3, replicasPerMaster: 1 });
+      log('loading data set into the Redis Cluster', { nodes: cluster.seeds });
+      await load({ REDIS_CLUSTER_NODES: cluster.seeds });
+    }
 
     const systems: System[] = [];
     // feature-gateway: one process; feature-gateway-x2: two node:cluster workers on the same port.
@@ -110,6 +127,13 @@ async function main(): Promise<void> {
       const url = `http://127.0.0.1:${port}/graphql`;
       await waitFor(url.replace('/graphql', '/readyz'));
       systems.push({ name, url, style: 'persisted', processes: [] });
+    }
+    if (cluster) {
+      const port = await freePort();
+      node('gateway/main.js', [], { PORT: String(port), REDIS_CLUSTER_NODES: cluster.seeds });
+      const url = `http://127.0.0.1:${port}/graphql`;
+      await waitFor(url.replace('/graphql', '/readyz'));
+      systems.push({ name: 'feature-gateway-cluster', url, style: 'persisted', processes: [], workloads: args['cluster-workloads']!.split(',') });
     }
     if (chosenSystems.includes('raw')) {
       const port = await freePort();
@@ -138,12 +162,13 @@ async function main(): Promise<void> {
     const figures: SystemFigures[] = [];
     for (const workload of chosenWorkloads) {
       const op = manifest.operations.find((o) => o.name === workload.operation)!;
-      const closed = await interleaved(systems, workload, op, (system, seed) =>
+      const running = systems.filter((s) => !s.workloads || s.workloads.includes(workload.name));
+      const closed = await interleaved(running, workload, op, (system, seed) =>
         closedLoop({ url: system.url }, bodySource(workload, op, system.style, seed), { connections, warmupMs, durationMs }));
       figures.push(...closed);
       const rawMax = closed.find((f) => f.system === 'raw')?.throughput ?? closed[0]!.throughput;
       const rate = Math.max(10, Math.round(rawMax / 2));
-      const open = await interleaved(systems, workload, op, (system, seed) =>
+      const open = await interleaved(running, workload, op, (system, seed) =>
         openLoop({ url: system.url }, bodySource(workload, op, system.style, seed), {
           rate, maxConnections: 256, maxOutstanding: Math.max(100, Math.min(rate, 1000)), warmupMs, durationMs,
         }));
@@ -157,7 +182,8 @@ async function main(): Promise<void> {
       figures,
     };
     fs.mkdirSync(args.out!, { recursive: true });
-    const table = markdownTable(result, 'feature-gateway', ['raw', 'stock'].filter((b) => systems.some((s) => s.name === b)));
+    const table = markdownTable(result, 'feature-gateway', ['raw', 'stock'].filter((b) => systems.some((s) => s.name === b))) +
+      (cluster ? '\n' + comparisonTable(result, 'feature-gateway-cluster', 'feature-gateway', 'Redis Cluster (3 masters, 3 replicas) against one Redis node, same gateway and data') : '');
     fs.writeFileSync(path.join(args.out!, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
     fs.writeFileSync(path.join(args.out!, 'latest.md'), table);
     fs.writeFileSync(path.join(args.out!, 'latest.svg'), svgChart(result, systems.map((s) => s.name)));
@@ -166,6 +192,7 @@ async function main(): Promise<void> {
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await redis.destroy();
+    await cluster?.destroy();
     fs.rmSync(registryFile, { force: true });
   }
 }

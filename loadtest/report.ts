@@ -59,7 +59,28 @@ export function markdownTable(result: BenchResult, subject: string, baselines: r
   return lines.join('\n') + '\n';
 }
 
-const palette = ['#2f6fdf', '#e0823d', '#7f7f7f', '#3aa35b', '#b04fc4'];
+/**
+ * One system against another on the workloads both ran: throughput (closed
+ * loop) and p99 (open loop) side by side with their ratios, e.g. the gateway
+ * on a Redis Cluster against the same gateway on one Redis node.
+ */
+export function comparisonTable(result: BenchResult, subject: string, baseline: string, title: string): string {
+  const find = (system: string, workload: string, mode: 'closed' | 'open') =>
+    result.figures.find((f) => f.system === system && f.workload === workload && f.mode === mode);
+  const workloads = [...new Set(result.figures.map((f) => f.workload))].filter((w) => find(subject, w, 'closed') && find(baseline, w, 'closed'));
+  if (workloads.length === 0) return '';
+  const lines = [`### ${title}`, ''];
+  lines.push(`| workload | ${subject} req/s | ${baseline} req/s | throughput × | ${subject} p99 ms | ${baseline} p99 ms | p99 × |`);
+  lines.push('|---|---:|---:|---:|---:|---:|---:|');
+  for (const w of workloads) {
+    const [sc, bc, so, bo] = [find(subject, w, 'closed')!, find(baseline, w, 'closed')!, find(subject, w, 'open'), find(baseline, w, 'open')];
+    lines.push(`| ${w} | ${Math.round(sc.throughput)} | ${Math.round(bc.throughput)} | ${ratio(sc.throughput, bc.throughput)} | ` +
+      `${so ? fmt(so.p99) : 'n/a'} | ${bo ? fmt(bo.p99) : 'n/a'} | ${so && bo ? ratio(so.p99, bo.p99) : 'n/a'} |`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+const palette = ['#2f6fdf', '#e0823d', '#7f7f7f', '#3aa35b', '#b04fc4', '#c9a227'];
 
 /** Two panels: closed-loop throughput, and open-loop p50/p99/p99.9 on a log scale. */
 export function svgChart(result: BenchResult, systems: readonly string[]): string {

@@ -26,6 +26,19 @@ export class RowError extends Error {
   }
 }
 
+/** ISO-8601 with a date, a time and a zone (`Z` or ±hh:mm): what `Date.parse` reads the same everywhere. */
+const isoWithZone = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * An event time as ms since the epoch: a non-negative integer, or an
+ * ISO-8601 string with a zone. Anything else (Date.parse alone accepts "-5"
+ * or "1" as dates in 2001) is undefined.
+ */
+export function eventTimeOf(value: unknown): number | undefined {
+  const ms = typeof value === 'number' ? value : typeof value === 'string' && isoWithZone.test(value) ? Date.parse(value) : NaN;
+  return Number.isSafeInteger(ms) && ms >= 0 ? ms : undefined;
+}
+
 export function parseRow(registry: Registry, text: string, file: string, line: number): ViewRow {
   let raw: unknown;
   try {
@@ -43,8 +56,8 @@ export function parseRow(registry: Registry, text: string, file: string, line: n
   const versionNumber = r.version === undefined ? view.activeVersion : r.version;
   const version = typeof versionNumber === 'number' ? view.versions[versionNumber - 1] : undefined;
   if (!version) throw new RowError(file, line, `"version" must be 1..${view.versions.length} for ${view.name}, got ${JSON.stringify(r.version)}`);
-  const eventTimeMs = typeof r.eventTime === 'number' ? r.eventTime : typeof r.eventTime === 'string' ? Date.parse(r.eventTime) : NaN;
-  if (!Number.isSafeInteger(eventTimeMs) || eventTimeMs < 0) {
+  const eventTimeMs = eventTimeOf(r.eventTime);
+  if (eventTimeMs === undefined) {
     throw new RowError(file, line, `"eventTime" must be ISO-8601 or ms since the epoch, got ${JSON.stringify(r.eventTime)}`);
   }
   if (typeof r.values !== 'object' || r.values === null || Array.isArray(r.values)) throw new RowError(file, line, '"values" must be an object');

@@ -9,6 +9,7 @@ import { fromRoot } from '../../runtime/paths.js';
 import { createStore } from '../../store/create-store.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { registry } from '../support/gateway.js';
+import { eventually } from '../support/wait.js';
 import { RedisProcess } from '../support/redis-server.js';
 
 const run = promisify(execFile);
@@ -58,6 +59,25 @@ describe('npm run load', () => {
     assert.equal(values[2], null);
   });
 
+  test('--demo --event-time gives every row that event time, so two stores can hold identical values', async () => {
+    const at = Date.now() - 30_000;
+    const result = await load(['--demo', '--users', '3', '--items', '0', '--merchants', '0', '--event-time', new Date(at).toISOString()], { REDIS_URL: redis[0]!.url });
+    assert.equal(result.code, 0, result.stderr);
+    const single = createStore({ kind: 'redis', urls: [redis[0]!.url], commandTimeoutMs: 1000 });
+    try {
+      await eventually(() => single.ping(), 10_000, 50);
+      const values = await single.read(view('user', 'clickStats').versions[1]!, ['1', '2', '3']);
+      assert.deepEqual(values.map((v) => v?.eventTimeMs), [at, at, at]);
+    } finally {
+      await single.close();
+    }
+    for (const bad of ['yesterday', '-5', '2026-11-26', '1.5']) {
+      const refused = await load(['--demo', `--event-time=${bad}`], { REDIS_URL: redis[0]!.url });
+      assert.equal(refused.code, 1);
+      assert.match(errorMessage(refused.stderr), /--event-time must be ISO-8601 with a zone or ms since the epoch/);
+    }
+  });
+
   test('--file loads a JSON Lines file with ISO and numeric event times and the default (active) version', async () => {
     const file = path.join(dir, 'rows.jsonl');
     const now = Date.now();
@@ -80,6 +100,8 @@ describe('npm run load', () => {
     ['unknown view', '{"entity":"user","id":"1","view":"x","eventTime":0,"values":{}}', /"view" must be a view of user/],
     ['bad version', '{"entity":"user","id":"1","view":"clickStats","version":3,"eventTime":0,"values":{}}', /"version" must be 1\.\.2/],
     ['bad event time', '{"entity":"user","id":"1","view":"clickStats","eventTime":"yesterday","values":{}}', /"eventTime" must be ISO-8601/],
+    ['event time Date.parse would take', '{"entity":"user","id":"1","view":"clickStats","eventTime":"-5","values":{}}', /"eventTime" must be ISO-8601/],
+    ['event time without a zone', '{"entity":"user","id":"1","view":"clickStats","eventTime":"2026-11-26T12:00:00","values":{}}', /"eventTime" must be ISO-8601/],
     ['wrong value type', '{"entity":"user","id":"1","view":"clickStats","eventTime":0,"values":{"clicks":"many"}}', /feature "clicks" expects Int/],
     ['unknown feature', '{"entity":"user","id":"1","view":"clickStats","eventTime":0,"values":{"clickz":1}}', /unknown feature "clickz"/],
   ] as const) {
@@ -102,5 +124,8 @@ describe('npm run load', () => {
     const badCount = await load(['--demo', '--users', 'lots'], { REDIS_URL: redis[0]!.url });
     assert.equal(badCount.code, 1);
     assert.match(errorMessage(badCount.stderr), /--users must be a non-negative integer/);
+    const unknown = await load(['--demo', '--userz', '3'], { REDIS_URL: redis[0]!.url });
+    assert.equal(unknown.code, 1);
+    assert.match(errorMessage(unknown.stderr), /Unknown option '--userz'[\s\S]*usage/);
   });
 });
