@@ -56,7 +56,19 @@ export interface AerospikeStoreConfig extends GuardSettings {
   readonly user?: string;
   readonly password?: string;
   /** TLS to every node: the name the nodes' certificates carry, and CA / client certificate. */
-  readonly tls?: ClientTls & { readonly name: string };
+  readonly tls?: AerospikeTls;
+}
+
+/**
+ * The PEM text is read (and checked) at start-up like every engine's; the
+ * Aerospike client reads its TLS material only from files, so the paths are
+ * kept too.
+ */
+export interface AerospikeTls extends ClientTls {
+  readonly name: string;
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
 }
 
 const engineVariables = ['REDIS_URL', 'REDIS_SHARD_URLS', 'REDIS_CLUSTER_NODES', 'AEROSPIKE_HOSTS'] as const;
@@ -140,7 +152,7 @@ export function storeConfig(get: Get): StoreConfig {
         set: identifier(get, 'AEROSPIKE_SET', 'fv', 63),
         ...guard,
         ...(user !== undefined && password !== undefined ? { user, password } : {}),
-        ...(tlsName !== undefined ? { tls: { ...files, name: tlsName } } : {}),
+        ...(tlsName !== undefined ? { tls: { ...files, name: tlsName, ...aerospikeTlsFiles(get) } } : {}),
       };
     }
   }
@@ -156,6 +168,13 @@ function redisCredentials(get: Get): { username?: string; password?: string } {
 function redisTls(get: Get): ClientTls | undefined {
   const tls = clientTls(get, 'REDIS_TLS_');
   return Object.keys(tls).length > 0 ? tls : undefined;
+}
+
+function aerospikeTlsFiles(get: Get): { caFile?: string; certFile?: string; keyFile?: string } {
+  const ca = get('AEROSPIKE_TLS_CA_FILE');
+  const cert = get('AEROSPIKE_TLS_CERT_FILE');
+  const key = get('AEROSPIKE_TLS_KEY_FILE');
+  return { ...(ca !== undefined ? { caFile: ca } : {}), ...(cert !== undefined ? { certFile: cert } : {}), ...(key !== undefined ? { keyFile: key } : {}) };
 }
 
 /** An Aerospike namespace or set name: printable ASCII without separators, at most `max` bytes (the server's limits). */
