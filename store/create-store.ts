@@ -1,4 +1,4 @@
-import { ConfigError } from '../runtime/errors.js';
+import { AerospikeBackend } from './backends/aerospike.js';
 import type { ByteBackend } from './backends/byte-backend.js';
 import { EmbeddedBackend } from './backends/embedded.js';
 import { RedisClusterBackend } from './backends/redis-cluster.js';
@@ -15,9 +15,7 @@ const engines: { readonly [K in StoreKind]: (config: Extract<StoreConfig, { kind
   embedded: (_, now) => new EmbeddedBackend(now),
   redis: (config) => new RedisBackend(config),
   'redis-cluster': (config) => new RedisClusterBackend(config),
-  aerospike: () => {
-    throw new ConfigError('AEROSPIKE_HOSTS', 'the Aerospike engine is not registered in this build yet');
-  },
+  aerospike: (config, now) => new AerospikeBackend(config, { now }),
 };
 
 /** Builds the configured online store: embedded by default, else the engine the configuration names. */
