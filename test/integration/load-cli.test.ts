@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { fromRoot } from '../../runtime/paths.js';
 import { createStore } from '../../store/create-store.js';
 import type { CodecStore } from '../../store/codec-store.js';
+import { inheritedEnv } from '../support/aerospike.js';
 import { registry } from '../support/gateway.js';
 import { eventually } from '../support/wait.js';
 import { RedisProcess } from '../support/redis-server.js';
@@ -17,7 +18,7 @@ const cli = fromRoot('dist', 'store', 'load-cli.js');
 
 async function load(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { env: { ...process.env, ...env } });
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { env: { ...inheritedEnv(), ...env } });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const e = error as { code: number; stdout: string; stderr: string };

@@ -10,3 +10,14 @@ export function aerospikeHosts(): string | undefined {
   const hosts = process.env.AEROSPIKE_HOSTS;
   return hosts === undefined || hosts === '' ? undefined : hosts;
 }
+
+/**
+ * The test runner's environment for a child process, without the AEROSPIKE_*
+ * variables: AEROSPIKE_HOSTS in the runner's environment points the
+ * Aerospike tests at a server, and a child that inherited it would choose
+ * Aerospike as its store too (or refuse to start beside a REDIS_URL the test
+ * gives it). A child's store is what its test passes it.
+ */
+export function inheritedEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('AEROSPIKE_')));
+}

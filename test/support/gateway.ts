@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { inheritedEnv } from './aerospike.js';
 import { signalAndWait } from './child.js';
 import { loadConfig, type Config } from '../../runtime/config.js';
 import { fromRoot } from '../../runtime/paths.js';
@@ -29,7 +30,7 @@ export class NodeProcess {
 
   static spawn(script: string, args: string[], env: Record<string, string>): NodeProcess {
     const child = spawn(process.execPath, [fromRoot('dist', script), ...args], {
-      env: { ...process.env, LOG_LEVEL: 'info', ...env },
+      env: { ...inheritedEnv(), LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     return new NodeProcess(child);
