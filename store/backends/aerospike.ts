@@ -413,7 +413,7 @@ const hints: { readonly [code: number]: string } = {
   [status.ERR_ASYNC_CONNECTION]: 'the connection to a node failed',
   [status.ERR_ASYNC_QUEUE_FULL]: 'the client\'s command queue is full (too many commands in flight)',
   [status.MAX_ERROR_RATE]: 'the client backs off a node that failed too often in the last tend interval',
-  [status.NO_RESPONSE]: 'the node did not answer',
+  [status.NO_RESPONSE]: "the record's node did not answer (down, or unreachable until the cluster re-forms)",
   [status.ERR_TIMEOUT]: 'no answer within STORE_TIMEOUT_MS',
   [status.ERR_CLUSTER_CHANGE]: 'the cluster is re-forming (a node joined or left)',
   [status.ERR_CLUSTER]: 'the cluster is re-forming or a partition is unavailable',
@@ -636,6 +636,20 @@ export function batchWaves(records: readonly RecordKey[]): number[][] {
   return waves;
 }
 
+/**
+ * The client does not reject a batch when a node fails: that node's records
+ * come back with their own status (NO_RESPONSE, a timeout, ...) and the
+ * others are served, so one dead node fails only its partitions' records.
+ * When every record of a batch failed, though, nothing answered, and the
+ * call fails as a whole: the breaker counts it (it opens on a cluster that
+ * is down or hung, not on one lost node) and every record gets the reason.
+ */
+function failIfNoneAnswered(results: readonly BatchResult[], answered: (code: number) => boolean, firstRecord: RecordKey): void {
+  if (results.length === 0 || results.some((result) => answered(statusCode(result)))) return;
+  const inDoubt = results.some((r) => r.inDoubt) ? ' (writes may have been applied anyway)' : '';
+  throw new Error(`no record of the batch was answered (the first, ${firstRecord.routing}: ${statusReason(statusCode(results[0]!))})${inDoubt}`);
+}
+
 /** One record's planned write and where it stands. */
 interface Pending {
   readonly index: number;
@@ -680,6 +694,7 @@ export class AerospikeBackend implements ByteBackend {
         const bins = [partBins[part].data, partBins[part].expiry];
         const answers = await client.batchRead(records.map((record) => ({ key: this.key(lib, record), bins })), this.policies.read);
         if (answers.length !== records.length) throw new Error(`batchRead answered ${answers.length} records for ${records.length}`);
+        failIfNoneAnswered(answers, (code) => code === status.OK || code === status.ERR_RECORD_NOT_FOUND, records[0]!);
         return answers;
       }, { deadline: options.deadline, read: true });
     } catch (error) {
@@ -778,6 +793,7 @@ export class AerospikeBackend implements ByteBackend {
       }));
       const answers = await client.batchWrite(batch, this.policies.write);
       if (answers.length !== batch.length) throw new Error(`batchWrite answered ${answers.length} records for ${batch.length}`);
+      failIfNoneAnswered(answers, (code) => writeOutcome(code) !== 'failed', records[pending[0]!.index]!);
       return answers;
     });
     return results.map((result, j) => {

@@ -623,6 +623,22 @@ describe('the backend on a fake cluster (write loops, TTL rule, answers per reco
     assert.deepEqual(b, Buffer.from('B'));
   });
 
+  test('a batch in which no record was answered fails as a call (the breaker counts it), every record with the reason', async () => {
+    cluster.failing.set('stats:v1:a', status.NO_RESPONSE);
+    cluster.failing.set('stats:v1:b', status.NO_RESPONSE);
+    try {
+      const results = await backend.getMany([rec('a'), rec('b')], 'value');
+      for (const r of results) assert.ok(r instanceof StoreUnavailableError && /no record of the batch was answered \(the first, stats:v1:a: status -15 NO_RESPONSE/.test(r.reason), String(r));
+      await assert.rejects(backend.setMany([{ record: rec('a'), value: Buffer.from('x'), expireAtMs: NOW + 1000 }]), /no record of the batch was answered/);
+      // One answered record is enough for the batch to be a served call.
+      const [a, missing] = await backend.getMany([rec('a'), rec('nothing')], 'value');
+      assert.ok(a instanceof StoreUnavailableError && /status -15 NO_RESPONSE/.test(a.reason), String(a));
+      assert.equal(missing, null);
+    } finally {
+      cluster.failing.clear();
+    }
+  });
+
   test('a failed batch call fails every record of it, with the client\'s reason', async () => {
     cluster.failNextCall = Object.assign(new lib.AerospikeError('Timeout'), { code: status.ERR_TIMEOUT });
     const results = await backend.getMany([rec('a'), rec('b')], 'value');
