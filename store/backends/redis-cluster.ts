@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import calculateSlot from 'cluster-key-slot';
-import { Cluster, type ChainableCommander, type Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { log } from '../../runtime/log.js';
 import { clusterKey } from '../keys.js';
 import { StoreUnavailableError, type ReadOptions, type ShardHealth } from '../online-store.js';
@@ -42,8 +42,12 @@ const NO_NODE = '(no node)';
  *
  * 1. Each key's slot (its hash tag is the record's routing, so a value and
  *    its state share a slot: decision 0022) names the node that owns it in
- *    the client's map. A batch becomes **one pipeline per node**, sent on
- *    that node's connection; its replies are read per key.
+ *    the client's map. A batch's keys for one node are sent as single-key
+ *    commands on **that node's connection**, which autopipelines: whatever
+ *    is issued for a node in one tick — this batch, other views, other
+ *    requests — leaves in one write, and the next write waits for the
+ *    previous reply (as on one Redis node). So a batch costs one round trip
+ *    per node; its replies are read per key.
  * 2. A key whose reply says "not executed here" (MOVED, ASK, TRYAGAIN,
  *    CLUSTERDOWN, NOSCRIPT; see `notExecuted`) is sent again on its own
  *    through the Cluster client, which follows MOVED and ASK (with ASKING),
@@ -52,9 +56,10 @@ const NO_NODE = '(no node)';
  *    none, and a failover is followed as soon as the map names the promoted
  *    replica.
  *
- * ioredis' own cluster pipelines are not used for step 1: they refuse keys of
- * two slot groups, and retry only when every reply failed with the same
- * redirection, which a batch spread over a migrating slot never does.
+ * ioredis' own cluster pipelines and the Cluster client's autopipelining are
+ * not used for step 1: they retry only when every reply of a pipeline failed
+ * with the same redirection, which a batch spread over a migrating slot
+ * never does (and the pipelines refuse keys of two slot groups).
  *
  * Each node is a shard of the shard guard (breaker, deadline, metrics,
  * errors naming `host:port`). A node that fails is reported per key, like a
@@ -101,6 +106,8 @@ export class RedisClusterBackend implements ByteBackend {
       retryDelayOnTryAgain: 50,
       clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2000),
       redisOptions: {
+        // The node connections' own autopipelining batches step 1 (see above).
+        enableAutoPipelining: true,
         commandTimeout: options.commandTimeoutMs,
         connectTimeout: options.connectTimeoutMs ?? 2000,
         maxRetriesPerRequest: 0,
@@ -139,9 +146,9 @@ export class RedisClusterBackend implements ByteBackend {
     const keys = records.map((r) => clusterKey(r, part));
     const retry: number[] = [];
     await Promise.all([...this.groupByNode(keys, this.readFromReplicas)].map(async ([node, indexes]) => {
-      let replies: ([Error | null, unknown] | undefined)[] | ShardError;
+      let replies: [Error | null, unknown][] | ShardError;
       try {
-        replies = await this.onNode(node, indexes.map((i) => keys[i]!), (p, key) => p.getBuffer(key), options.deadline, true);
+        replies = await this.onNode(node, indexes.map((i) => keys[i]!), (c, key) => c.getBuffer(key), options.deadline, true);
       } catch (error) {
         replies = error as ShardError;
       }
@@ -169,7 +176,7 @@ export class RedisClusterBackend implements ByteBackend {
     const keys = entries.map((e) => clusterKey(e.record, 'value'));
     await this.writeAll(
       keys,
-      (pipeline, key, i) => pipeline.set(key, entries[i]!.value, 'PXAT', entries[i]!.expireAtMs),
+      (c, key, i) => c.set(key, entries[i]!.value, 'PXAT', entries[i]!.expireAtMs),
       (key, i) => this.cluster.set(key, entries[i]!.value, 'PXAT', entries[i]!.expireAtMs),
     );
   }
@@ -183,7 +190,7 @@ export class RedisClusterBackend implements ByteBackend {
     };
     const replies = await this.writeAll(
       keys,
-      (pipeline, _key, i) => pipeline.evalsha(this.casSha, 2, ...args(i)),
+      (c, _key, i) => c.evalsha(this.casSha, 2, ...args(i)),
       (_key, i) => (this.cluster as unknown as CasCommand).featureCas(...args(i)),
       true,
     );
@@ -224,15 +231,15 @@ export class RedisClusterBackend implements ByteBackend {
   }
 
   /**
-   * One pipeline of `add`'s commands on `node`'s connection, through the
-   * node's guard. Replies that say "not executed here" are left for the
+   * `send`'s commands on `node`'s connection (one write, see the class
+   * comment), through the node's guard. Replies that say "not executed here" are left for the
    * caller to retry; any other failed reply fails the whole call (and counts
    * against the node's breaker), since on a GET, SET or the script only a
    * broken connection or a broken node produces one.
    *
-   * With `durable`, the pipeline ends with `WAIT 1`: its reply comes once a
-   * replica has acknowledged everything before it, still in the same round
-   * trip. Redis Cluster replicates asynchronously, so without it a
+   * With `durable`, the commands are followed by `WAIT 1` in the same write:
+   * its reply comes once a replica has acknowledged everything before it,
+   * still in the same round trip. Redis Cluster replicates asynchronously, so without it a
    * compare-and-set acknowledged by a master that dies the next moment is
    * lost at failover while the materializer has already committed the
    * offsets of its events — exactly once would become at most once. A master
@@ -243,11 +250,11 @@ export class RedisClusterBackend implements ByteBackend {
   private async onNode(
     node: string,
     keys: readonly string[],
-    add: (pipeline: ChainableCommander, key: string, index: number) => void,
+    send: (connection: Redis, key: string, index: number) => Promise<unknown>,
     deadline: Deadline | undefined,
     read: boolean,
     durable = false,
-  ): Promise<([Error | null, unknown] | undefined)[]> {
+  ): Promise<[Error | null, unknown][]> {
     if (node === NO_NODE) {
       this.refreshSoon();
       throw new StoreUnavailableError(this.kind, NO_NODE, `no master serves these keys' slots in the client's slot map (cluster ${this.cluster.status}); refreshing it`);
@@ -258,17 +265,19 @@ export class RedisClusterBackend implements ByteBackend {
       return await shard.call(async () => {
         const connection = this.connections.get(node);
         if (!connection) throw new Error('not connected: the node left the client\'s pool (down, or failed over)');
-        const pipeline = connection.pipeline();
-        keys.forEach((key, i) => add(pipeline, key, i));
-        if (waitFor > 0) pipeline.wait(1, waitFor);
-        const replies = (await pipeline.exec()) ?? [];
+        // Issued in one go on an autopipelining connection: they leave in one write, with the commands of
+        // every other request of this tick for this node (see the class comment).
+        const settle = (p: Promise<unknown>): Promise<[Error | null, unknown]> => p.then((v) => [null, v], (e: Error) => [e, undefined]);
+        const calls = keys.map((key, i) => settle(send(connection, key, i)));
+        if (waitFor > 0) calls.push(settle(connection.wait(1, waitFor)));
+        const replies = await Promise.all(calls);
         if (waitFor > 0) {
-          const [error, acknowledged] = replies.pop() ?? [new Error('no reply to WAIT')];
+          const [error, acknowledged] = replies.pop()!;
           if (error) throw error;
           if (acknowledged === 0) throw new Error(`no replica acknowledged the write within ${waitFor} ms (WAIT 1)`);
         }
-        for (const reply of replies) if (reply?.[0] && !notExecuted.test(reply[0].message)) throw reply[0];
-        if (replies.some((reply) => reply?.[0])) this.refreshSoon();
+        for (const [error] of replies) if (error && !notExecuted.test(error.message)) throw error;
+        if (replies.some(([error]) => error)) this.refreshSoon();
         return replies;
       }, { deadline, read });
     } catch (error) {
@@ -298,7 +307,7 @@ export class RedisClusterBackend implements ByteBackend {
   /** Writes every key (one pipeline per master, then the redirected ones singly); rejects if any failed. */
   private async writeAll(
     keys: readonly string[],
-    add: (pipeline: ChainableCommander, key: string, index: number) => void,
+    send: (connection: Redis, key: string, index: number) => Promise<unknown>,
     single: (key: string, index: number) => Promise<unknown>,
     durable = false,
   ): Promise<unknown[]> {
@@ -306,7 +315,7 @@ export class RedisClusterBackend implements ByteBackend {
     if (keys.length === 0) return out;
     const retry: number[] = [];
     await Promise.all([...this.groupByNode(keys, false)].map(async ([node, indexes]) => {
-      const replies = await this.onNode(node, indexes.map((i) => keys[i]!), (p, key, j) => add(p, key, indexes[j]!), undefined, false, durable);
+      const replies = await this.onNode(node, indexes.map((i) => keys[i]!), (c, key, j) => send(c, key, indexes[j]!), undefined, false, durable);
       indexes.forEach((keyIndex, j) => {
         const [error, value] = replies[j] ?? [new Error('no reply')];
         if (error) retry.push(keyIndex);
