@@ -150,10 +150,7 @@ export class GuardedShard {
   /** The error for a failed call, counted in `feature_store_errors_total`; a StoreUnavailableError passes as it is. */
   unavailable(error: unknown): StoreUnavailableError {
     storeErrors.inc(this.labels);
-    if (error instanceof StoreUnavailableError) return error;
-    const describe = this.guard.options.describe;
-    const reason = describe ? describe(this.name, error) : error instanceof Error ? error.message : String(error);
-    return new StoreUnavailableError(this.guard.store, this.name, reason);
+    return error instanceof StoreUnavailableError ? error : new StoreUnavailableError(this.guard.store, this.name, this.describe(error));
   }
 
   deadlineExceeded(deadline: Deadline): DeadlineExceededError {

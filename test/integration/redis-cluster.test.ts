@@ -157,7 +157,8 @@ describe('Redis Cluster engine', () => {
     const split = store.writeMaterialized(clickStats, [{ entityId: ids[1]!, expectedVersion: 1, state: 'split', stateExpireAtMs: now + 600_000, value: value(11) }]);
     const whole = await store.writeMaterialized(clickStats, [{ entityId: ids[0]!, expectedVersion: 1, state: 'moved', stateExpireAtMs: now + 600_000, value: value(10) }]);
     assert.deepEqual(whole, [true], 'a record wholly on the target is written there (ASK)');
-    await new Promise((r) => setTimeout(r, 150));
+    // Finish the migration only once the split record's compare-and-set has met TRYAGAIN (and is being retried).
+    await eventually(async () => assert.ok(await answered('TRYAGAIN') >= 1, 'no TRYAGAIN yet'), 5000, 10);
     for (const id of ids.slice(1)) {
       for (const part of ['value', 'state'] as const) {
         const key = clusterKey(recordKey(clickStats, id), part);
