@@ -42,13 +42,11 @@ async function nodeStats(node: RedisProcess): Promise<{ reads: number; calls: Re
 describe('Redis Cluster engine', () => {
   let cluster: RedisCluster;
   let store: CodecStore;
-  let backend: RedisClusterBackend;
 
   before(async () => {
     cluster = await RedisCluster.start({ masters: 3, replicasPerMaster: 1 });
     // No refresh on a timer: the counts below see only this test's own commands.
-    backend = new RedisClusterBackend({ nodes: cluster.seeds.split(','), commandTimeoutMs: 2000, slotsRefreshIntervalMs: 3_600_000 });
-    store = new CodecStore(backend);
+    store = new CodecStore(new RedisClusterBackend({ nodes: cluster.seeds.split(','), commandTimeoutMs: 2000, slotsRefreshIntervalMs: 3_600_000 }));
     await eventually(() => store.ping(), 15_000, 50);
   });
 
@@ -165,19 +163,32 @@ describe('Redis Cluster engine', () => {
         if (/^:1/.test(await sourceNode.command(`EXISTS ${key}`))) await migrate(key);
       }
     }
-    for (const m of masters) ok(await cluster.node(m.address).command(`CLUSTER SETSLOT ${slot} NODE ${target.id}`));
-    assert.deepEqual(await split, [true], 'the split record\'s compare-and-set applied once the slot moved');
-    assert.ok(await answered('TRYAGAIN') >= 1, 'the source answered TRYAGAIN for the split record');
-    // The source now answers MOVED: followed, and the slot map learns the new owner.
-    assert.deepEqual((await store.read(clickStats, ids)).map((v) => v?.values.clicks), [10, 11, 2, 3], 'reads after the migration');
-    assert.ok(await answered('MOVED') >= 1, 'the source answered MOVED once the slot was the target\'s');
-    await eventually(async () => {
-      for (const id of ids) assert.equal(backend.shardOf(recordKey(clickStats, id)), target.address);
-    }, 5000, 50);
-    const [targetGets, sourceGets] = [(await nodeStats(targetNode)).calls.get ?? 0, (await nodeStats(sourceNode)).calls.get ?? 0];
-    assert.deepEqual((await store.read(clickStats, ids)).map((v) => v?.values.clicks), [10, 11, 2, 3]);
-    assert.equal(((await nodeStats(targetNode)).calls.get ?? 0) - targetGets, 4, 'with the map refreshed, the reads go to the new owner…');
-    assert.equal(((await nodeStats(sourceNode)).calls.get ?? 0) - sourceGets, 0, '…and no longer to the old one');
+    // A second client whose slot map is loaded now (the source owns the slot) and that does nothing until
+    // the slot has moved: its first read meets MOVED for certain. (This test's own client may already have
+    // learned the new owner by then, from a refresh or a redirection of the split record's retries.)
+    const stale = new CodecStore(new RedisClusterBackend({ nodes: cluster.seeds.split(','), commandTimeoutMs: 2000, slotsRefreshIntervalMs: 3_600_000 }));
+    try {
+      await eventually(() => stale.ping(), 15_000, 50);
+      assert.equal((stale.backend as RedisClusterBackend).shardOf(recordKey(clickStats, ids[2]!)), source.address);
+      for (const m of masters) ok(await cluster.node(m.address).command(`CLUSTER SETSLOT ${slot} NODE ${target.id}`));
+      assert.deepEqual(await split, [true], 'the split record\'s compare-and-set applied once the slot moved');
+      assert.ok(await answered('TRYAGAIN') >= 1, 'the source answered TRYAGAIN for the split record');
+      assert.deepEqual((await store.read(clickStats, ids)).map((v) => v?.values.clicks), [10, 11, 2, 3], 'reads after the migration');
+      // The source now answers MOVED: followed, and the slot map learns the new owner.
+      const movedBefore = await answered('MOVED');
+      assert.deepEqual((await stale.read(clickStats, ids)).map((v) => v?.values.clicks), [10, 11, 2, 3], 'reads with the old map');
+      assert.ok(await answered('MOVED') > movedBefore, 'the source answered MOVED once the slot was the target\'s');
+      const staleBackend = stale.backend as RedisClusterBackend;
+      await eventually(async () => {
+        for (const id of ids) assert.equal(staleBackend.shardOf(recordKey(clickStats, id)), target.address);
+      }, 5000, 50);
+      const [targetGets, sourceGets] = [(await nodeStats(targetNode)).calls.get ?? 0, (await nodeStats(sourceNode)).calls.get ?? 0];
+      assert.deepEqual((await stale.read(clickStats, ids)).map((v) => v?.values.clicks), [10, 11, 2, 3]);
+      assert.equal(((await nodeStats(targetNode)).calls.get ?? 0) - targetGets, 4, 'with the map refreshed, the reads go to the new owner…');
+      assert.equal(((await nodeStats(sourceNode)).calls.get ?? 0) - sourceGets, 0, '…and no longer to the old one');
+    } finally {
+      await stale.close();
+    }
   });
 
   describe('a master killed (SIGKILL) under load, then restarted', () => {
