@@ -77,11 +77,31 @@ export class EmbeddedLog implements EventLog {
 
   async tail(options: TailOptions): Promise<Tail> {
     const topics = new Set(options.topics);
+    // From the current end: what was appended before the tail started is not delivered (as with Kafka).
+    const next = new Map<string, number>();
+    for (const topic of topics) this.partitionsOf(topic).forEach((records, p) => next.set(`${topic}/${p}`, this.endOf(records)));
+    let running = true;
     const listener = (record: LogRecord): void => {
-      if (topics.has(record.topic)) options.onRecord(record);
+      if (!topics.has(record.topic)) return;
+      options.onRecord(record);
+      next.set(`${record.topic}/${record.partition}`, record.offset + 1);
     };
     this.appended.on('record', listener);
-    return { stop: async () => void this.appended.off('record', listener) };
+    return {
+      stop: async () => {
+        running = false;
+        this.appended.off('record', listener);
+      },
+      status: () => ({
+        running,
+        epoch: 0,
+        // In-process delivery is synchronous with the append: the tail is always as up to date as it says.
+        confirmedAtMs: running ? Date.now() : null,
+        partitions: [...topics].flatMap((topic) => this.partitionsOf(topic).map((records, partition) => ({
+          topic, partition, next: next.get(`${topic}/${partition}`) ?? this.baseOf(records), end: this.endOf(records),
+        }))),
+      }),
+    };
   }
 
   async close(): Promise<void> {

@@ -74,6 +74,38 @@ export interface TailOptions {
 
 export interface Tail {
   stop(): Promise<void>;
+  /** Where the tail stands now (see TailStatus); cheap enough to call per request. */
+  status(): TailStatus;
+}
+
+/**
+ * What a reader of the tail needs to know to trust what it has (and has
+ * not) seen: whether it is connected, where it is, and whether it may have
+ * skipped records. The hot tier (store/hot-tier.ts) serves from memory only
+ * while this says the feed is seen whole and nearly up to date.
+ */
+export interface TailStatus {
+  /** False once stopped. */
+  readonly running: boolean;
+  /**
+   * Bumped whenever the tail (re)starts from the log's end: after a reconnect
+   * or a rebalance it may have skipped records committed meanwhile, so what
+   * was learned under an older epoch is not to be trusted.
+   */
+  readonly epoch: number;
+  /** Date.now() when the tail last heard from the log that it is up to date to within `end` (Kafka: a completed fetch); null before it first did. */
+  readonly confirmedAtMs: number | null;
+  /** Per partition of each tailed topic: the next offset to be delivered, and the log end as last reported. */
+  readonly partitions: readonly TailPosition[];
+}
+
+export interface TailPosition {
+  readonly topic: string;
+  readonly partition: number;
+  /** Every record below this offset has been handed to onRecord (and onRecord has returned). */
+  readonly next: number;
+  /** The log end offset (Kafka: high watermark) last reported; end - next is the lag. */
+  readonly end: number;
 }
 
 export interface EventLog {

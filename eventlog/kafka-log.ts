@@ -5,7 +5,7 @@ import type { KafkaSecurity } from '../runtime/config.js';
 import { log } from '../runtime/log.js';
 import { metricsRegistry } from '../runtime/metrics.js';
 import type {
-  ConsumerOptions, EventLog, LogRecord, OutgoingRecord, Tail, TailOptions, TransactionalConsumer,
+  ConsumerOptions, EventLog, LogRecord, OutgoingRecord, Tail, TailOptions, TailStatus, TransactionalConsumer,
 } from './event-log.js';
 
 /**
@@ -191,23 +191,30 @@ export class KafkaLog implements EventLog {
     // return and that moment): the old group, reloaded by the restarted broker with our old member in it,
     // would hold the new member's join until that member's session expired (30 s). For the same reason
     // kafkajs must not restart it in place.
+    const progress = new TailProgress();
     const tail = new SupervisedConsumer('tail', this.support(), () => this.kafka.consumer({
       groupId: `${this.options.clientId}-tail-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 50,
       retry: { retries: 8, initialRetryTime: 100, maxRetryTime: this.retryMaxMs, restartOnFailure: async () => false },
     }), async (consumer) => {
+      progress.watch(consumer);
       for (const topic of options.topics) await consumer.subscribe({ topic, fromBeginning: false });
       await consumer.run({
         autoCommit: false,
-        eachMessage: async ({ topic, partition, message }) => options.onRecord(toLogRecord(topic, partition, message)),
+        eachMessage: async ({ topic, partition, message }) => {
+          const record = toLogRecord(topic, partition, message);
+          options.onRecord(record);
+          progress.delivered(record);
+        },
       });
     });
     await tail.start();
     const stop = async (): Promise<void> => {
       this.closers.delete(stop);
+      progress.running = false;
       await tail.stop();
     };
     this.closers.add(stop);
-    return { stop };
+    return { stop, status: () => progress.status() };
   }
 
   private support(): ConsumerSupport {
@@ -220,6 +227,65 @@ export class KafkaLog implements EventLog {
     const producer = this.producer;
     this.producer = null;
     await (await producer?.catch(() => null))?.disconnect();
+  }
+}
+
+/**
+ * A Kafka tail's TailStatus, from kafkajs' instrumentation events. The
+ * subtle part is when the tail may be trusted again after a (re)join: a tail
+ * starts at the log end, which kafkajs resolves only when it first fetches
+ * after joining. Until that fetch completes, records committed meanwhile may
+ * be skipped, so the join bumps the epoch and clears `confirmedAtMs`, and
+ * only the next completed fetch sets it.
+ */
+class TailProgress {
+  running = true;
+  private epoch = 0;
+  private confirmedAtMs: number | null = null;
+  private readonly positions = new Map<string, { topic: string; partition: number; next: number; end: number }>();
+  private consumer: Consumer | null = null;
+
+  watch(consumer: Consumer): void {
+    this.consumer = consumer;
+    const mine = (): boolean => this.consumer === consumer;
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      if (!mine()) return;
+      this.epoch++;
+      this.confirmedAtMs = null;
+      this.positions.clear();
+    });
+    consumer.on(consumer.events.FETCH, () => {
+      if (mine() && this.running) this.confirmedAtMs = Date.now();
+    });
+    consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+      if (!mine()) return;
+      // Also emitted for a batch of control records only (a transaction's commit marker): the position moves past them.
+      const position = this.position(payload.topic, payload.partition);
+      position.next = Math.max(position.next, Number(payload.lastOffset) + 1);
+      position.end = Number(payload.highWatermark);
+    });
+    for (const event of [consumer.events.CRASH, consumer.events.STOP, consumer.events.DISCONNECT]) {
+      consumer.on(event, () => {
+        if (mine()) this.confirmedAtMs = null;
+      });
+    }
+  }
+
+  delivered(record: LogRecord): void {
+    const position = this.position(record.topic, record.partition);
+    position.next = Math.max(position.next, record.offset + 1);
+    if (position.end < position.next) position.end = position.next;
+  }
+
+  status(): TailStatus {
+    return { running: this.running, epoch: this.epoch, confirmedAtMs: this.running ? this.confirmedAtMs : null, partitions: [...this.positions.values()] };
+  }
+
+  private position(topic: string, partition: number) {
+    const key = `${topic}/${partition}`;
+    let position = this.positions.get(key);
+    if (!position) this.positions.set(key, (position = { topic, partition, next: 0, end: 0 }));
+    return position;
   }
 }
 

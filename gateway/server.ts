@@ -9,6 +9,7 @@ import { Authenticator } from '../auth/authenticator.js';
 import { principalHeaders } from '../auth/internal.js';
 import { mayDo, mayReadView } from '../auth/policy.js';
 import { principalKey, principalOf } from '../auth/principal.js';
+import { ChangeFeed } from '../eventlog/change-feed.js';
 import type { EventLog } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ConfigError } from '../runtime/errors.js';
@@ -20,6 +21,7 @@ import { storeReadiness } from '../store/health.js';
 import { entitySubgraphSdl } from '../schema/sdl.js';
 import type { Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
+import { HotTier, loadWarmUpKeys, saveWarmUpKeys } from '../store/hot-tier.js';
 import { CompiledOperations } from '../subgraphs/compiled-operations.js';
 import { primedReads } from '../subgraphs/loaders.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
@@ -51,16 +53,43 @@ export interface GatewayOptions {
   readonly extraPlugins?: readonly ApolloServerPlugin<BaseContext>[];
   /** The change feed (`feature-updates`): when given, GraphQL subscriptions are served over graphql-ws on the same path. */
   readonly eventLog?: EventLog;
+  /** The clock the hot tier judges freshness by: the store's (default Date.now; tests with a fixed-clock store pass theirs). */
+  readonly clock?: () => number;
 }
 
 export interface RunningGateway extends RunningHttpServer {
   readonly apollo: ApolloServer<BaseContext>;
   /** Present when the gateway was started with an event log. */
   readonly subscriptions?: Subscriptions;
+  /** The change feed this process tails (with an event log). */
+  readonly feed?: ChangeFeed;
+  /** The in-process cache in front of the store (HOT_TIER_MAX_BYTES > 0, co-located, with an event log). */
+  readonly hotTier?: HotTier;
 }
 
-export async function startGateway({ config, registry, store, extraPlugins = [], eventLog }: GatewayOptions): Promise<RunningGateway> {
+export async function startGateway({ config, registry, store, extraPlugins = [], eventLog, clock }: GatewayOptions): Promise<RunningGateway> {
   const distributed = Object.keys(config.subgraphUrls).length > 0;
+  if (config.hotTier.maxBytes > 0 && (distributed || !eventLog)) {
+    throw new ConfigError('HOT_TIER_MAX_BYTES', distributed
+      ? 'the hot tier caches the co-located subgraphs\' store reads; with SUBGRAPH_URLS this process reads no store'
+      : 'the hot tier is kept coherent by the change feed: set KAFKA_BROKERS (or run co-located on the embedded store, whose pipeline runs in-process)');
+  }
+  // One tail of feature-updates per process: the hot tier subscribes first, the subscription hub second (eventlog/change-feed.ts).
+  const feed = eventLog ? await ChangeFeed.start(eventLog) : undefined;
+  const hotTier = feed && store && config.hotTier.maxBytes > 0 ? new HotTier(store, feed, config.hotTier, registry, clock) : undefined;
+  try {
+    return await assemble({ config, registry, store: hotTier ?? store, extraPlugins, feed, hotTier, distributed });
+  } catch (error) {
+    hotTier?.detach();
+    await feed?.stop();
+    throw error;
+  }
+}
+
+async function assemble({ config, registry, store, extraPlugins, feed, hotTier, distributed }: {
+  config: Config; registry: Registry; store: OnlineStore | undefined; extraPlugins: readonly ApolloServerPlugin<BaseContext>[];
+  feed: ChangeFeed | undefined; hotTier: HotTier | undefined; distributed: boolean;
+}): Promise<RunningGateway> {
   const services = new Map<string, GraphQLDataSource>();
   const definitions: SubgraphDefinition[] = [];
 
@@ -77,7 +106,7 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
   } else {
     if (!store) throw new Error('a co-located gateway needs a store for its subgraphs');
     // Pushes produce their change events to the same log the subscriptions tail.
-    const deps = { store, maxBatchIds: config.maxBatchIds, pushMaxFutureMs: config.pushMaxFutureMs, ...(eventLog ? { changes: eventLog } : {}) };
+    const deps = { store, maxBatchIds: config.maxBatchIds, pushMaxFutureMs: config.pushMaxFutureMs, ...(feed ? { changes: feed.log } : {}) };
     for (const subgraph of buildAllSubgraphs(registry, deps)) {
       // The URL is never called: buildService below answers for it in-process.
       definitions.push({ name: subgraph.name, typeDefs: subgraph.typeDefs, url: `in-process://${subgraph.name}` });
@@ -136,6 +165,8 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
       const readiness = await storeReadiness(store!);
       Object.assign(checks, readiness.checks);
       if (!readiness.ready) ok = false;
+      // Informational: a bypassing hot tier still serves every request, from the store.
+      if (hotTier) checks['hot-tier'] = hotTier.bypassing() === null ? 'serving from memory' : `bypassed (${hotTier.bypassing()}): reading the store`;
     }
     return { ready: ok, checks };
   };
@@ -171,9 +202,17 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate: gatewayAuthentication(authenticator), admit, fastPath,
     requestDeadlineMs: config.requestDeadlineMs, tls: config.tls, corsOrigins: config.corsOrigins, debugErrors: config.debugErrors,
   });
-  const subscriptions = eventLog
+  if (hotTier && config.hotTier.warmUpFile) {
+    const keys = loadWarmUpKeys(config.hotTier.warmUpFile);
+    if (keys.length > 0) {
+      const started = Date.now();
+      const cached = await hotTier.warmUp(keys, 10_000);
+      log.info({ keys: keys.length, cached, ms: Date.now() - started }, 'hot tier warmed up with the keys most recently used by the last run');
+    }
+  }
+  const subscriptions = feed
     ? await attachSubscriptions({
-      server, apollo, gateway, registry, config, eventLog, authenticator, admit: structural, corsOrigins: config.corsOrigins,
+      server, apollo, gateway, registry, config, feed, authenticator, admit: structural, corsOrigins: config.corsOrigins,
       ...(!distributed && config.fastPath && store ? { store } : {}),
     })
     : undefined;
@@ -189,6 +228,8 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
     ...running,
     apollo,
     subscriptions,
+    ...(feed ? { feed } : {}),
+    ...(hotTier ? { hotTier } : {}),
     close: async () => {
       // Unready first, so load balancers stop sending while we still serve; then stop listening and drain
       // HTTP and WebSocket together (the HTTP server's close waits for every connection, upgraded ones too).
@@ -196,6 +237,15 @@ export async function startGateway({ config, registry, store, extraPlugins = [],
       if (config.shutdownReadinessDelayMs > 0) await new Promise((r) => setTimeout(r, config.shutdownReadinessDelayMs));
       await Promise.all([subscriptions?.close(), running.close()]);
       await apollo.stop();
+      if (hotTier && config.hotTier.warmUpFile) {
+        try {
+          saveWarmUpKeys(config.hotTier.warmUpFile, hotTier.hotKeys(config.hotTier.warmUpKeys));
+        } catch (error) {
+          log.warn({ file: config.hotTier.warmUpFile, err: (error as Error).message }, 'hot tier warm-up keys not saved');
+        }
+      }
+      hotTier?.detach();
+      await feed?.stop();
     },
   };
 }

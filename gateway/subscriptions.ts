@@ -10,8 +10,9 @@ import {
 import { useServer } from 'graphql-ws/use/ws';
 import type { Context } from 'graphql-ws';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { changeTopic, changeTopicPartitions, decodeChange, type FeatureChange } from '../eventlog/change-event.js';
-import type { EventLog, LogRecord, Tail } from '../eventlog/event-log.js';
+import type { ChangeFeed } from '../eventlog/change-feed.js';
+import { decodeChange, type FeatureChange } from '../eventlog/change-event.js';
+import type { LogRecord } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ErrorCode } from '../runtime/errors.js';
 import { upgradeOriginAllowed, type Admission, type HttpServer } from '../runtime/graphql-http.js';
@@ -88,7 +89,8 @@ export interface SubscriptionsOptions {
   readonly gateway: SchemaSource;
   readonly registry: Registry;
   readonly config: Pick<Config, 'maxBatchIds' | 'maxQueryDepth' | 'maxQueryCost' | 'maxBodyBytes' | 'subscriptionQueueSize' | 'maxSubscriptionsPerConnection' | 'subscriptionSendBufferBytes' | 'subscriptionStallTimeoutMs' | 'debugErrors'>;
-  readonly eventLog: EventLog;
+  /** The process's change feed (`feature-updates`); the hub reads it from when it is attached. */
+  readonly feed: ChangeFeed;
   /** Checks a connection's credentials at connection_init (auth/authenticator.ts); none: every connection is let in. */
   readonly authenticator?: Authenticator;
   /** Structural checks before parsing (nesting, persisted-query shape), applied to each subscribe message as to each HTTP request. */
@@ -134,7 +136,7 @@ const log = rootLog.child({ component: 'subscriptions' });
 const drainMs = 2000;
 
 export async function attachSubscriptions(options: SubscriptionsOptions): Promise<Subscriptions> {
-  const { server, apollo, gateway, registry, config, eventLog, authenticator, admit } = options;
+  const { server, apollo, gateway, registry, config, feed, authenticator, admit } = options;
   /** Each connection's principal, decided at connection_init. */
   const principals = new WeakMap<object, Principal>();
   const path = options.path ?? '/graphql';
@@ -287,17 +289,7 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
   };
   server.on('upgrade', onUpgrade);
 
-  let tail: Tail;
-  try {
-    // A gateway may start before any materializer has created the topic (Kafka: no auto-creation).
-    await eventLog.createTopics([{ topic: changeTopic, partitions: changeTopicPartitions }]);
-    tail = await eventLog.tail({ topics: [changeTopic], onRecord: (record) => hub.onRecord(record) });
-  } catch (error) {
-    server.off('upgrade', onUpgrade);
-    stopWatchingSchema();
-    await disposer.dispose();
-    throw error;
-  }
+  const unsubscribe = feed.subscribe((record) => hub.onRecord(record));
 
   return {
     schema: () => schema,
@@ -306,7 +298,7 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
       (closing ??= (async () => {
         server.off('upgrade', onUpgrade);
         stopWatchingSchema();
-        await tail.stop();
+        unsubscribe();
         // No change event comes in any more: each subscription sends what it has queued, then completes
         // (graphql-ws sends `complete` and forgets it once the socket took the message).
         const queued = hub.stats(0).queued;

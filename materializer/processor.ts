@@ -181,7 +181,9 @@ export class Materializer {
       }
     }
     const after = aggregator.value(state);
-    if (lastApplied && after && JSON.stringify(after.values) !== JSON.stringify(before?.values)) {
+    // A change of the stored value: its features or only its event time (which decides its freshness). The hot
+    // tier (store/hot-tier.ts) learns of every change of a value from these events, so none may go unannounced.
+    if (lastApplied && after && (after.eventTimeMs !== before?.eventTimeMs || JSON.stringify(after.values) !== JSON.stringify(before?.values))) {
       state.lastChange = `${lastApplied.topic}/${lastApplied.partition}/${lastApplied.offset}`;
       outputs.push(encodeChange(this.change(view, id, after, lastApplied)));
     } else if (after && state.lastChange !== null && replayed.has(state.lastChange)) {

@@ -3,6 +3,7 @@ import { ConfigError } from './errors.js';
 import { fromRoot } from './paths.js';
 import { bool, checkKeyPair, certificate, clientTls, fileOf, hostPorts, int, list, secret, type ClientTls, type Get } from './config-values.js';
 import { storeConfig, type StoreConfig } from '../store/config.js';
+import { hotTierConfig, type HotTierConfig } from '../store/hot-tier-config.js';
 import type { AuthSettings } from '../auth/authenticator.js';
 import { isRole, ROLES, type Role } from '../auth/principal.js';
 
@@ -22,6 +23,8 @@ export interface Config {
   readonly registryFile: string;
   readonly manifestFile: string;
   readonly store: StoreConfig;
+  /** The in-process cache in front of the store, kept coherent by the change feed (store/hot-tier.ts). */
+  readonly hotTier: HotTierConfig;
   /** Entity name → subgraph URL; empty means co-located subgraphs. */
   readonly subgraphUrls: Readonly<Record<string, string>>;
   readonly safelist: boolean;
@@ -116,6 +119,7 @@ export function loadConfig(env: Env = process.env): Config {
     registryFile: get('REGISTRY_FILE') ?? fromRoot('schema', 'registry.yaml'),
     manifestFile: get('PERSISTED_QUERY_MANIFEST') ?? fromRoot('schema', 'persisted-query-manifest.json'),
     store,
+    hotTier: hotTierConfig(get),
     subgraphUrls: subgraphs(get('SUBGRAPH_URLS')),
     safelist: bool(get, 'SAFELIST', false),
     fastPath: bool(get, 'FAST_PATH', true),

@@ -166,3 +166,94 @@ export const subscriptionConnectionsStalledClosed = new Counter({
   help: 'Subscription connections closed (code 4413) because their sends stayed paused for SUBSCRIPTION_STALL_TIMEOUT_MS.',
   registers: [metricsRegistry],
 });
+
+// The change feed as this process sees it (eventlog/change-feed.ts).
+
+/** One function per running change feed, answering its tail's status (null when not started). */
+export const changeFeedSources = new Set<() => { readonly partitions: readonly { topic: string; partition: number; next: number; end: number }[] } | null>();
+
+export const changeFeedLag = new Gauge({
+  name: 'feature_change_feed_lag_records',
+  help: 'Records of feature-updates this process has not consumed yet, per partition (log end as last reported minus the next offset to consume).',
+  labelNames: ['partition'] as const,
+  registers: [metricsRegistry],
+  collect() {
+    this.reset();
+    for (const source of changeFeedSources) {
+      for (const p of source()?.partitions ?? []) this.set({ partition: String(p.partition) }, Math.max(0, p.end - p.next));
+    }
+  },
+});
+
+export const changeFeedPosition = new Gauge({
+  name: 'feature_change_feed_next_offset',
+  help: 'Per partition of feature-updates, the next offset this process will consume: every change below it has been applied.',
+  labelNames: ['partition'] as const,
+  registers: [metricsRegistry],
+  collect() {
+    this.reset();
+    for (const source of changeFeedSources) {
+      for (const p of source()?.partitions ?? []) this.set({ partition: String(p.partition) }, p.next);
+    }
+  },
+});
+
+// The hot tier (store/hot-tier.ts).
+
+export const hotTierLookups = new Counter({
+  name: 'feature_hot_tier_lookups_total',
+  help: 'Values looked up in the hot tier, by view ("name:vN") and outcome: "hit" (served from memory), "miss" (read from the store, then cached), "bypass" (read from the store because the change feed cannot be trusted, or the view opts out).',
+  labelNames: ['view', 'outcome'] as const,
+  registers: [metricsRegistry],
+});
+
+export const hotTierInvalidations = new Counter({
+  name: 'feature_hot_tier_invalidations_total',
+  help: 'Cached values (or reads in flight) dropped because a change event or this process\'s own write changed them, by view.',
+  labelNames: ['view'] as const,
+  registers: [metricsRegistry],
+});
+
+export const hotTierEvictions = new Counter({
+  name: 'feature_hot_tier_evictions_total',
+  help: 'Cached values evicted to keep the hot tier under HOT_TIER_MAX_BYTES, by view.',
+  labelNames: ['view'] as const,
+  registers: [metricsRegistry],
+});
+
+export const hotTierBytes = new Gauge({
+  name: 'feature_hot_tier_bytes',
+  help: 'Estimated bytes of the values held by the hot tier, by view.',
+  labelNames: ['view'] as const,
+  registers: [metricsRegistry],
+});
+
+export const hotTierFlushes = new Counter({
+  name: 'feature_hot_tier_flushes_total',
+  help: 'Times the hot tier dropped everything, by reason: "epoch" (the feed restarted from its end and may have skipped changes), "unreadable" (a change event named no value).',
+  labelNames: ['reason'] as const,
+  registers: [metricsRegistry],
+});
+
+/** One function per hot tier, answering why it bypasses now (null: it serves from memory). */
+export const hotTierBypassSources = new Set<() => string | null>();
+
+export const hotTierBypassing = new Gauge({
+  name: 'feature_hot_tier_bypassing',
+  help: '1 while the hot tier reads every value from the store because the change feed is not running, is disconnected or lags (reason label), else absent.',
+  labelNames: ['reason'] as const,
+  registers: [metricsRegistry],
+  collect() {
+    this.reset();
+    for (const source of hotTierBypassSources) {
+      const reason = source();
+      if (reason !== null) this.inc({ reason });
+    }
+  },
+});
+
+export const hotTierBypassSeconds = new Counter({
+  name: 'feature_hot_tier_bypass_seconds_total',
+  help: 'Time the hot tier spent bypassing (reading everything from the store), counted when it serves from memory again and at each scrape.',
+  registers: [metricsRegistry],
+});

@@ -3,9 +3,9 @@ import { createRequire } from 'node:module';
 import { Ajv, type ErrorObject } from 'ajv';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { fromRoot } from '../runtime/paths.js';
-import { parseAggregate, parseEvents, parseMaterialization, type RawAggregate, type RawEvent, type RawMaterializedView } from './materialization.js';
+import { parseAggregate, parseDuration, parseEvents, parseMaterialization, type RawAggregate, type RawEvent, type RawMaterializedView } from './materialization.js';
 import type { Role } from '../auth/principal.js';
-import type { Entity, EventSchema, Feature, FeatureType, FeatureView, Materialization, Registry, ScalarTypeName, ViewVersion } from './types.js';
+import type { Entity, EventSchema, Feature, FeatureType, FeatureView, HotTierPolicy, Materialization, Registry, ScalarTypeName, ViewVersion } from './types.js';
 
 /**
  * Reads the registry file, checks its shape against `registry.schema.json`
@@ -59,6 +59,7 @@ interface RawVersion { version: number; features: RawFeature[] }
 interface RawView extends RawMaterializedView {
   name: string; entity: string; description: string; owner: string; tags?: string[];
   ttl: string | number; source?: string; activeVersion?: number; versions: RawVersion[]; readRoles?: Role[];
+  hotTier?: { enabled?: boolean; maxAge?: string | number };
 }
 interface RawEntity { name: string; type: string; key: 'id'; plural?: string; description: string }
 interface RawRegistry { entities: RawEntity[]; views: RawView[]; events?: RawEvent[] }
@@ -134,6 +135,10 @@ function checkSemantics(raw: RawRegistry, file: string, at: Report): Registry {
     }
     const ttlSeconds = parseTtl(v.ttl, [...path, 'ttl'], at);
     const materialization = parseMaterialization(v, events, path, at);
+    const hotTier: HotTierPolicy = {
+      enabled: v.hotTier?.enabled ?? true,
+      maxAgeMs: v.hotTier?.maxAge === undefined ? null : parseDuration(v.hotTier.maxAge, [...path, 'hotTier', 'maxAge'], at, false),
+    };
     const versions: ViewVersion[] = [];
     const activeVersion = v.activeVersion ?? v.versions.length;
     v.versions.forEach((raw, j) => {
@@ -149,7 +154,7 @@ function checkSemantics(raw: RawRegistry, file: string, at: Report): Registry {
       raw.features.forEach((f, k) => checkUnique(seen, f.name, k, [...path, 'versions', j, 'features', k, 'name'], 'feature', at));
       versions.push({
         viewName: v.name, entityName: v.entity, version: j + 1, active: j + 1 === activeVersion, ttlSeconds, features, materialization,
-        readRoles: v.readRoles ?? null,
+        readRoles: v.readRoles ?? null, hotTier,
       });
     });
     if (activeVersion < 1 || activeVersion > v.versions.length) {

@@ -78,6 +78,15 @@ export interface ViewVersion {
   readonly materialization: Materialization | null;
   /** Roles that may read this view; null: anyone allowed to run the operation (see FeatureView.readRoles). */
   readonly readRoles: readonly Role[] | null;
+  /** How the hot tier may hold its values (store/hot-tier.ts). */
+  readonly hotTier: HotTierPolicy;
+}
+
+/** A view's say in the hot tier: opt out, or bound how long a cached value is trusted. */
+export interface HotTierPolicy {
+  readonly enabled: boolean;
+  /** Read again from the store after this long in memory; null: until a change event or its TTL. */
+  readonly maxAgeMs: number | null;
 }
 
 export interface FeatureView {

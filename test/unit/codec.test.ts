@@ -15,6 +15,7 @@ function viewOf(features: readonly (readonly [string, string])[], viewName = 'te
     entityName: 'user',
     version,
     readRoles: null,
+    hotTier: { enabled: true, maxAgeMs: null },
     active: true,
     ttlSeconds: 60,
     materialization: null,

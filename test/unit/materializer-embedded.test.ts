@@ -192,7 +192,7 @@ describe('Materializer.handle on the embedded store', () => {
     assert.deepEqual(deadLettersOf(await fresh.handle(batch(0, 7, [click('u9', T)]), null)), []);
   });
 
-  test('change events only when the value changed; a duplicate never produces one', async () => {
+  test('change events only when the stored value changed (its features or its event time); a duplicate never produces one', async () => {
     const store = newStore();
     const m = new Materializer(registry, store, { now: clock });
     const b1 = batch(0, 0, [click('u1', T)]);
@@ -207,10 +207,18 @@ describe('Materializer.handle on the embedded store', () => {
     const record = r1.records.find((r) => r.topic === changeTopic && r.key === 'clickStats:v2:u1')!;
     assert.deepEqual(record.headers, { 'source-topic': 'click-events', 'source-partition': '0', 'source-offset': '0' });
 
-    // A second identical impression: v1's clickRate stays 0 and itemStats stays (0, 5, toys); only v2 (impressions) changes.
-    const r2 = await m.handle(batch(0, 1, [click('u1', T + sec)]), r1.checkpoint);
+    // A second identical impression at the same time: v1's clickRate stays 0 and itemStats stays (0, 5, toys), their event
+    // times too; only v2 (impressions) changes.
+    const r2 = await m.handle(batch(0, 1, [click('u1', T)]), r1.checkpoint);
     assert.deepEqual(changeIds(changesOf(r2)), ['clickStats:v2:u1@click-events/0/1']);
     assert.deepEqual(changesOf(r2)[0]!.values, { clickRate: 0, clicks: 0, impressions: 2 });
+
+    // The same impression a second later: the features of v1 and itemStats stay, but their event time moves (and with it
+    // when they go stale), so all three change; a cache kept by change events must hear of it.
+    const later = await new Materializer(registry, newStore(), { now: clock }).handle(batch(0, 0, [click('u1', T), click('u1', T + sec)]), null);
+    assert.deepEqual(changesOf(later).map((c) => `${c.view}:v${c.version} ${c.eventTime}`), [
+      `clickStats:v1 ${new Date(T + sec).toISOString()}`, `clickStats:v2 ${new Date(T + sec).toISOString()}`, `itemStats:v1 ${new Date(T + sec).toISOString()}`,
+    ]);
 
     // A click changes all three.
     const r3 = await m.handle(batch(0, 2, [click('u1', T + 2 * sec, { clicked: true })]), r2.checkpoint);
@@ -219,7 +227,7 @@ describe('Materializer.handle on the embedded store', () => {
 
     // Batches 1 and 2 again (already committed long ago): duplicates, no change events, no writes.
     const versions = await Promise.all([clickV1, clickV2, itemStats].map(async (v) => (await stateOf(store, v, v === itemStats ? 'i1' : 'u1'))!.version));
-    for (const [b, cp] of [[b1, null], [batch(0, 1, [click('u1', T + sec)]), r1.checkpoint]] as const) {
+    for (const [b, cp] of [[b1, null], [batch(0, 1, [click('u1', T)]), r1.checkpoint]] as const) {
       const again = await m.handle(b, cp);
       assert.deepEqual(again.records, []);
     }
@@ -276,8 +284,9 @@ describe('Materializer.handle on the embedded store', () => {
     const m = new Materializer(registry, store, { now: clock });
     const firstAttempt = await m.handle(batch(0, 0, [click('u1', T)]), null);
     assert.equal(changesOf(firstAttempt).length, 3);
-    // Crash before commit. The batch comes again with one more impression, which leaves clickStats v1 and itemStats unchanged.
-    const retry = await m.handle(batch(0, 0, [click('u1', T), click('u1', T + sec)]), null);
+    // Crash before commit. The batch comes again with one more impression at the same time, which leaves clickStats v1 and
+    // itemStats unchanged.
+    const retry = await m.handle(batch(0, 0, [click('u1', T), click('u1', T)]), null);
     assert.deepEqual(changeIds(changesOf(retry)), ['clickStats:v1:u1@click-events/0/0', 'clickStats:v2:u1@click-events/0/1', 'itemStats:v1:i1@click-events/0/0']);
     assert.deepEqual(changesOf(retry).map((c) => c.values), [{ clickRate: 0 }, { clickRate: 0, clicks: 0, impressions: 2 }, { ctr: 0, price: 5, category: 'toys' }]);
   });

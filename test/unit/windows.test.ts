@@ -21,7 +21,7 @@ function feature(name: string, scalar: ScalarTypeName, aggregate: Aggregate): Fe
 
 function viewOf(features: Feature[], spec: Partial<Materialization> = {}): ViewVersion {
   return {
-    viewName: 'testView', entityName: 'user', version: 1, active: true, ttlSeconds: 3600, features, readRoles: null,
+    viewName: 'testView', entityName: 'user', version: 1, active: true, ttlSeconds: 3600, features, readRoles: null, hotTier: { enabled: true, maxAgeMs: null },
     materialization: { source: TOPIC, entityKey: 'userId', windowMs: 10 * min, slideMs: min, allowedLatenessMs: 30 * sec, ...spec },
   };
 }
