@@ -376,7 +376,11 @@ class SupervisedConsumer {
     });
     consumer.on(consumer.events.GROUP_JOIN, () => (this.relaunches = 0));
     await consumer.connect();
+    // stop() during a relaunch disconnects the consumer it sees, which may already be this one, before
+    // it ran: a consumer started after stop() would keep the process alive for good.
+    if (!this.running) return void (await consumer.disconnect());
     await this.setup(consumer);
+    if (!this.running) await consumer.disconnect();
   }
 
   private scheduleRelaunch(): void {
@@ -388,7 +392,8 @@ class SupervisedConsumer {
       if (!this.running) return;
       (async () => {
         await old?.disconnect().catch(() => undefined);
-        await this.launch();
+        // Stopped while the old one disconnected: launching now would leave a consumer nobody stops.
+        if (this.running) await this.launch();
       })().catch((error: Error) => {
         if (!this.running) return;
         if (isBrokerOutage(error)) {

@@ -230,7 +230,7 @@ export const hotTierBytes = new Gauge({
 
 export const hotTierFlushes = new Counter({
   name: 'feature_hot_tier_flushes_total',
-  help: 'Times the hot tier dropped everything, by reason: "epoch" (the feed restarted from its end and may have skipped changes), "unreadable" (a change event named no value).',
+  help: 'Times the hot tier dropped everything, by reason: "epoch" (the feed restarted from its end and may have skipped changes), "resumed" (the feed is usable again after a bypass), "unreadable" (a change event named no value).',
   labelNames: ['reason'] as const,
   registers: [metricsRegistry],
 });

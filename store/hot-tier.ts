@@ -52,7 +52,9 @@ export type BypassReason = 'feed_stopped' | 'feed_unconfirmed' | 'feed_lagging';
  *    not confirmed its position for HOT_TIER_MAX_SILENCE_MS, or lags its end
  *    by more than HOT_TIER_MAX_LAG_RECORDS, every read goes to the store and
  *    nothing is cached. When the feed restarts from its end (a new epoch) it
- *    may have skipped changes, so everything is dropped first.
+ *    may have skipped changes, so everything is dropped first; so it is
+ *    after any bypass, so that nothing served during it is followed by an
+ *    older entry.
  */
 export class HotTier implements OnlineStore {
   private readonly cache: LRUCache<string, Entry>;
@@ -263,7 +265,7 @@ export class HotTier implements OnlineStore {
     if (--token.readers === 0 && this.inFlight.get(key) === token) this.inFlight.delete(key);
   }
 
-  private flush(reason: 'epoch' | 'unreadable' | null): void {
+  private flush(reason: 'epoch' | 'resumed' | 'unreadable' | null): void {
     this.generation++;
     for (const token of this.inFlight.values()) token.valid = false;
     this.inFlight.clear();
@@ -294,6 +296,10 @@ export class HotTier implements OnlineStore {
       if (this.epoch !== null) log.info({ from: this.epoch, to: status.epoch }, 'change feed restarted from its end; hot tier flushed');
       this.flush('epoch');
       this.epoch = status.epoch;
+    } else if (reason === null && this.bypassReason !== null) {
+      // Back from a bypass in the same epoch: no change was skipped, but the store may have been written
+      // around the feed meanwhile and those values served; serving older entries now would go backwards.
+      this.flush('resumed');
     }
     if (reason !== this.bypassReason) {
       if (this.bypassSince !== null) hotTierBypassSeconds.inc(Math.max(0, now - this.bypassSince) / 1000);

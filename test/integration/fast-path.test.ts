@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { RunningGateway } from '../../gateway/server.js';
-import { fastPathRequests } from '../../runtime/metrics.js';
+import { EmbeddedLog } from '../../eventlog/embedded-log.js';
+import { startGateway } from '../../gateway/server.js';
+import { fastPathRequests, hotTierLookups } from '../../runtime/metrics.js';
 import { readManifest } from '../../schema/manifest.js';
 import type { ViewVersion } from '../../schema/types.js';
 import { createStore } from '../../store/create-store.js';
@@ -9,7 +11,7 @@ import type { CodecStore } from '../../store/codec-store.js';
 import { demoRows } from '../../store/demo-data.js';
 import { StoreUnavailableError, type OnlineStore, type ReadOptions, type ReadResult } from '../../store/online-store.js';
 import { writeRows } from '../../store/rows.js';
-import { registry, startTestGateway } from '../support/gateway.js';
+import { registry, startTestGateway, testConfig } from '../support/gateway.js';
 import { post, type Reply } from '../support/http.js';
 
 /**
@@ -18,6 +20,10 @@ import { post, type Reply } from '../support/http.js';
  * the compiled plan and through the generic federated path (FAST_PATH=false)
  * on the same store. Status, headers and body must be identical byte for
  * byte, and the fast path must really have served the cases it claims.
+ *
+ * Both paths also run with the hot tier on (store/hot-tier.ts, an embedded
+ * change feed): every answer, the first (read from the store) and the second
+ * (served from memory), must be the same bytes as without it.
  */
 const NOW = Date.parse('2026-11-26T12:00:00.000Z');
 
@@ -93,6 +99,9 @@ describe('fast path equals the generic federated path byte for byte', () => {
   let store: SwitchableStore;
   let fast: RunningGateway;
   let generic: RunningGateway;
+  let fastHot: RunningGateway;
+  let genericHot: RunningGateway;
+  const feeds: EmbeddedLog[] = [];
 
   before(async () => {
     inner = createStore({ kind: 'embedded' }, () => NOW);
@@ -108,11 +117,22 @@ describe('fast path equals the generic federated path byte for byte', () => {
     store = new SwitchableStore(inner);
     fast = await startTestGateway(store, { FAST_PATH: 'true', MAX_BATCH_IDS: '20' });
     generic = await startTestGateway(store, { FAST_PATH: 'false', MAX_BATCH_IDS: '20' });
+    const hot = (fastPath: string) => {
+      const eventLog = new EmbeddedLog();
+      feeds.push(eventLog);
+      // The hot tier judges freshness by the store's (fixed) clock.
+      return startGateway({ config: testConfig({ FAST_PATH: fastPath, MAX_BATCH_IDS: '20', HOT_TIER_MAX_BYTES: '16777216' }), registry, store, eventLog, clock: () => NOW });
+    };
+    fastHot = await hot('true');
+    genericHot = await hot('false');
   });
 
   after(async () => {
     await fast.close();
     await generic.close();
+    await fastHot.close();
+    await genericHot.close();
+    for (const log of feeds) await log.close();
     await inner.close();
   });
 
@@ -125,6 +145,19 @@ describe('fast path equals the generic federated path byte for byte', () => {
     assert.equal(a.headers.get('content-type'), b.headers.get('content-type'), `${label}: content-type`);
     assert.equal(a.headers.get('cache-control'), b.headers.get('cache-control'), `${label}: cache-control`);
     assert.equal(a.text, b.text, `${label}: body`);
+  }
+
+  /** The same request through both hot gateways twice (the store's answer, then memory's): each must equal `expected`. */
+  async function assertSameHot(body: unknown, expected: Reply, label: string, headers: Record<string, string> = {}): Promise<void> {
+    for (const round of ['from the store', 'from memory']) {
+      const [f, g] = [await post(fastHot.url, body, headers), await post(genericHot.url, body, headers)];
+      assertSame(f, expected, `${label}, hot tier, fast path, ${round}`);
+      assertSame(g, expected, `${label}, hot tier, generic path, ${round}`);
+    }
+  }
+
+  async function hits(): Promise<number> {
+    return (await hotTierLookups.get()).values.filter((v) => v.labels.outcome === 'hit').reduce((n, v) => n + v.value, 0);
   }
 
   async function served(name: string): Promise<number> {
@@ -140,6 +173,10 @@ describe('fast path equals the generic federated path byte for byte', () => {
         assertSame(a, b, `${name} ${JSON.stringify(variables)}`);
         assert.equal(a.json.errors, undefined, a.text);
         assert.equal(await served(name), before + 1, `${name} ${JSON.stringify(variables)} was not served by the fast path`);
+        const hitsBefore = await hits();
+        await assertSameHot({ extensions: { persistedQuery: { version: 1, sha256Hash: idOf(name) } }, variables }, a, `${name} ${JSON.stringify(variables)}`);
+        assert.equal(await served(name), before + 3, `${name} ${JSON.stringify(variables)} was not served by the hot fast path`);
+        if (Object.values(variables).flat().length > 0) assert.ok((await hits()) > hitsBefore, `${name} ${JSON.stringify(variables)}: nothing was served from memory`);
       }
     });
 
@@ -148,7 +185,8 @@ describe('fast path equals the generic federated path byte for byte', () => {
       const before = await served(name);
       const [a, b] = await both({ query: bodyOf(name), variables, operationName: name });
       assertSame(a, b, `${name} as text`);
-      assert.equal(await served(name), before + 1);
+      await assertSameHot({ query: bodyOf(name), variables, operationName: name }, a, `${name} as text`);
+      assert.equal(await served(name), before + 3, 'the fast path served it, with the hot tier twice');
     });
   }
 
@@ -169,6 +207,7 @@ describe('fast path equals the generic federated path byte for byte', () => {
         const before = await served(name);
         const [a, b] = await both({ extensions: { persistedQuery: { version: 1, sha256Hash: idOf(name) } }, variables });
         assertSame(a, b, `${name} ${JSON.stringify(variables)}`);
+        await assertSameHot({ extensions: { persistedQuery: { version: 1, sha256Hash: idOf(name) } }, variables }, a, `${name} ${JSON.stringify(variables)}`);
         assert.equal(await served(name), before, `${name} ${JSON.stringify(variables)} must not be served by the fast path`);
       }
     }
