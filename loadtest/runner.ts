@@ -2,14 +2,18 @@ import * as hdr from 'hdr-histogram-js';
 import { Pool } from 'undici';
 
 /**
- * The two ways of offering load, both measuring with an HDR histogram in
- * microseconds and excluding a warm-up:
+ * The two ways of offering load in-process, both measuring with an HDR
+ * histogram in microseconds and excluding a warm-up:
  *
  * - closed loop: N connections, each sending its next request as soon as
  *   the previous one is answered: the maximum throughput;
  * - open loop: requests scheduled at a constant rate whether or not earlier
  *   ones were answered, latency measured from the *scheduled* send time, so
  *   a stall is charged to every request it delayed (no coordinated omission).
+ *   It spins a core near every due time, so `npm run bench` measures its
+ *   open-loop latency with vegeta instead (loadtest/vegeta.ts, decision
+ *   0026); this one serves the soak, whose low rates (150 req/s) it meets
+ *   cheaply and whose per-interval rows and auth headers it already has.
  *
  * undici's Pool is the HTTP client: keep-alive connections and little
  * per-request overhead, which matters when client and server share 2 cores.
