@@ -5,16 +5,23 @@ import { fromRoot } from '../runtime/paths.js';
 import { mulberry32 } from '../store/demo-data.js';
 import type { PersistedOperation } from '../schema/manifest.js';
 import type { BodySource } from './runner.js';
+import { Zipf } from './zipf.js';
 
 /**
  * The benchmark's request mix, built from the persisted operations. Ids are
- * drawn uniformly from the loaded data set by a seeded PRNG, so every system
- * sees the same sequence of requests.
+ * drawn from the loaded data set by a seeded PRNG (uniformly, or for W4 by
+ * a Zipf law), so every system sees the same sequence of requests.
  */
 export const dataSet = { users: 100_000, items: 10_000, merchants: 1_000 } as const;
 
+/**
+ * W4's skew: user ids by rank, P(user k) ∝ k^-1.1 over the 100k users (user "1" is the hottest,
+ * about 13 % of draws; the 100 hottest about 58 %). The change stream draws from it too.
+ */
+export const userZipf = new Zipf(dataSet.users, 1.1);
+
 export interface Workload {
-  readonly name: 'W1' | 'W2' | 'W3';
+  readonly name: 'W1' | 'W2' | 'W3' | 'W4';
   readonly operation: string;
   readonly description: string;
   variables(random: () => number): Record<string, unknown>;
@@ -41,7 +48,15 @@ export const workloads: readonly Workload[] = [
     description: "a user's clickStats + profile and a merchant's riskStats",
     variables: (r) => ({ user: pick(r, dataSet.users), merchant: pick(r, dataSet.merchants) }),
   },
+  {
+    name: 'W4',
+    operation: 'UserClickRate',
+    description: 'clickRate of 3 Zipf-distributed users (s = 1.1), while 1,000 click events/s change them',
+    variables: (r) => ({ ids: [zipfUser(r), zipfUser(r), zipfUser(r)] }),
+  },
 ];
+
+const zipfUser = (random: () => number): string => String(userZipf.rank(random()));
 
 /**
  * The data set is loaded once, so views with a short TTL would go stale (then missing) during a
