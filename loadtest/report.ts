@@ -15,6 +15,12 @@ export interface SystemFigures {
   readonly graphqlErrors: number;
   readonly throughput: number;
   readonly offeredRate?: number;
+  /** Open loop: requests per second the generator actually sent in the measured window. */
+  readonly achievedRate?: number;
+  /** Open loop: how late the generator sent against the schedule (charged to the latencies). */
+  readonly sendLagMs?: { readonly p99: number; readonly max: number };
+  /** A system with a hot tier: its lookups over the measured runs, from /metrics (ratio null: no such metric). */
+  readonly hotTier?: HotTierFigures;
   readonly p50: number;
   readonly p90: number;
   readonly p99: number;
@@ -22,15 +28,38 @@ export interface SystemFigures {
   readonly max: number;
 }
 
+/** Deltas of `feature_hot_tier_lookups_total{outcome}` over a system's measured runs. */
+export interface HotTierFigures {
+  readonly hits: number;
+  readonly misses: number;
+  readonly bypass: number;
+  /** hits / (hits + misses + bypass); null when the gateway exposes no such metric. */
+  readonly ratio: number | null;
+}
+
+/** W4's background stream of raw events, as produced and as the materializer applied it. */
+export interface ChangeStreamSummary {
+  readonly targetRate: number;
+  readonly events: number;
+  readonly seconds: number;
+  readonly achievedRate: number;
+  readonly failedBatches: number;
+  /** clickStats values the materializer applied per second meanwhile (all versions), from its /metrics. */
+  readonly appliedPerSecond: number | null;
+}
+
 export interface BenchResult {
   readonly startedAt: string;
   readonly machine: { cpus: number; model: string; node: string; memoryGiB: number };
   readonly settings: Record<string, unknown>;
   readonly figures: readonly SystemFigures[];
+  readonly changeStream?: ChangeStreamSummary;
+  readonly durationSeconds?: number;
 }
 
 const fmt = (n: number, digits = 2): string => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
 const ratio = (a: number, b: number): string => (b > 0 ? `${fmt(a / b)}×` : 'n/a');
+const hot = (f: SystemFigures): string => (!f.hotTier ? '' : f.hotTier.ratio === null ? 'n/a' : `${(f.hotTier.ratio * 100).toFixed(1)} %`);
 
 export function markdownTable(result: BenchResult, subject: string, baselines: readonly string[]): string {
   const lines: string[] = [];
@@ -38,23 +67,34 @@ export function markdownTable(result: BenchResult, subject: string, baselines: r
   const find = (system: string, workload: string, mode: 'closed' | 'open') =>
     result.figures.find((f) => f.system === system && f.workload === workload && f.mode === mode);
 
+  // The hot tier's hit ratio, beside the figures of a system that has one (only when some system has).
+  const hotColumn = result.figures.some((f) => f.hotTier);
+  const [hotHead, hotRule] = hotColumn ? [' hot hits |', '---:|'] : ['', ''];
+  const hotCell = (f: SystemFigures): string => (hotColumn ? ` ${hot(f)} |` : '');
+
   lines.push('### Max throughput (closed loop)', '');
-  lines.push(`| workload | system | req/s | p50 ms | p99 ms | p99.9 ms | errors | ${baselines.map((b) => `vs ${b}`).join(' | ')} |`);
-  lines.push(`|---|---|---:|---:|---:|---:|---:|${baselines.map(() => '---:').join('|')}|`);
+  lines.push(`| workload | system | req/s | p50 ms | p99 ms | p99.9 ms | errors |${hotHead} ${baselines.map((b) => `vs ${b}`).join(' | ')} |`);
+  lines.push(`|---|---|---:|---:|---:|---:|---:|${hotRule}${baselines.map(() => '---:').join('|')}|`);
   for (const w of workloads) {
     for (const f of result.figures.filter((x) => x.workload === w && x.mode === 'closed')) {
       const ratios = baselines.map((b) => (f.system === subject ? ratio(f.throughput, find(b, w, 'closed')?.throughput ?? NaN) : ''));
-      lines.push(`| ${w} | ${f.system} | ${Math.round(f.throughput)} | ${fmt(f.p50)} | ${fmt(f.p99)} | ${fmt(f.p999)} | ${f.errors + f.non200 + f.graphqlErrors} | ${ratios.join(' | ')} |`);
+      lines.push(`| ${w} | ${f.system} | ${Math.round(f.throughput)} | ${fmt(f.p50)} | ${fmt(f.p99)} | ${fmt(f.p999)} | ${f.errors + f.non200 + f.graphqlErrors} |${hotCell(f)} ${ratios.join(' | ')} |`);
     }
   }
-  lines.push('', '### Latency at a fixed offered rate (open loop, half the raw baseline\'s max)', '');
-  lines.push(`| workload | system | offered req/s | done req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors/dropped | ${baselines.map((b) => `p99 vs ${b}`).join(' | ')} |`);
-  lines.push(`|---|---|---:|---:|---:|---:|---:|---:|---:|---:|${baselines.map(() => '---:').join('|')}|`);
+  lines.push('', '### Latency at a fixed offered rate (open loop by vegeta, half the raw baseline\'s max)', '');
+  lines.push(`| workload | system | offered req/s | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | send lag p99 ms | errors/unsent |${hotHead} ${baselines.map((b) => `p99 vs ${b}`).join(' | ')} |`);
+  lines.push(`|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|${hotRule}${baselines.map(() => '---:').join('|')}|`);
   for (const w of workloads) {
     for (const f of result.figures.filter((x) => x.workload === w && x.mode === 'open')) {
       const ratios = baselines.map((b) => (f.system === subject ? ratio(f.p99, find(b, w, 'open')?.p99 ?? NaN) : ''));
-      lines.push(`| ${w} | ${f.system} | ${Math.round(f.offeredRate ?? 0)} | ${Math.round(f.throughput)} | ${fmt(f.p50)} | ${fmt(f.p90)} | ${fmt(f.p99)} | ${fmt(f.p999)} | ${fmt(f.max)} | ${f.errors + f.non200 + f.graphqlErrors} | ${ratios.join(' | ')} |`);
+      lines.push(`| ${w} | ${f.system} | ${Math.round(f.offeredRate ?? 0)} | ${Math.round(f.achievedRate ?? f.throughput)} | ${fmt(f.p50)} | ${fmt(f.p90)} | ${fmt(f.p99)} | ${fmt(f.p999)} | ${fmt(f.max)} | ${f.sendLagMs ? fmt(f.sendLagMs.p99) : 'n/a'} | ${f.errors + f.non200 + f.graphqlErrors} |${hotCell(f)} ${ratios.join(' | ')} |`);
     }
+  }
+  const c = result.changeStream;
+  if (c) {
+    lines.push('', `W4's change stream: ${Math.round(c.achievedRate)} click events/s achieved of ${c.targetRate} targeted ` +
+      `(${c.events} events over ${c.seconds.toFixed(0)} s, ${c.failedBatches} failed batches); the materializer applied ` +
+      `${c.appliedPerSecond === null ? 'n/a' : Math.round(c.appliedPerSecond)} clickStats values/s meanwhile (every version of the view).`);
   }
   return lines.join('\n') + '\n';
 }
