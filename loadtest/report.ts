@@ -87,7 +87,8 @@ export function markdownTable(result: BenchResult, subject: string, baselines: r
   for (const w of workloads) {
     for (const f of result.figures.filter((x) => x.workload === w && x.mode === 'open')) {
       const ratios = baselines.map((b) => (f.system === subject ? ratio(f.p99, find(b, w, 'open')?.p99 ?? NaN) : ''));
-      lines.push(`| ${w} | ${f.system} | ${Math.round(f.offeredRate ?? 0)} | ${Math.round(f.achievedRate ?? f.throughput)} | ${fmt(f.p50)} | ${fmt(f.p90)} | ${fmt(f.p99)} | ${fmt(f.p999)} | ${fmt(f.max)} | ${f.sendLagMs ? fmt(f.sendLagMs.p99) : 'n/a'} | ${f.errors + f.non200 + f.graphqlErrors} |${hotCell(f)} ${ratios.join(' | ')} |`);
+      const l = (ms: number): string => (f.requests > 0 ? fmt(ms) : 'n/a');
+      lines.push(`| ${w} | ${f.system} | ${Math.round(f.offeredRate ?? 0)} | ${Math.round(f.achievedRate ?? f.throughput)} | ${l(f.p50)} | ${l(f.p90)} | ${l(f.p99)} | ${l(f.p999)} | ${l(f.max)} | ${f.sendLagMs && f.requests > 0 ? fmt(f.sendLagMs.p99) : 'n/a'} | ${f.errors + f.non200 + f.graphqlErrors} |${hotCell(f)} ${ratios.join(' | ')} |`);
     }
   }
   const c = result.changeStream;

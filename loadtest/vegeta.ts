@@ -22,7 +22,8 @@ import { assertLoopback, newHistogram, type BodySource, type RunResult, type Tar
  * When all its workers are busy vegeta sends late (and, past the duration,
  * not at all): the requests it never sent are reported as `dropped`, the
  * achieved rate beside the offered one, and the generator's own lateness as
- * `sendLagMs`. Requests due in the warm-up are excluded. vegeta's own report
+ * `sendLagMs`. Measured are the requests sent after the warm-up; unsent are
+ * the requests due after it that were never sent. vegeta's own report
  * (`vegeta report -type=json`, latency from the actual send) is kept beside
  * ours in `vegeta`.
  */
@@ -124,18 +125,26 @@ function summarize(rows: readonly string[][], report: VegetaReport, options: Ope
   // The attack's start: request 0 is due at once (vegeta's constant pacer), so its send time.
   let startNs = Number.POSITIVE_INFINITY;
   for (const r of rows) if (Number(r[8]) === 0) startNs = Number(r[0]);
-  if (!Number.isFinite(startNs)) startNs = Math.min(...rows.map((r) => Number(r[0])));
+  if (!Number.isFinite(startNs)) startNs = rows.reduce((min, r) => Math.min(min, Number(r[0])), Number.POSITIVE_INFINITY);
   const measureFromNs = options.warmupMs * 1e6;
+  // The last slot races the attack's end (vegeta may stop before sending it): measured and expected alike end one interval early.
+  const endNs = (options.warmupMs + options.durationMs) * 1e6 - intervalNs;
+  const expected = Math.ceil(endNs / intervalNs) - Math.ceil(measureFromNs / intervalNs);
   const histogram = newHistogram();
   const lag = newHistogram();
   let requests = 0;
   let errors = 0;
   let non200 = 0;
   let graphqlErrors = 0;
+  let sentOfWindow = 0;
   for (const r of rows) {
     const dueNs = Number(r[8]) * intervalNs;
-    if (dueNs < measureFromNs) continue;
-    const lateNs = Math.max(0, Number(r[0]) - startNs - dueNs);
+    const sentNs = Number(r[0]) - startNs;
+    if (dueNs >= measureFromNs && dueNs < endNs) sentOfWindow++;
+    // Measured: every request sent in the window, timed from its due time. (By due time alone, a
+    // system so slow that vegeta never got past the warm-up's requests would have no figures.)
+    if (sentNs < measureFromNs || sentNs >= endNs) continue;
+    const lateNs = Math.max(0, sentNs - dueNs);
     const latencyNs = Number(r[2]);
     requests++;
     histogram.recordValue(Math.max(1, Math.round((lateNs + latencyNs) / 1000)));
@@ -145,9 +154,8 @@ function summarize(rows: readonly string[][], report: VegetaReport, options: Ope
     else if (code !== 200) non200++;
     if (r[6] && Buffer.from(r[6], 'base64').includes('"errors":')) graphqlErrors++;
   }
-  const seconds = options.durationMs / 1000;
-  const offered = Math.round(options.rate) * seconds;
-  const dropped = Math.max(0, Math.round(offered) - requests);
+  const seconds = (endNs - measureFromNs) / 1e9;
+  const dropped = Math.max(0, expected - sentOfWindow);
   const ms = (ns: number): number => Math.round(ns / 1000) / 1000;
   return {
     mode: 'open', requests, errors: errors + dropped, dropped, non200, graphqlErrors, seconds, throughput: requests / seconds,
