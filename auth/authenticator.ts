@@ -31,6 +31,8 @@ export interface Credentials {
 
 export class Authenticator {
   private readonly anonymous: Principal | null;
+  /** The anonymous principal's identity, made once: no credentials is the common case. */
+  private readonly anonymousIdentity: Identity | null;
   private readonly limiter = new RateLimiter();
 
   constructor(
@@ -39,6 +41,7 @@ export class Authenticator {
     private readonly jwt: JwtVerifier,
   ) {
     this.anonymous = settings.anonymousRoles === null ? null : { id: 'anonymous', roles: new Set(settings.anonymousRoles), via: 'anonymous' };
+    this.anonymousIdentity = this.anonymous ? { principal: this.anonymous, kind: 'anonymous' } : null;
   }
 
   static fromSettings(settings: AuthSettings): Authenticator {
@@ -47,13 +50,32 @@ export class Authenticator {
 
   /** Throws AccessError: UNAUTHENTICATED (401) or RATE_LIMITED (429). */
   async authenticate(credentials: Credentials, clientAddress: string | undefined): Promise<Principal> {
-    const { principal, rateLimitPerSecond, bucket } = await this.identify(credentials, clientAddress);
-    const rate = rateLimitPerSecond ?? this.settings.rateLimitPerSecond;
-    this.limiter.take(bucket, rate, rateLimitPerSecond === undefined ? this.settings.rateLimitBurst : rate);
-    return principal;
+    return this.authenticateNow(credentials, clientAddress);
   }
 
-  private async identify(credentials: Credentials, clientAddress: string | undefined): Promise<{ principal: Principal; rateLimitPerSecond?: number; bucket: string }> {
+  /**
+   * `authenticate` without a promise where none is needed: an API key or no credentials are
+   * decided synchronously (the principal, or a thrown AccessError); only a JWT, whose
+   * verification may fetch keys, answers a promise. For the HTTP front, which then skips a
+   * promise chain per request.
+   */
+  authenticateNow(credentials: Credentials, clientAddress: string | undefined): Principal | Promise<Principal> {
+    const identity = this.identify(credentials);
+    if (identity instanceof Promise) return identity.then((found) => this.charge(found, clientAddress));
+    return this.charge(identity, clientAddress);
+  }
+
+  /** Charges one request to the principal's rate limit (RATE_LIMITED when exhausted) and answers it. */
+  private charge(found: Identity, clientAddress: string | undefined): Principal {
+    const rate = found.rateLimitPerSecond ?? this.settings.rateLimitPerSecond;
+    // Unlimited (the default): no bucket, and no bucket name to build per request.
+    if (!(rate > 0)) return found.principal;
+    const bucket = found.kind === 'anonymous' ? `anonymous:${clientAddress ?? 'unknown'}` : `${found.kind}:${found.principal.id}`;
+    this.limiter.take(bucket, rate, found.rateLimitPerSecond === undefined ? this.settings.rateLimitBurst : rate);
+    return found.principal;
+  }
+
+  private identify(credentials: Credentials): Identity | Promise<Identity> {
     let apiKey = credentials.apiKey;
     let token: string | undefined;
     if (credentials.authorization !== undefined) {
@@ -70,16 +92,20 @@ export class Authenticator {
     if (apiKey !== undefined) {
       const found = this.apiKeys?.lookup(apiKey);
       if (!found) throw unauthenticated('Unknown API key');
-      return { ...found, bucket: `key:${found.principal.id}` };
+      return found.rateLimitPerSecond === undefined ? { principal: found.principal, kind: 'key' } : { principal: found.principal, kind: 'key', rateLimitPerSecond: found.rateLimitPerSecond };
     }
-    if (token !== undefined) {
-      const principal = await this.jwt.verify(token);
-      return { principal, bucket: `jwt:${principal.id}` };
-    }
+    if (token !== undefined) return this.jwt.verify(token).then((principal): Identity => ({ principal, kind: 'jwt' }));
     if (!this.anonymous) throw unauthenticated('Credentials required: send an API key in x-api-key or a JWT as "authorization: Bearer <token>"');
-    // Anonymous callers share nothing with each other: one bucket per client address.
-    return { principal: this.anonymous, bucket: `anonymous:${clientAddress ?? 'unknown'}` };
+    // Anonymous callers share nothing with each other: one bucket per client address (see `charge`).
+    return this.anonymousIdentity!;
   }
+}
+
+/** Who a request is, and which rate-limit bucket it is charged to (`<kind>:<id>`, anonymous: per client address). */
+interface Identity {
+  readonly principal: Principal;
+  readonly kind: 'key' | 'jwt' | 'anonymous';
+  readonly rateLimitPerSecond?: number;
 }
 
 /** The credentials of an HTTP request or a WebSocket upgrade request. */

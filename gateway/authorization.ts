@@ -32,13 +32,16 @@ export const trustedOperation = Symbol.for('feature-gateway.trusted-operation');
 export const gatewayPrincipal: Principal = { id: 'feature-gateway', roles: new Set(['admin']), via: 'internal' };
 
 export function gatewayAuthentication(authenticator: Authenticator): Authenticate {
-  return async (req: http.IncomingMessage, landingPage: boolean) => {
-    const principal = await authenticator.authenticate(credentialsFromHeaders(req.headers), req.socket.remoteAddress);
-    if (landingPage) {
-      const refusal = authorize(principal, 'sandbox');
-      if (refusal) throw refusal;
-    }
+  // Synchronous unless a JWT must be verified: the HTTP front awaits only a promise (graphql-http.ts).
+  const sandboxCheck = (principal: Principal): Principal => {
+    const refusal = authorize(principal, 'sandbox');
+    if (refusal) throw refusal;
     return principal;
+  };
+  return (req: http.IncomingMessage, landingPage: boolean) => {
+    const principal = authenticator.authenticateNow(credentialsFromHeaders(req.headers), req.socket.remoteAddress);
+    if (!landingPage) return principal;
+    return principal instanceof Promise ? principal.then(sandboxCheck) : sandboxCheck(principal);
   };
 }
 

@@ -194,22 +194,24 @@ export function costFunction(document: DocumentNode, operation: OperationDefinit
     leaves: Math.max(1, field.selectionSet ? leaves(field.selectionSet) : 1),
   }));
   return (variables) => {
-    const listLength = (value: ValueNode): number => {
-      if (value.kind === Kind.LIST) return value.values.length;
-      if (value.kind !== Kind.VARIABLE) return 0;
-      const name = value.name.value;
-      if (Object.hasOwn(variables, name)) return Array.isArray(variables[name]) ? (variables[name] as unknown[]).length : 0;
-      const fallback = defaults.get(name);
-      return fallback?.kind === Kind.LIST ? fallback.values.length : 0;
-    };
     let cost = 0;
     for (const root of roots) {
       let entities = 1;
-      for (const value of root.lists) entities = Math.max(entities, listLength(value));
+      for (const value of root.lists) entities = Math.max(entities, listLength(value, variables, defaults));
       cost += root.times * entities * root.leaves;
     }
     return cost;
   };
+}
+
+/** How many items an argument passes: a list literal, or a variable's list (its default when absent). */
+function listLength(value: ValueNode, variables: Record<string, unknown>, defaults: ReadonlyMap<string, ValueNode>): number {
+  if (value.kind === Kind.LIST) return value.values.length;
+  if (value.kind !== Kind.VARIABLE) return 0;
+  const name = value.name.value;
+  if (Object.hasOwn(variables, name)) return Array.isArray(variables[name]) ? (variables[name] as unknown[]).length : 0;
+  const fallback = defaults.get(name);
+  return fallback?.kind === Kind.LIST ? fallback.values.length : 0;
 }
 
 /**

@@ -52,6 +52,8 @@ export class PersistedQueries {
    * operation or its text and hash disagree.
    */
   manifestIdOf(operation: IncomingOperation): string | undefined {
+    // By hash alone (what inference clients send) it is a lookup: nothing to remember.
+    if (typeof operation.query !== 'string') return this.computeManifestId(operation);
     // Admission and the fast path both ask for the same request: hash its text once.
     if (this.ids.has(operation)) return this.ids.get(operation);
     const id = this.computeManifestId(operation);

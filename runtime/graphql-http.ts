@@ -63,10 +63,12 @@ export interface Refusal {
 
 /**
  * Who sends a request, from its headers alone (before its body is read), or
- * an AccessError (401, 403, 429) to refuse it. `landingPage`: a browser asks
- * for the Sandbox page. Without this hook requests carry no principal.
+ * an AccessError (401, 403, 429) to refuse it, thrown or as a rejection.
+ * `landingPage`: a browser asks for the Sandbox page. Without this hook
+ * requests carry no principal. It may answer synchronously (no credentials,
+ * an API key): the front then awaits nothing.
  */
-export type Authenticate = (req: http.IncomingMessage, landingPage: boolean) => Promise<Principal | undefined>;
+export type Authenticate = (req: http.IncomingMessage, landingPage: boolean) => Principal | undefined | Promise<Principal | undefined>;
 
 export interface GraphQLHttpOptions {
   readonly apollo: ApolloServer<BaseContext>;
@@ -114,6 +116,12 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
   const path = options.path ?? '/graphql';
   const cors = options.corsOrigins ?? null;
   const drain: Drain = { phase: 'serving', inFlight: new Set() };
+  // One listener for every response (not a closure per request): `this` is the response.
+  function onResponseClose(this: http.ServerResponse): void {
+    drain.inFlight.delete(this);
+    // Once draining, a connection whose last response is out has nothing left to wait for.
+    if (drain.phase === 'closing') server.closeIdleConnections();
+  }
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     if (drain.phase === 'closing') {
       // Arrived on a connection opened before the listener closed: the client retries elsewhere.
@@ -124,18 +132,17 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
       }
     }
     drain.inFlight.add(res);
-    res.once('close', () => {
-      drain.inFlight.delete(res);
-      // Once draining, a connection whose last response is out has nothing left to wait for.
-      if (drain.phase === 'closing') server.closeIdleConnections();
-    });
-    handle(req, res).catch((error: Error) => {
-      log.error({ err: error.message, stack: error.stack }, 'unhandled error in HTTP handler');
-      if (res.headersSent) return void res.destroy();
-      // The stack names files and lines of this deployment: only with DEBUG_ERRORS.
-      const extensions = options.debugErrors ? { stacktrace: String(error.stack ?? error).split('\n') } : {};
-      sendErrors(res, 500, 'INTERNAL_SERVER_ERROR', 'internal server error', extensions);
-    });
+    // 'close' is emitted once per response; `on` spares the wrapper `once` would allocate.
+    res.on('close', onResponseClose);
+    void handle(req, res);
+  };
+  /** Any unexpected error of a request: logged, and a 500 unless the response is already under way. */
+  const failed = (res: http.ServerResponse, error: Error): void => {
+    log.error({ err: error.message, stack: error.stack }, 'unhandled error in HTTP handler');
+    if (res.headersSent) return void res.destroy();
+    // The stack names files and lines of this deployment: only with DEBUG_ERRORS.
+    const extensions = options.debugErrors ? { stacktrace: String(error.stack ?? error).split('\n') } : {};
+    sendErrors(res, 500, 'INTERNAL_SERVER_ERROR', 'internal server error', extensions);
   };
   const tls = options.tls;
   const server: HttpServer = tls
@@ -145,7 +152,16 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
   drains.set(server, drain);
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    try {
+      await route(req, res);
+    } catch (error) {
+      failed(res, error as Error);
+    }
+  }
+
+  async function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    // The GraphQL path without a query string (every POST) needs no URL object.
+    const url = req.url === path ? undefined : new URL(req.url ?? '/', 'http://localhost');
     if (cors) {
       const allowed = corsAllows(cors, req.headers.origin);
       // Caches must not hand one origin's answer (with its allow-origin) to another.
@@ -153,7 +169,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
       if (allowed) res.setHeader('access-control-allow-origin', cors === '*' ? '*' : req.headers.origin!);
       if (req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) return preflight(req, res, allowed);
     }
-    if (url.pathname === path) return graphql(req, res, url);
+    if (url === undefined || url.pathname === path) return graphql(req, res, url);
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: 'method not allowed' });
     switch (url.pathname) {
       case '/healthz':
@@ -174,19 +190,22 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
     }
   }
 
-  async function graphql(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
+  async function graphql(req: http.IncomingMessage, res: http.ServerResponse, parsed: URL | undefined): Promise<void> {
     const deadline = options.requestDeadlineMs === undefined ? undefined : Deadline.after(options.requestDeadlineMs);
+    // Parsed only where a GET or the generic path needs it; `req.url === path` means no query string.
+    let url = parsed;
+    const urlOf = (): URL => (url ??= new URL(req.url ?? '/', 'http://localhost'));
     let principal: Principal | undefined;
     if (options.authenticate) {
-      const landingPage = req.method === 'GET' && !url.searchParams.has('query') && (req.headers.accept ?? '').includes('text/html');
+      const landingPage = req.method === 'GET' && !urlOf().searchParams.has('query') && (req.headers.accept ?? '').includes('text/html');
       try {
-        principal = await options.authenticate(req, landingPage);
+        const who = options.authenticate(req, landingPage);
+        principal = who instanceof Promise ? await who : who;
       } catch (error) {
         if (!(error instanceof AccessError)) throw error;
         return refuseAccess(req, res, error);
       }
     }
-    const baseContext: object = { ...(deadline ? { [deadlineKey]: deadline } : {}), ...(principal === undefined ? {} : { [principalKey]: principal }) };
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > options.maxBodyBytes) return refuseBody(req, res, options.maxBodyBytes);
 
@@ -198,7 +217,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
       const text = raw.toString('utf8');
       const mediaType = mediaTypeOf(req.headers['content-type']);
       // Apollo Server alone answers these, with the response it gives everywhere (its CSRF refusal).
-      if (csrfSuspect(req.headers, mediaType)) return generic(req, res, url, text, baseContext);
+      if (csrfSuspect(req.headers, mediaType)) return generic(req, res, urlOf(), text, requestContext(deadline, principal));
       // JSON only as application/json, like express.json(): the media type, not a substring of the header.
       if (mediaType === 'application/json') {
         try {
@@ -210,15 +229,16 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
         if (typeof body === 'object' && body !== null && !Array.isArray(body)) operation = body as IncomingOperation;
       } else body = text;
     } else if (req.method === 'GET') {
-      if (csrfSuspect(req.headers, mediaTypeOf(req.headers['content-type']))) return generic(req, res, url, undefined, baseContext);
+      if (csrfSuspect(req.headers, mediaTypeOf(req.headers['content-type']))) return generic(req, res, urlOf(), undefined, requestContext(deadline, principal));
       let extensions: unknown;
+      const params = urlOf().searchParams;
       try {
-        const ext = url.searchParams.get('extensions');
+        const ext = params.get('extensions');
         extensions = ext ? JSON.parse(ext) : undefined;
       } catch {
         extensions = undefined; // Apollo Server answers a malformed `extensions` parameter itself.
       }
-      operation = { query: url.searchParams.get('query') ?? undefined, extensions };
+      operation = { query: params.get('query') ?? undefined, extensions };
     }
 
     const refusal = options.admit?.(operation, principal);
@@ -227,7 +247,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
       return sendErrors(res, refusal.status, refusal.code, refusal.message);
     }
 
-    let context = baseContext;
+    let primed: object | undefined;
     if (options.fastPath && req.method === 'POST' && operation === body && acceptsPlainJson(req.headers.accept)) {
       const started = performance.now();
       let fast: FastPathResult | undefined;
@@ -237,7 +257,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
         // A fast path that fails unexpectedly must not fail the request: the generic path answers.
         log.error({ err: (error as Error).message, stack: (error as Error).stack }, 'fast path failed; answering on the generic path');
       }
-      if (fast?.kind === 'generic') context = { ...fast.context, ...context };
+      if (fast?.kind === 'generic') primed = fast.context;
       if (fast?.kind === 'answered') {
         // The headers Apollo Server sends for the same response (a differential test compares them).
         res.writeHead(200, {
@@ -246,12 +266,13 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
           'content-length': Buffer.byteLength(fast.body),
         });
         res.end(fast.body);
-        requestDuration.observe({ operation: fast.operation }, (performance.now() - started) / 1000);
+        requestDuration.observe(operationLabels(fast.operation), (performance.now() - started) / 1000);
         return;
       }
     }
 
-    return generic(req, res, url, body, context);
+    const context = requestContext(deadline, principal);
+    return generic(req, res, urlOf(), body, primed ? { ...primed, ...context } : context);
   }
 
   /** Apollo Server's answer to the request. */
@@ -290,6 +311,29 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
 
   return server;
 }
+
+/**
+ * The context the generic path starts from: the deadline and the principal. Made only when the
+ * generic path runs; the fast path takes both as arguments.
+ */
+function requestContext(deadline: Deadline | undefined, principal: Principal | undefined): object {
+  const context: Record<symbol, unknown> = {};
+  if (deadline) context[deadlineKey] = deadline;
+  if (principal !== undefined) context[principalKey] = principal;
+  return context;
+}
+
+/** The `operation` label of `requestDuration`, one object per operation name rather than per request. */
+function operationLabels(operation: string): { readonly operation: string } {
+  let labels = durationLabels.get(operation);
+  if (!labels) {
+    if (durationLabels.size >= 1024) durationLabels.clear();
+    labels = { operation };
+    durationLabels.set(operation, labels);
+  }
+  return labels;
+}
+const durationLabels = new Map<string, { readonly operation: string }>();
 
 /** Request headers a browser may send cross-origin (the auth headers are the lead's auth/ module's). */
 const corsRequestHeaders = 'content-type, authorization, x-api-key, apollo-require-preflight, x-apollo-operation-name';
@@ -349,7 +393,10 @@ const csrfPreventionHeaders = ['x-apollo-operation-name', 'apollo-require-prefli
  * checks that run before Apollo Server (nesting, persisted-query shape).
  */
 function csrfSuspect(headers: http.IncomingHttpHeaders, mediaType: string | undefined): boolean {
-  if (csrfPreventionHeaders.some((h) => { const v = headers[h]; return v !== undefined && v.length > 0; })) return false;
+  for (let i = 0; i < csrfPreventionHeaders.length; i++) {
+    const v = headers[csrfPreventionHeaders[i]!];
+    if (v !== undefined && v.length > 0) return false;
+  }
   if (headers['content-type'] === undefined) return true;
   return mediaType !== undefined && simpleContentTypes.includes(mediaType);
 }
@@ -415,7 +462,8 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer | nu
       chunks.push(chunk);
     });
     req.on('end', () => {
-      if (!done) resolve(Buffer.concat(chunks));
+      // One chunk (a small body, the usual case) is the body as it is, not a copy.
+      if (!done) resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
     });
     req.on('error', (error) => {
       if (!done) reject(error);

@@ -33,6 +33,12 @@ export class CircuitOpenError extends Error {
   }
 }
 
+/** What `admit` answers. */
+export type Ticket = 0 | 1 | 2;
+export const refused: Ticket = 0;
+const normalCall: Ticket = 1;
+const probeCall: Ticket = 2;
+
 export class CircuitBreaker {
   private current: CircuitState = 'closed';
   private openedAt = 0;
@@ -59,16 +65,9 @@ export class CircuitBreaker {
 
   /** Runs `fn` unless the circuit refuses it, and counts how it ended. */
   fire<T>(fn: () => Promise<T>): Promise<T> {
-    const now = this.now();
-    let probe = false;
-    if (this.current !== 'closed') {
-      if (this.current === 'open' && !this.probing && now - this.openedAt >= this.options.resetMs) {
-        this.probing = probe = true;
-        this.moveTo('half-open');
-      } else {
-        return Promise.reject(new CircuitOpenError());
-      }
-    }
+    const ticket = this.admit();
+    if (ticket === refused) return Promise.reject(new CircuitOpenError());
+    const probe = ticket === probeCall;
     let call: Promise<T>;
     try {
       call = fn();
@@ -85,6 +84,25 @@ export class CircuitBreaker {
         throw error;
       },
     );
+  }
+
+  /**
+   * `fire` in two halves, for a caller that already chains its own handlers on the call (the shard
+   * guard) and so saves a promise per call: whether a call may go out now (`refused`, a normal
+   * call, or the half-open probe); then `record` how an admitted call ended, exactly once.
+   */
+  admit(): Ticket {
+    if (this.current === 'closed') return normalCall;
+    if (this.current === 'open' && !this.probing && this.now() - this.openedAt >= this.options.resetMs) {
+      this.probing = true;
+      this.moveTo('half-open');
+      return probeCall;
+    }
+    return refused;
+  }
+
+  record(ticket: Ticket, ok: boolean): void {
+    if (ticket !== refused) this.settled(ok, ticket === probeCall);
   }
 
   private settled(ok: boolean, probe: boolean): void {

@@ -1,6 +1,6 @@
 import type { ViewVersion } from '../schema/types.js';
 import { checkCasAnswers, checkReadAnswers } from './backend-answers.js';
-import { recordKey, stateVersion, type ByteBackend, type CasEntry, type ValueEntry } from './backends/byte-backend.js';
+import { recordKey, stateVersion, type ByteBackend, type CasEntry, type RecordKey, type ValueEntry } from './backends/byte-backend.js';
 import { CodecError, codecFor } from './codec.js';
 import { expiryOf, isStale } from './freshness.js';
 import { redisKey } from './keys.js';
@@ -25,21 +25,31 @@ export class CodecStore implements MaterializedStore {
   }
 
   async readSettled(view: ViewVersion, ids: readonly string[], options: ReadOptions = {}): Promise<ReadResult[]> {
-    const records = ids.map((id) => recordKey(view, id));
-    const blobs = checkReadAnswers(this.kind, 'getMany', await this.backend.getMany(records, 'value', options), records.length);
+    // The serving path's read: plain loops into preallocated arrays, one object per id (its value).
+    const n = ids.length;
+    const records = new Array<RecordKey>(n);
+    for (let i = 0; i < n; i++) records[i] = recordKey(view, ids[i]!);
+    const blobs = checkReadAnswers(this.kind, 'getMany', await this.backend.getMany(records, 'value', options), n);
     const codec = codecFor(view);
     const now = this.now();
-    return blobs.map((blob, i): ReadResult => {
-      if (blob === null || blob instanceof Error) return blob;
+    const out = new Array<ReadResult>(n);
+    for (let i = 0; i < n; i++) {
+      const blob = blobs[i]!;
+      if (blob === null || blob instanceof Error) {
+        out[i] = blob;
+        continue;
+      }
       let decoded;
       try {
         decoded = codec.decode(blob);
       } catch (error) {
         // Only this id's field fails; the rest of the batch is served.
-        return new CorruptValueError(redisKey(records[i]!, 'value'), error instanceof Error ? error.message : String(error));
+        out[i] = new CorruptValueError(redisKey(records[i]!, 'value'), error instanceof Error ? error.message : String(error));
+        continue;
       }
-      return { values: decoded.values, eventTimeMs: decoded.eventTimeMs, stale: isStale(view, decoded.eventTimeMs, now) };
-    });
+      out[i] = { values: decoded.values, eventTimeMs: decoded.eventTimeMs, stale: isStale(view, decoded.eventTimeMs, now) };
+    }
+    return out;
   }
 
   async read(view: ViewVersion, ids: readonly string[], options: ReadOptions = {}): Promise<(StoredFeatures | null)[]> {

@@ -1,7 +1,7 @@
 import type { Deadline } from '../runtime/deadline.js';
 import { log } from '../runtime/log.js';
 import { deadlineExceeded, storeCircuitState, storeErrors, storeReadDuration, storeShortCircuited } from '../runtime/metrics.js';
-import { CircuitBreaker, CircuitOpenError, type CircuitState } from './circuit-breaker.js';
+import { CircuitBreaker, refused, type CircuitState } from './circuit-breaker.js';
 import { DeadlineExceededError, StoreUnavailableError, type ShardHealth } from './online-store.js';
 
 /**
@@ -123,19 +123,29 @@ export class GuardedShard {
   call<T>(fn: () => Promise<T>, options: { readonly deadline?: Deadline | undefined; readonly read?: boolean } = {}): Promise<T> {
     const { deadline } = options;
     if (deadline?.expired) return Promise.reject(this.deadlineExceeded(deadline));
-    const started = options.read ? performance.now() : 0;
+    // The breaker's two halves around one chain of our own (rather than `fire` and a second `then`).
+    const ticket = this.breaker.admit();
+    if (ticket === refused) {
+      storeShortCircuited.inc(this.labels);
+      return Promise.reject(new StoreUnavailableError(this.guard.store, this.name, `circuit open after repeated failures; probed again within ${this.guard.breaker.resetMs} ms`));
+    }
+    const read = options.read === true;
+    const started = read ? performance.now() : 0;
     const timeoutMs = this.guard.options.callTimeoutMs;
-    const bounded = this.guard.options.timeoutBy === 'client' ? fn : () => withTimeout(fn, timeoutMs);
-    const attempt = this.breaker.fire(bounded).then(
+    let call: Promise<T>;
+    try {
+      call = this.guard.options.timeoutBy === 'client' ? fn() : withTimeout(fn, timeoutMs);
+    } catch (error) {
+      call = Promise.reject(error);
+    }
+    const attempt = call.then(
       (value) => {
-        if (options.read) storeReadDuration.observe(this.labels, (performance.now() - started) / 1000);
+        this.breaker.record(ticket, true);
+        if (read) storeReadDuration.observe(this.labels, (performance.now() - started) / 1000);
         return value;
       },
       (error: unknown) => {
-        if (error instanceof CircuitOpenError) {
-          storeShortCircuited.inc(this.labels);
-          throw new StoreUnavailableError(this.guard.store, this.name, `circuit open after repeated failures; probed again within ${this.guard.breaker.resetMs} ms`);
-        }
+        this.breaker.record(ticket, false);
         throw this.unavailable(error);
       },
     );

@@ -35,6 +35,9 @@ export interface CompiledOperation {
   readonly name: string;
   /** Every view version it reads (authorization checks them before running it). */
   readonly views: readonly ViewVersion[];
+  /** The labels of `feature_gateway_fast_path_requests_total` for its outcomes, made once, not per request. */
+  readonly servedLabels: { readonly operation: string; readonly outcome: 'served' };
+  readonly genericLabels: { readonly operation: string; readonly outcome: 'generic' };
   /** The response body (as Apollo Server would write it), or a hand-over to the generic path. */
   run(variables: unknown, operationName: unknown, deadline?: Deadline): Promise<CompiledResult>;
 }
@@ -79,6 +82,8 @@ interface EntityField {
   readonly keyJson: string;
   readonly kind: 'id' | 'typename' | 'view';
   readonly view?: ViewVersion;
+  /** Where the view's reads are in the request's reads (its index in the operation's views). */
+  slot: number;
   readonly write?: ViewWriter;
 }
 
@@ -93,6 +98,8 @@ interface RootField {
   readonly typenameJson: string;
   /** The views whose values decide whether the entity exists. */
   readonly existenceViews: readonly ViewVersion[];
+  /** Their slots in the operation's views, set once the operation's views are known. */
+  existenceSlots: number[];
 }
 
 /** Compiles one operation, or returns why it cannot be. */
@@ -120,92 +127,130 @@ export function compileOperation(registry: Registry, name: string, body: string,
   }
 
   const allViews = [...new Set(roots.flatMap((r) => r.existenceViews))];
+  for (const root of roots) {
+    root.existenceSlots = root.existenceViews.map((v) => allViews.indexOf(v));
+    for (const field of root.fields) if (field.view) field.slot = allViews.indexOf(field.view);
+  }
+  const viewCount = allViews.length;
   return {
     name,
     views: allViews,
+    servedLabels: { operation: name, outcome: 'served' },
+    genericLabels: { operation: name, outcome: 'generic' },
     async run(variables, operationName, deadline) {
       if (operationName !== undefined && operationName !== null && operationName !== name) return generic;
       const vars = (variables ?? {}) as Record<string, unknown>;
       if (typeof vars !== 'object' || Array.isArray(vars)) return generic;
 
       // Coerce arguments exactly as far as the generic path would accept them without an error.
-      const idsOf: (string[] | string)[] = [];
-      for (const root of roots) {
+      const idsOf = new Array<readonly string[] | string>(roots.length);
+      for (let r = 0; r < roots.length; r++) {
+        const root = roots[r]!;
         const value = 'variable' in root.argument ? vars[root.argument.variable] : root.argument.literal;
         if (root.plural) {
-          if (!Array.isArray(value) || value.length > maxBatchIds || !value.every((id) => typeof id === 'string')) return generic;
-          idsOf.push(value as string[]);
+          if (!Array.isArray(value) || value.length > maxBatchIds) return generic;
+          for (let k = 0; k < value.length; k++) if (typeof value[k] !== 'string') return generic;
+          idsOf[r] = value as string[];
         } else {
           if (typeof value !== 'string') return generic;
-          idsOf.push(value);
+          idsOf[r] = value;
         }
       }
 
-      // One read per view version for all ids of the request, all issued at once.
-      const wanted = new Map<ViewVersion, Map<string, number>>();
-      for (const view of allViews) wanted.set(view, new Map());
-      roots.forEach((root, i) => {
-        const ids = idsOf[i]!;
-        for (const view of root.existenceViews) {
-          const index = wanted.get(view)!;
-          for (const id of typeof ids === 'string' ? [ids] : ids) if (!index.has(id)) index.set(id, index.size);
+      // One read per view version for the distinct ids of the request, all issued at once.
+      // Per view: its distinct ids in first-seen order and where each one's answer is.
+      const viewIds = new Array<string[]>(viewCount);
+      const positions = new Array<Map<string, number>>(viewCount);
+      for (let v = 0; v < viewCount; v++) {
+        viewIds[v] = [];
+        positions[v] = new Map();
+      }
+      for (let r = 0; r < roots.length; r++) {
+        const ids = idsOf[r]!;
+        const slots = roots[r]!.existenceSlots;
+        for (let j = 0; j < slots.length; j++) {
+          const distinct = viewIds[slots[j]!]!;
+          const at = positions[slots[j]!]!;
+          if (typeof ids === 'string') {
+            if (!at.has(ids)) at.set(ids, distinct.push(ids) - 1);
+          } else {
+            for (let k = 0; k < ids.length; k++) if (!at.has(ids[k]!)) at.set(ids[k]!, distinct.push(ids[k]!) - 1);
+          }
         }
-      });
+      }
+      const reads = new Array<Promise<ReadResult[]> | ReadResult[]>(viewCount);
+      for (let v = 0; v < viewCount; v++) {
+        // As the generic path's DataLoaders: no ids, no store call.
+        reads[v] = viewIds[v]!.length === 0 ? [] : readOrFail(store, allViews[v]!, viewIds[v]!, deadline);
+      }
+      const results = viewCount === 1 ? [await reads[0]!] : await Promise.all(reads);
       let failed = false;
-      const results = await Promise.all(allViews.map(async (view): Promise<(ReadResult | Error)[]> => {
-        const ids = [...wanted.get(view)!.keys()];
-        if (ids.length === 0) return []; // as the generic path's DataLoaders: no ids, no store call
-        let read: (ReadResult | Error)[];
-        try {
-          read = await readViewBatch(store, view, ids, deadline);
-        } catch (error) {
-          // Not a per-id failure but the whole read's: every id of the view carries it.
-          read = ids.map(() => (error instanceof Error ? error : new Error(String(error))));
+      for (let v = 0; v < viewCount && !failed; v++) {
+        const read = results[v]!;
+        for (let k = 0; k < read.length; k++) {
+          if (read[k] instanceof Error) {
+            failed = true;
+            break;
+          }
         }
-        if (!failed && read.some((r) => r instanceof Error)) failed = true;
-        return read;
-      }));
+      }
       if (failed) {
         // The generic path reports the failed ids in its own words, from these reads, without reading again.
-        const reads = new Map<ViewVersion, Map<string, ReadResult | Error>>();
-        allViews.forEach((view, i) => {
+        const primed = new Map<ViewVersion, Map<string, ReadResult | Error>>();
+        allViews.forEach((view, v) => {
           const byId = new Map<string, ReadResult | Error>();
-          for (const [id, k] of wanted.get(view)!) byId.set(id, results[i]![k]!);
-          reads.set(view, byId);
+          for (const [id, k] of positions[v]!) byId.set(id, results[v]![k]!);
+          primed.set(view, byId);
         });
-        return { kind: 'generic', reads };
+        return { kind: 'generic', reads: primed };
       }
-      const byView = new Map<ViewVersion, { results: (StoredFeatures | null)[]; index: Map<string, number> }>();
-      allViews.forEach((view, i) => byView.set(view, { results: results[i] as (StoredFeatures | null)[], index: wanted.get(view)! }));
-      const value = (view: ViewVersion, id: string): StoredFeatures | null => {
-        const v = byView.get(view)!;
-        return v.results[v.index.get(id)!] ?? null;
-      };
+      const found: Found = { results: results as (StoredFeatures | null)[][], positions };
 
       let out = '{"data":{';
-      roots.forEach((root, i) => {
-        if (i > 0) out += ',';
+      for (let r = 0; r < roots.length; r++) {
+        const root = roots[r]!;
+        if (r > 0) out += ',';
         out += root.keyJson;
-        const ids = idsOf[i]!;
-        if (typeof ids === 'string') out += writeEntity(root, ids, value);
+        const ids = idsOf[r]!;
+        if (typeof ids === 'string') out += writeEntity(root, ids, found);
         else {
           out += '[';
-          ids.forEach((id, k) => {
+          for (let k = 0; k < ids.length; k++) {
             if (k > 0) out += ',';
-            out += writeEntity(root, id, value);
-          });
+            out += writeEntity(root, ids[k]!, found);
+          }
           out += ']';
         }
-      });
+      }
       return { kind: 'answered', body: out + '}}\n' };
     },
   };
 }
 
-function writeEntity(root: RootField, id: string, value: (view: ViewVersion, id: string) => StoredFeatures | null): string {
+/** What one request read: per view slot, the answers and where each id's answer is. */
+interface Found {
+  readonly results: readonly (readonly (StoredFeatures | null)[])[];
+  readonly positions: readonly Map<string, number>[];
+}
+
+/** The value of `id` in view slot `slot` (null: none stored). */
+function valueAt(found: Found, slot: number, id: string): StoredFeatures | null {
+  return found.results[slot]![found.positions[slot]!.get(id)!] ?? null;
+}
+
+/** A view's batched read; a failure of the whole read (not per id) becomes every id's error. */
+function readOrFail(store: OnlineStore, view: ViewVersion, ids: readonly string[], deadline: Deadline | undefined): Promise<ReadResult[]> {
+  return readViewBatch(store, view, ids, deadline).then(undefined, (error: unknown) => {
+    const failure = error instanceof Error ? error : new Error(String(error));
+    return ids.map(() => failure as ReadResult);
+  });
+}
+
+function writeEntity(root: RootField, id: string, found: Found): string {
   let exists = false;
-  for (const view of root.existenceViews) {
-    if (value(view, id) !== null) {
+  const slots = root.existenceSlots;
+  for (let j = 0; j < slots.length; j++) {
+    if (valueAt(found, slots[j]!, id) !== null) {
       exists = true;
       break;
     }
@@ -219,7 +264,7 @@ function writeEntity(root: RootField, id: string, value: (view: ViewVersion, id:
     out += field.keyJson;
     if (field.kind === 'id') out += JSON.stringify(id);
     else if (field.kind === 'typename') out += root.typenameJson;
-    else out += field.write!(value(field.view!, id));
+    else out += field.write!(valueAt(found, field.slot, id));
   }
   return out + '}';
 }
@@ -246,14 +291,14 @@ function compileRoot(registry: Registry, field: FieldNode, variableTypes: Map<st
     if (keys.has(key)) return `response key ${key} used twice under ${name}`;
     keys.add(key);
     const keyJson = `${JSON.stringify(key)}:`;
-    if (s.name.value === 'id' && !s.selectionSet) fields.push({ responseKey: key, keyJson, kind: 'id' });
-    else if (s.name.value === '__typename') fields.push({ responseKey: key, keyJson, kind: 'typename' });
+    if (s.name.value === 'id' && !s.selectionSet) fields.push({ responseKey: key, keyJson, kind: 'id', slot: -1 });
+    else if (s.name.value === '__typename') fields.push({ responseKey: key, keyJson, kind: 'typename', slot: -1 });
     else {
       const view = viewFields.get(s.name.value);
       if (!view) return `unknown field ${s.name.value} on ${entity.typeName}`;
       const write = compileView(entity, view, s.selectionSet);
       if (typeof write === 'string') return write;
-      fields.push({ responseKey: key, keyJson, kind: 'view', view, write });
+      fields.push({ responseKey: key, keyJson, kind: 'view', view, slot: -1, write });
     }
   }
   const selected = [...new Set(fields.filter((f) => f.view).map((f) => f.view!))];
@@ -266,6 +311,7 @@ function compileRoot(registry: Registry, field: FieldNode, variableTypes: Map<st
     fields,
     typenameJson: JSON.stringify(entity.typeName),
     existenceViews: selected.length > 0 ? selected : entity.views.map(activeVersionOf),
+    existenceSlots: [],
   };
 }
 
@@ -284,8 +330,11 @@ function compileArgument(value: ValueNode, variableTypes: Map<string, string>, e
 
 function compileView(entity: Entity, view: ViewVersion, selectionSet: SelectionSetNode | undefined): ViewWriter | string {
   if (!selectionSet) return `${view.viewName} has no selection`;
-  type Part = { key: string; write: (r: StoredFeatures) => string };
-  const parts: Part[] = [];
+  // Each selected field as a kind and its precomputed `{"key":` / `,"key":` text: the writer below is
+  // one loop over a switch, no closure per field.
+  const prefixes: string[] = [];
+  const kinds: PartKind[] = [];
+  const features: string[] = [];
   const keys = new Set<string>();
   const typeName = JSON.stringify(viewTypeName(entity, view));
   for (const s of selectionSet.selections) {
@@ -294,36 +343,91 @@ function compileView(entity: Entity, view: ViewVersion, selectionSet: SelectionS
     if (keys.has(key)) return `response key used twice in ${view.viewName}`;
     keys.add(key);
     const name = s.name.value;
-    if (name === 'eventTime') parts.push({ key, write: (r) => `"${new Date(r.eventTimeMs).toISOString()}"` });
-    else if (name === 'stale') parts.push({ key, write: (r) => (r.stale ? 'true' : 'false') });
-    else if (name === '__typename') parts.push({ key, write: () => typeName });
+    let kind: PartKind;
+    if (name === 'eventTime') kind = PartKind.EventTime;
+    else if (name === 'stale') kind = PartKind.Stale;
+    else if (name === '__typename') kind = PartKind.TypeName;
     else {
       const feature = view.features.find((f) => f.name === name);
       if (!feature) return `unknown feature ${name} of ${view.viewName} v${view.version}`;
-      const serialize = serializerFor(feature);
-      parts.push({ key, write: (r) => (r.stale ? 'null' : serialize(r.values[name] ?? null)) });
+      kind = featureKind(feature);
     }
+    prefixes.push((prefixes.length === 0 ? '{' : ',') + key);
+    kinds.push(kind);
+    features.push(name);
   }
+  if (prefixes.length === 0) return `${view.viewName} has no selection`;
+  const n = prefixes.length;
   return (record) => {
     if (record === null) return 'null';
-    let out = '{';
-    for (let i = 0; i < parts.length; i++) {
-      if (i > 0) out += ',';
-      out += parts[i]!.key + parts[i]!.write(record);
+    const stale = record.stale;
+    const values = record.values;
+    let out = '';
+    for (let i = 0; i < n; i++) {
+      out += prefixes[i]!;
+      switch (kinds[i]!) {
+        case PartKind.EventTime: out += isoTimeJson(record.eventTimeMs); break;
+        case PartKind.Stale: out += stale ? 'true' : 'false'; break;
+        case PartKind.TypeName: out += typeName; break;
+        default: out += stale ? 'null' : featureJson(kinds[i]!, values[features[i]!] ?? null);
+      }
     }
     return out + '}';
   };
 }
 
-/** JSON for one feature value of a known type: what JSON.stringify would write, without the type dispatch. */
-function serializerFor(feature: Feature): (value: FeatureValue | null) => string {
-  const scalar: (v: unknown) => string =
-    feature.type.scalar === 'String' ? (v) => JSON.stringify(v)
-    : feature.type.scalar === 'Boolean' ? (v) => (v ? 'true' : 'false')
-    : (v) => String(v); // Int and Float: finite numbers (the codec refuses others), written as JSON writes them
-  if (!feature.type.list) return (v) => (v === null ? 'null' : scalar(v));
-  return (v) => (v === null ? 'null' : `[${(v as readonly unknown[]).map(scalar).join(',')}]`);
+/** What one selected field of a view writes. */
+const enum PartKind { EventTime, Stale, TypeName, Number, String, Boolean, List }
+
+function featureKind(feature: Feature): PartKind {
+  if (feature.type.list) return PartKind.List;
+  switch (feature.type.scalar) {
+    case 'String': return PartKind.String;
+    case 'Boolean': return PartKind.Boolean;
+    default: return PartKind.Number;
+  }
 }
+
+/**
+ * JSON for one feature value of a known type: what JSON.stringify would write, without its type
+ * dispatch. Int and Float values are finite numbers (the codec refuses others), which String()
+ * writes as JSON does; a list goes to JSON.stringify whole, one native call instead of a string
+ * per element.
+ */
+function featureJson(kind: PartKind, value: FeatureValue | null): string {
+  if (value === null) return 'null';
+  switch (kind) {
+    case PartKind.Number: return String(value);
+    case PartKind.Boolean: return value ? 'true' : 'false';
+    default: return JSON.stringify(value);
+  }
+}
+
+/**
+ * `"<Date.toISOString()>"` for an event time, as the generic path's DateTime serializes it, without
+ * a Date per value: the date part is made once per day (one entry, kept), the time of day from
+ * tables. Outside 0000–9999 (where the ISO form changes shape) and for anything odd it is
+ * toISOString itself.
+ */
+function isoTimeJson(ms: number): string {
+  if (!(ms >= 0 && ms < 253402300800000) || !Number.isInteger(ms)) return `"${new Date(ms).toISOString()}"`;
+  const day = Math.floor(ms / 86_400_000);
+  if (day !== isoDay) {
+    isoDay = day;
+    isoDatePrefix = `"${new Date(day * 86_400_000).toISOString().slice(0, 11)}`;
+  }
+  let rest = ms - day * 86_400_000;
+  const h = Math.floor(rest / 3_600_000);
+  rest -= h * 3_600_000;
+  const m = Math.floor(rest / 60_000);
+  rest -= m * 60_000;
+  const sec = Math.floor(rest / 1000);
+  return isoDatePrefix + twoDigits[h]! + ':' + twoDigits[m]! + ':' + twoDigits[sec]! + '.' + threeDigits[rest - sec * 1000]! + 'Z"';
+}
+let isoDay = -1;
+let isoDatePrefix = '';
+const twoDigits = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));
+const threeDigits = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
 
 function typeString(type: TypeNode): string {
   switch (type.kind) {

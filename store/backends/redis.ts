@@ -105,22 +105,35 @@ export class RedisBackend implements ByteBackend {
   }
 
   async getMany(records: readonly RecordKey[], part: RecordPart, options: ReadOptions = {}): Promise<(Buffer | null | ShardError)[]> {
+    if (records.length === 0) return [];
+    // One node (the common deployment): one MGET, no grouping, no per-group promise.
+    if (this.nodes.length === 1) return this.mget(this.nodes[0]!, records, part, options, null);
     const out: (Buffer | null | ShardError)[] = new Array(records.length);
-    if (records.length === 0) return out;
     await Promise.all(
       this.groupByNode(records).map(async (group, nodeIndex) => {
         if (group.length === 0) return;
-        const node = this.nodes[nodeIndex]!;
-        let values: (Buffer | null)[] | ShardError;
-        try {
-          values = await node.guard.call(() => node.client.mgetBuffer(...group.map((i) => redisKey(records[i]!, part))), { deadline: options.deadline, read: true });
-        } catch (error) {
-          values = error as ShardError;
-        }
-        group.forEach((recordIndex, j) => (out[recordIndex] = values instanceof Error ? values : (values[j] ?? null)));
+        const values = await this.mget(this.nodes[nodeIndex]!, records, part, options, group);
+        group.forEach((recordIndex, j) => (out[recordIndex] = values[j]!));
       }),
     );
     return out;
+  }
+
+  /**
+   * One MGET on `node` for `records` (only those at `group`'s indexes when given): the values in
+   * that order, or the shard's error for each. It never rejects.
+   */
+  private mget(node: Node, records: readonly RecordKey[], part: RecordPart, options: ReadOptions, group: readonly number[] | null): Promise<(Buffer | null | ShardError)[]> {
+    const n = group ? group.length : records.length;
+    const keys = new Array<string>(n);
+    for (let j = 0; j < n; j++) keys[j] = redisKey(records[group ? group[j]! : j]!, part);
+    return node.guard.call(() => node.client.mgetBuffer(keys), { deadline: options.deadline, read: true }).then(
+      (values) => {
+        for (let j = 0; j < n; j++) if (values[j] === undefined) values[j] = null;
+        return values;
+      },
+      (error: ShardError) => new Array<ShardError>(n).fill(error),
+    );
   }
 
   async setMany(entries: readonly ValueEntry[]): Promise<void> {
