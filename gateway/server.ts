@@ -15,7 +15,6 @@ import type { Config } from '../runtime/config.js';
 import { ConfigError } from '../runtime/errors.js';
 import { createGraphQLHttpServer, listen, type Admission, type FastPath, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
 import { log } from '../runtime/log.js';
-import { fastPathRequests } from '../runtime/metrics.js';
 import { readManifest } from '../schema/manifest.js';
 import { storeReadiness } from '../store/health.js';
 import { entitySubgraphSdl } from '../schema/sdl.js';
@@ -187,7 +186,7 @@ async function assemble({ config, registry, store, extraPlugins, feed, hotTier, 
     const variables = typeof operation.variables === 'object' && operation.variables !== null ? (operation.variables as Record<string, unknown>) : {};
     if (costOf.get(id!)!(variables) > config.maxQueryCost) return undefined;
     const result = await op.run(operation.variables, operation.operationName, deadline);
-    fastPathRequests.inc(result.kind === 'answered' ? op.servedLabels : op.genericLabels);
+    (result.kind === 'answered' ? op.served : op.handedOver).inc();
     if (result.kind === 'answered') return { kind: 'answered', body: result.body, operation: op.name };
     return { kind: 'generic', context: result.reads === undefined ? {} : { [primedReads]: result.reads } };
   });

@@ -9,7 +9,7 @@ import { Deadline, deadlineKey } from './deadline.js';
 import type { ServerTls } from './config.js';
 import { ErrorCode } from './errors.js';
 import { log } from './log.js';
-import { metricsRegistry, rejectedRequests, requestDuration } from './metrics.js';
+import { metricsRegistry, rejectedRequests, requestDuration, type BoundHistogram } from './metrics.js';
 
 /**
  * The HTTP front of every process that serves GraphQL (the gateway and each
@@ -266,7 +266,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
           'content-length': Buffer.byteLength(fast.body),
         });
         res.end(fast.body);
-        requestDuration.observe(operationLabels(fast.operation), (performance.now() - started) / 1000);
+        durationOf(fast.operation).observe((performance.now() - started) / 1000);
         return;
       }
     }
@@ -323,17 +323,19 @@ function requestContext(deadline: Deadline | undefined, principal: Principal | u
   return context;
 }
 
-/** The `operation` label of `requestDuration`, one object per operation name rather than per request. */
-function operationLabels(operation: string): { readonly operation: string } {
-  let labels = durationLabels.get(operation);
-  if (!labels) {
-    if (durationLabels.size >= 1024) durationLabels.clear();
-    labels = { operation };
-    durationLabels.set(operation, labels);
+/**
+ * `requestDuration` bound to one operation name, once per name rather than per request. The
+ * names are the compiled plans' (manifest operations), a fixed handful.
+ */
+function durationOf(operation: string): BoundHistogram {
+  let bound = durations.get(operation);
+  if (!bound) {
+    bound = requestDuration.bind({ operation });
+    durations.set(operation, bound);
   }
-  return labels;
+  return bound;
 }
-const durationLabels = new Map<string, { readonly operation: string }>();
+const durations = new Map<string, BoundHistogram>();
 
 /** Request headers a browser may send cross-origin (the auth headers are the lead's auth/ module's). */
 const corsRequestHeaders = 'content-type, authorization, x-api-key, apollo-require-preflight, x-apollo-operation-name';

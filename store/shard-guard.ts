@@ -1,6 +1,6 @@
 import type { Deadline } from '../runtime/deadline.js';
 import { log } from '../runtime/log.js';
-import { deadlineExceeded, storeCircuitState, storeErrors, storeReadDuration, storeShortCircuited } from '../runtime/metrics.js';
+import { deadlineExceeded, storeCircuitState, storeErrors, storeReadDuration, storeShortCircuited, type BoundHistogram } from '../runtime/metrics.js';
 import { CircuitBreaker, refused, type CircuitState } from './circuit-breaker.js';
 import { DeadlineExceededError, StoreUnavailableError, type ShardHealth } from './online-store.js';
 
@@ -88,9 +88,12 @@ export class ShardGuard {
 export class GuardedShard {
   private readonly breaker: CircuitBreaker;
   private readonly labels: { store: string; shard: string };
+  /** `feature_store_read_duration_seconds` of this shard, bound once (runtime/metrics.ts). */
+  private readonly readDuration: BoundHistogram;
 
   constructor(private readonly guard: ShardGuard, readonly name: string) {
     this.labels = { store: guard.store, shard: name };
+    this.readDuration = storeReadDuration.bind(this.labels);
     const labels = this.labels;
     const options = guard.breaker;
     storeCircuitState.set(labels, circuitStates.closed);
@@ -141,7 +144,7 @@ export class GuardedShard {
     const attempt = call.then(
       (value) => {
         this.breaker.record(ticket, true);
-        if (read) storeReadDuration.observe(this.labels, (performance.now() - started) / 1000);
+        if (read) this.readDuration.observe((performance.now() - started) / 1000);
         return value;
       },
       (error: unknown) => {

@@ -4,6 +4,7 @@ import {
 } from 'graphql';
 import type { Deadline } from '../runtime/deadline.js';
 import { log } from '../runtime/log.js';
+import { fastPathRequests, type BoundCounter } from '../runtime/metrics.js';
 import type { PersistedQueryManifest } from '../schema/manifest.js';
 import { viewFieldsOf, viewTypeName } from '../schema/sdl.js';
 import type { Entity, Feature, Registry, ViewVersion } from '../schema/types.js';
@@ -35,9 +36,9 @@ export interface CompiledOperation {
   readonly name: string;
   /** Every view version it reads (authorization checks them before running it). */
   readonly views: readonly ViewVersion[];
-  /** The labels of `feature_gateway_fast_path_requests_total` for its outcomes, made once, not per request. */
-  readonly servedLabels: { readonly operation: string; readonly outcome: 'served' };
-  readonly genericLabels: { readonly operation: string; readonly outcome: 'generic' };
+  /** `feature_gateway_fast_path_requests_total` of its outcomes, bound once (runtime/metrics.ts). */
+  readonly served: BoundCounter;
+  readonly handedOver: BoundCounter;
   /** The response body (as Apollo Server would write it), or a hand-over to the generic path. */
   run(variables: unknown, operationName: unknown, deadline?: Deadline): Promise<CompiledResult>;
 }
@@ -135,8 +136,8 @@ export function compileOperation(registry: Registry, name: string, body: string,
   return {
     name,
     views: allViews,
-    servedLabels: { operation: name, outcome: 'served' },
-    genericLabels: { operation: name, outcome: 'generic' },
+    served: fastPathRequests.bind({ operation: name, outcome: 'served' }),
+    handedOver: fastPathRequests.bind({ operation: name, outcome: 'generic' }),
     async run(variables, operationName, deadline) {
       if (operationName !== undefined && operationName !== null && operationName !== name) return generic;
       const vars = (variables ?? {}) as Record<string, unknown>;

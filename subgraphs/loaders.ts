@@ -3,7 +3,7 @@ import { GraphQLError } from 'graphql';
 import type { ViewVersion } from '../schema/types.js';
 import { deadlineOf, type Deadline } from '../runtime/deadline.js';
 import { ErrorCode } from '../runtime/errors.js';
-import { batchSize, missingValues, staleValues } from '../runtime/metrics.js';
+import { batchSize, missingValues, staleValues, type BoundCounter, type BoundHistogram } from '../runtime/metrics.js';
 import {
   CorruptValueError, DeadlineExceededError, StoreUnavailableError, type OnlineStore, type ReadResult, type StoredFeatures,
 } from '../store/online-store.js';
@@ -64,8 +64,8 @@ export class RequestLoaders {
  * DataLoaders' and the compiled operations' alike.
  */
 export async function readViewBatch(store: OnlineStore, view: ViewVersion, ids: readonly string[], deadline?: Deadline): Promise<ReadResult[]> {
-  const labels = labelsOf(view);
-  batchSize.observe(labels, ids.length);
+  const metrics = metricsOf(view);
+  metrics.batchSize.observe(ids.length);
   const records = await store.readSettled(view, ids, deadline ? { deadline } : noOptions);
   let stale = 0;
   let missing = 0;
@@ -74,23 +74,29 @@ export async function readViewBatch(store: OnlineStore, view: ViewVersion, ids: 
     if (r === null) missing++;
     else if (!(r instanceof Error) && r!.stale) stale++;
   }
-  if (stale) staleValues.inc(labels, stale);
-  if (missing) missingValues.inc(labels, missing);
+  if (stale) metrics.stale.inc(stale);
+  if (missing) metrics.missing.inc(missing);
   return records;
 }
 
 const noOptions = {};
 
-/** The `view` label of a view version's metrics, made once per version rather than per read. */
-function labelsOf(view: ViewVersion): { readonly view: string } {
-  let labels = viewLabels.get(view);
-  if (!labels) {
-    labels = { view: `${view.viewName}:v${view.version}` };
-    viewLabels.set(view, labels);
-  }
-  return labels;
+/** A view version's read metrics, bound to its `view` label once per version rather than per read. */
+interface ViewMetrics {
+  readonly batchSize: BoundHistogram;
+  readonly stale: BoundCounter;
+  readonly missing: BoundCounter;
 }
-const viewLabels = new WeakMap<ViewVersion, { readonly view: string }>();
+function metricsOf(view: ViewVersion): ViewMetrics {
+  let metrics = viewMetrics.get(view);
+  if (!metrics) {
+    const labels = { view: `${view.viewName}:v${view.version}` };
+    metrics = { batchSize: batchSize.bind(labels), stale: staleValues.bind(labels), missing: missingValues.bind(labels) };
+    viewMetrics.set(view, metrics);
+  }
+  return metrics;
+}
+const viewMetrics = new WeakMap<ViewVersion, ViewMetrics>();
 
 /** Store failures become GraphQL errors with a documented code and the failing shard. */
 export function toGraphQLError(error: unknown): GraphQLError {
