@@ -134,7 +134,14 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
     drain.inFlight.add(res);
     // 'close' is emitted once per response; `on` spares the wrapper `once` would allocate.
     res.on('close', onResponseClose);
-    void handle(req, res);
+    // No async wrapper around the route: a promise layer (and its microtasks) fewer per request.
+    let pending: Promise<void> | void;
+    try {
+      pending = route(req, res);
+    } catch (error) {
+      return failed(res, error as Error);
+    }
+    if (pending) pending.catch((error: Error) => failed(res, error));
   };
   /** Any unexpected error of a request: logged, and a 500 unless the response is already under way. */
   const failed = (res: http.ServerResponse, error: Error): void => {
@@ -151,15 +158,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
   server.keepAliveTimeout = 65_000;
   drains.set(server, drain);
 
-  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    try {
-      await route(req, res);
-    } catch (error) {
-      failed(res, error as Error);
-    }
-  }
-
-  async function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> | void {
     // The GraphQL path without a query string (every POST) needs no URL object.
     const url = req.url === path ? undefined : new URL(req.url ?? '/', 'http://localhost');
     if (cors) {
@@ -170,6 +169,11 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
       if (req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) return preflight(req, res, allowed);
     }
     if (url === undefined || url.pathname === path) return graphql(req, res, url);
+    return operational(req, res, url);
+  }
+
+  /** The routes beside GraphQL. */
+  async function operational(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: 'method not allowed' });
     switch (url.pathname) {
       case '/healthz':

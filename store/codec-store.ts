@@ -27,9 +27,14 @@ export class CodecStore implements MaterializedStore {
   async readSettled(view: ViewVersion, ids: readonly string[], options: ReadOptions = {}): Promise<ReadResult[]> {
     // The serving path's read: plain loops into preallocated arrays, one object per id (its value).
     const n = ids.length;
-    const records = new Array<RecordKey>(n);
-    for (let i = 0; i < n; i++) records[i] = recordKey(view, ids[i]!);
-    const blobs = checkReadAnswers(this.kind, 'getMany', await this.backend.getMany(records, 'value', options), n);
+    let answers: unknown;
+    if (this.backend.getValues) answers = await this.backend.getValues(view, ids, options);
+    else {
+      const records = new Array<RecordKey>(n);
+      for (let i = 0; i < n; i++) records[i] = recordKey(view, ids[i]!);
+      answers = await this.backend.getMany(records, 'value', options);
+    }
+    const blobs = checkReadAnswers(this.kind, 'getMany', answers, n);
     const codec = codecFor(view);
     const now = this.now();
     const out = new Array<ReadResult>(n);
@@ -44,7 +49,7 @@ export class CodecStore implements MaterializedStore {
         decoded = codec.decode(blob);
       } catch (error) {
         // Only this id's field fails; the rest of the batch is served.
-        out[i] = new CorruptValueError(redisKey(records[i]!, 'value'), error instanceof Error ? error.message : String(error));
+        out[i] = new CorruptValueError(redisKey(recordKey(view, ids[i]!), 'value'), error instanceof Error ? error.message : String(error));
         continue;
       }
       out[i] = { values: decoded.values, eventTimeMs: decoded.eventTimeMs, stale: isStale(view, decoded.eventTimeMs, now) };

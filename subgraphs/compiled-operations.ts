@@ -15,9 +15,12 @@ import { readViewBatch, type PrimedReads } from './loaders.js';
 
 /**
  * Persisted operations compiled, once at start-up, into a plan that reads the
- * store and writes the response JSON directly — the co-located subgraphs
- * answering a whole known operation without the query planner, graphql-js
- * execution or an intermediate result object (in the spirit of graphql-jit).
+ * store and builds the response as plain objects of fixed shape, written by one
+ * JSON.stringify — the co-located subgraphs answering a whole known operation
+ * without the query planner or graphql-js execution (in the spirit of
+ * graphql-jit). Text concatenated field by field was tried first and measured
+ * slower: its rope of small strings costs more to build and flatten than V8's
+ * native serializer writing into one buffer (decision 0027).
  *
  * Only operations whose every root field is an entity lookup of this registry
  * compile; anything else, and any request the plan is not sure about (an
@@ -74,13 +77,11 @@ export class CompiledOperations {
   }
 }
 
-/** A writer of one view object, or `null` when the value is missing. */
-type ViewWriter = (record: StoredFeatures | null) => string;
+/** The response object of one view, or `null` when the value is missing. */
+type ViewWriter = (record: StoredFeatures | null) => Record<string, unknown> | null;
 
 interface EntityField {
   readonly responseKey: string;
-  /** `"responseKey":`, written once here rather than per entity. */
-  readonly keyJson: string;
   readonly kind: 'id' | 'typename' | 'view';
   readonly view?: ViewVersion;
   /** Where the view's reads are in the request's reads (its index in the operation's views). */
@@ -90,13 +91,10 @@ interface EntityField {
 
 interface RootField {
   readonly responseKey: string;
-  /** `"responseKey":` */
-  readonly keyJson: string;
   readonly entity: Entity;
   readonly plural: boolean;
   readonly argument: { variable: string } | { literal: string | string[] };
   readonly fields: readonly EntityField[];
-  readonly typenameJson: string;
   /** The views whose values decide whether the entity exists. */
   readonly existenceViews: readonly ViewVersion[];
   /** Their slots in the operation's views, set once the operation's views are known. */
@@ -122,6 +120,7 @@ export function compileOperation(registry: Registry, name: string, body: string,
     if (selection.kind !== Kind.FIELD) return 'fragments at the root';
     const root = compileRoot(registry, selection, variableTypes);
     if (typeof root === 'string') return root;
+    if (root.responseKey === '__proto__') return 'response key __proto__ at the root'; // would set the prototype of a plain object
     if (keys.has(root.responseKey)) return `response key ${root.responseKey} used twice`;
     keys.add(root.responseKey);
     roots.push(root);
@@ -207,23 +206,22 @@ export function compileOperation(registry: Registry, name: string, body: string,
       }
       const found: Found = { results: results as (StoredFeatures | null)[][], positions };
 
-      let out = '{"data":{';
+      // The response as plain objects and one JSON.stringify: V8 writes numbers and strings straight
+      // into one flat buffer, where concatenating the text piece by piece built a rope of a few
+      // hundred parts that had to be flattened before it could be sent (decision 0027). It is
+      // what Apollo Server writes for the same result: JSON.stringify of it and a newline.
+      const data: Record<string, unknown> = {};
       for (let r = 0; r < roots.length; r++) {
         const root = roots[r]!;
-        if (r > 0) out += ',';
-        out += root.keyJson;
         const ids = idsOf[r]!;
-        if (typeof ids === 'string') out += writeEntity(root, ids, found);
+        if (typeof ids === 'string') data[root.responseKey] = entityObject(root, ids, found);
         else {
-          out += '[';
-          for (let k = 0; k < ids.length; k++) {
-            if (k > 0) out += ',';
-            out += writeEntity(root, ids[k]!, found);
-          }
-          out += ']';
+          const list = new Array<Record<string, unknown> | null>(ids.length);
+          for (let k = 0; k < ids.length; k++) list[k] = entityObject(root, ids[k]!, found);
+          data[root.responseKey] = list;
         }
       }
-      return { kind: 'answered', body: out + '}}\n' };
+      return { kind: 'answered', body: JSON.stringify({ data }) + '\n' };
     },
   };
 }
@@ -247,7 +245,7 @@ function readOrFail(store: OnlineStore, view: ViewVersion, ids: readonly string[
   });
 }
 
-function writeEntity(root: RootField, id: string, found: Found): string {
+function entityObject(root: RootField, id: string, found: Found): Record<string, unknown> | null {
   let exists = false;
   const slots = root.existenceSlots;
   for (let j = 0; j < slots.length; j++) {
@@ -256,18 +254,16 @@ function writeEntity(root: RootField, id: string, found: Found): string {
       break;
     }
   }
-  if (!exists) return 'null';
-  let out = '{';
+  if (!exists) return null;
+  const out: Record<string, unknown> = {};
   const fields = root.fields;
   for (let i = 0; i < fields.length; i++) {
     const field = fields[i]!;
-    if (i > 0) out += ',';
-    out += field.keyJson;
-    if (field.kind === 'id') out += JSON.stringify(id);
-    else if (field.kind === 'typename') out += root.typenameJson;
-    else out += field.write!(valueAt(found, field.slot, id));
+    if (field.kind === 'id') out[field.responseKey] = id;
+    else if (field.kind === 'typename') out[field.responseKey] = root.entity.typeName;
+    else out[field.responseKey] = field.write!(valueAt(found, field.slot, id));
   }
-  return out + '}';
+  return out;
 }
 
 function compileRoot(registry: Registry, field: FieldNode, variableTypes: Map<string, string>): RootField | string {
@@ -289,28 +285,26 @@ function compileRoot(registry: Registry, field: FieldNode, variableTypes: Map<st
   for (const s of field.selectionSet.selections) {
     if (s.kind !== Kind.FIELD || s.arguments?.length || s.directives?.length) return `unsupported selection under ${name}`;
     const key = s.alias?.value ?? s.name.value;
+    if (key === '__proto__') return `response key __proto__ under ${name}`; // would set the prototype of a plain object
     if (keys.has(key)) return `response key ${key} used twice under ${name}`;
     keys.add(key);
-    const keyJson = `${JSON.stringify(key)}:`;
-    if (s.name.value === 'id' && !s.selectionSet) fields.push({ responseKey: key, keyJson, kind: 'id', slot: -1 });
-    else if (s.name.value === '__typename') fields.push({ responseKey: key, keyJson, kind: 'typename', slot: -1 });
+    if (s.name.value === 'id' && !s.selectionSet) fields.push({ responseKey: key, kind: 'id', slot: -1 });
+    else if (s.name.value === '__typename') fields.push({ responseKey: key, kind: 'typename', slot: -1 });
     else {
       const view = viewFields.get(s.name.value);
       if (!view) return `unknown field ${s.name.value} on ${entity.typeName}`;
       const write = compileView(entity, view, s.selectionSet);
       if (typeof write === 'string') return write;
-      fields.push({ responseKey: key, keyJson, kind: 'view', view, slot: -1, write });
+      fields.push({ responseKey: key, kind: 'view', view, slot: -1, write });
     }
   }
   const selected = [...new Set(fields.filter((f) => f.view).map((f) => f.view!))];
   return {
     responseKey: field.alias?.value ?? name,
-    keyJson: `${JSON.stringify(field.alias?.value ?? name)}:`,
     entity,
     plural,
     argument,
     fields,
-    typenameJson: JSON.stringify(entity.typeName),
     existenceViews: selected.length > 0 ? selected : entity.views.map(activeVersionOf),
     existenceSlots: [],
   };
@@ -331,16 +325,17 @@ function compileArgument(value: ValueNode, variableTypes: Map<string, string>, e
 
 function compileView(entity: Entity, view: ViewVersion, selectionSet: SelectionSetNode | undefined): ViewWriter | string {
   if (!selectionSet) return `${view.viewName} has no selection`;
-  // Each selected field as a kind and its precomputed `{"key":` / `,"key":` text: the writer below is
-  // one loop over a switch, no closure per field.
-  const prefixes: string[] = [];
+  // Each selected field as its response key and a kind: the builder below is one loop over a
+  // switch, no closure per field.
+  const responseKeys: string[] = [];
   const kinds: PartKind[] = [];
   const features: string[] = [];
   const keys = new Set<string>();
-  const typeName = JSON.stringify(viewTypeName(entity, view));
+  const typeName = viewTypeName(entity, view);
   for (const s of selectionSet.selections) {
     if (s.kind !== Kind.FIELD || s.arguments?.length || s.directives?.length || s.selectionSet) return `unsupported selection in ${view.viewName}`;
-    const key = JSON.stringify(s.alias?.value ?? s.name.value) + ':';
+    const key = s.alias?.value ?? s.name.value;
+    if (key === '__proto__') return `response key __proto__ in ${view.viewName}`; // would set the prototype of a plain object
     if (keys.has(key)) return `response key used twice in ${view.viewName}`;
     keys.add(key);
     const name = s.name.value;
@@ -353,27 +348,28 @@ function compileView(entity: Entity, view: ViewVersion, selectionSet: SelectionS
       if (!feature) return `unknown feature ${name} of ${view.viewName} v${view.version}`;
       kind = featureKind(feature);
     }
-    prefixes.push((prefixes.length === 0 ? '{' : ',') + key);
+    responseKeys.push(key);
     kinds.push(kind);
     features.push(name);
   }
-  if (prefixes.length === 0) return `${view.viewName} has no selection`;
-  const n = prefixes.length;
+  if (responseKeys.length === 0) return `${view.viewName} has no selection`;
+  const n = responseKeys.length;
   return (record) => {
-    if (record === null) return 'null';
+    if (record === null) return null;
     const stale = record.stale;
     const values = record.values;
-    let out = '';
+    // Properties in the same order every time: one hidden class per view selection.
+    const out: Record<string, unknown> = {};
     for (let i = 0; i < n; i++) {
-      out += prefixes[i]!;
       switch (kinds[i]!) {
-        case PartKind.EventTime: out += isoTimeJson(record.eventTimeMs); break;
-        case PartKind.Stale: out += stale ? 'true' : 'false'; break;
-        case PartKind.TypeName: out += typeName; break;
-        default: out += stale ? 'null' : featureJson(kinds[i]!, values[features[i]!] ?? null);
+        case PartKind.EventTime: out[responseKeys[i]!] = isoTime(record.eventTimeMs); break;
+        case PartKind.Stale: out[responseKeys[i]!] = stale; break;
+        case PartKind.TypeName: out[responseKeys[i]!] = typeName; break;
+        // Int and Float are finite numbers (the codec refuses others): JSON.stringify writes them as Apollo does.
+        default: out[responseKeys[i]!] = stale ? null : values[features[i]!] ?? null;
       }
     }
-    return out + '}';
+    return out;
   };
 }
 
@@ -390,32 +386,17 @@ function featureKind(feature: Feature): PartKind {
 }
 
 /**
- * JSON for one feature value of a known type: what JSON.stringify would write, without its type
- * dispatch. Int and Float values are finite numbers (the codec refuses others), which String()
- * writes as JSON does; a list goes to JSON.stringify whole, one native call instead of a string
- * per element.
- */
-function featureJson(kind: PartKind, value: FeatureValue | null): string {
-  if (value === null) return 'null';
-  switch (kind) {
-    case PartKind.Number: return String(value);
-    case PartKind.Boolean: return value ? 'true' : 'false';
-    default: return JSON.stringify(value);
-  }
-}
-
-/**
- * `"<Date.toISOString()>"` for an event time, as the generic path's DateTime serializes it, without
- * a Date per value: the date part is made once per day (one entry, kept), the time of day from
+ * `Date.toISOString()` of an event time, as the generic path's DateTime serializes it, without a
+ * Date per value: the date part is made once per day (one entry, kept), the time of day from
  * tables. Outside 0000–9999 (where the ISO form changes shape) and for anything odd it is
  * toISOString itself.
  */
-function isoTimeJson(ms: number): string {
-  if (!(ms >= 0 && ms < 253402300800000) || !Number.isInteger(ms)) return `"${new Date(ms).toISOString()}"`;
+export function isoTime(ms: number): string {
+  if (!(ms >= 0 && ms < 253402300800000) || !Number.isInteger(ms)) return new Date(ms).toISOString();
   const day = Math.floor(ms / 86_400_000);
   if (day !== isoDay) {
     isoDay = day;
-    isoDatePrefix = `"${new Date(day * 86_400_000).toISOString().slice(0, 11)}`;
+    isoDatePrefix = new Date(day * 86_400_000).toISOString().slice(0, 11);
   }
   let rest = ms - day * 86_400_000;
   const h = Math.floor(rest / 3_600_000);
@@ -423,7 +404,7 @@ function isoTimeJson(ms: number): string {
   const m = Math.floor(rest / 60_000);
   rest -= m * 60_000;
   const sec = Math.floor(rest / 1000);
-  return isoDatePrefix + twoDigits[h]! + ':' + twoDigits[m]! + ':' + twoDigits[sec]! + '.' + threeDigits[rest - sec * 1000]! + 'Z"';
+  return isoDatePrefix + twoDigits[h]! + ':' + twoDigits[m]! + ':' + twoDigits[sec]! + '.' + threeDigits[rest - sec * 1000]! + 'Z';
 }
 let isoDay = -1;
 let isoDatePrefix = '';

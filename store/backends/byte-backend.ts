@@ -34,6 +34,12 @@ export interface ByteBackend {
    * (backend-answers.ts) before it attaches a single value to an id.
    */
   getMany(records: readonly RecordKey[], part: RecordPart, options?: ReadOptions): Promise<(Buffer | null | ShardError)[]>;
+  /**
+   * Optional: `getMany` of the `value` parts of one view version's records, addressed by entity
+   * id. The serving path reads through it where an engine has it, sparing a RecordKey, its
+   * routing string and a key string per id; the answers and their contract are `getMany`'s.
+   */
+  getValues?(view: { readonly viewName: string; readonly version: number }, ids: readonly string[], options?: ReadOptions): Promise<(Buffer | null | ShardError)[]>;
   /** Writes values (the `value` part only; a record's state is untouched). Rejects if any write failed. */
   setMany(entries: readonly ValueEntry[]): Promise<void>;
   /**

@@ -3,7 +3,7 @@ import { log } from '../../runtime/log.js';
 import { redisKey } from '../keys.js';
 import type { ReadOptions, ShardHealth } from '../online-store.js';
 import { ShardGuard, type BreakerOptions, type GuardedShard } from '../shard-guard.js';
-import type { ByteBackend, CasEntry, RecordKey, RecordPart, ShardError, ValueEntry } from './byte-backend.js';
+import { recordKey, type ByteBackend, type CasEntry, type RecordKey, type RecordPart, type ShardError, type ValueEntry } from './byte-backend.js';
 import { HashRing } from './hash-ring.js';
 import { casScript, connectionSecurity, redisReason, shardName, type RedisCredentials } from './redis-shared.js';
 
@@ -104,30 +104,44 @@ export class RedisBackend implements ByteBackend {
     return this.nodes[this.ring.nodeFor(record.routing)]!.guard.name;
   }
 
-  async getMany(records: readonly RecordKey[], part: RecordPart, options: ReadOptions = {}): Promise<(Buffer | null | ShardError)[]> {
-    if (records.length === 0) return [];
+  getMany(records: readonly RecordKey[], part: RecordPart, options: ReadOptions = {}): Promise<(Buffer | null | ShardError)[]> {
+    if (records.length === 0) return Promise.resolve([]);
     // One node (the common deployment): one MGET, no grouping, no per-group promise.
-    if (this.nodes.length === 1) return this.mget(this.nodes[0]!, records, part, options, null);
+    if (this.nodes.length === 1) {
+      const keys = new Array<string>(records.length);
+      for (let i = 0; i < records.length; i++) keys[i] = redisKey(records[i]!, part);
+      return this.mget(this.nodes[0]!, keys, options);
+    }
+    return this.getGrouped(records, part, options);
+  }
+
+  /** The serving path's read: on one node each key is `fv:<view>:v<version>:` + id, nothing per id but the key. */
+  getValues(view: { readonly viewName: string; readonly version: number }, ids: readonly string[], options: ReadOptions = {}): Promise<(Buffer | null | ShardError)[]> {
+    if (this.nodes.length !== 1) return this.getMany(ids.map((id) => recordKey(view, id)), 'value', options);
+    if (ids.length === 0) return Promise.resolve([]);
+    // redisKey(recordKey(view, id), 'value'), with the part that is the same for every id made once.
+    const prefix = `fv:${view.viewName}:v${view.version}:`;
+    const keys = new Array<string>(ids.length);
+    for (let i = 0; i < ids.length; i++) keys[i] = prefix + ids[i]!;
+    return this.mget(this.nodes[0]!, keys, options);
+  }
+
+  private async getGrouped(records: readonly RecordKey[], part: RecordPart, options: ReadOptions): Promise<(Buffer | null | ShardError)[]> {
     const out: (Buffer | null | ShardError)[] = new Array(records.length);
     await Promise.all(
       this.groupByNode(records).map(async (group, nodeIndex) => {
         if (group.length === 0) return;
-        const values = await this.mget(this.nodes[nodeIndex]!, records, part, options, group);
+        const values = await this.mget(this.nodes[nodeIndex]!, group.map((i) => redisKey(records[i]!, part)), options);
         group.forEach((recordIndex, j) => (out[recordIndex] = values[j]!));
       }),
     );
     return out;
   }
 
-  /**
-   * One MGET on `node` for `records` (only those at `group`'s indexes when given): the values in
-   * that order, or the shard's error for each. It never rejects.
-   */
-  private mget(node: Node, records: readonly RecordKey[], part: RecordPart, options: ReadOptions, group: readonly number[] | null): Promise<(Buffer | null | ShardError)[]> {
-    const n = group ? group.length : records.length;
-    const keys = new Array<string>(n);
-    for (let j = 0; j < n; j++) keys[j] = redisKey(records[group ? group[j]! : j]!, part);
-    return node.guard.call(() => node.client.mgetBuffer(keys), { deadline: options.deadline, read: true }).then(
+  /** One MGET of `keys` on `node`: the values in that order, or the shard's error for each. It never rejects. */
+  private mget(node: Node, keys: readonly string[], options: ReadOptions): Promise<(Buffer | null | ShardError)[]> {
+    const n = keys.length;
+    return node.guard.call(() => node.client.mgetBuffer(keys as string[]), { deadline: options.deadline, read: true }).then(
       (values) => {
         for (let j = 0; j < n; j++) if (values[j] === undefined) values[j] = null;
         return values;
