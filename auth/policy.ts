@@ -34,7 +34,11 @@ const DESCRIBED: Readonly<Record<OperationKind, string>> = {
 };
 
 export function mayDo(principal: Principal | undefined, kind: OperationKind): boolean {
-  return principal !== undefined && ALLOWED[kind].some((role) => principal.roles.has(role));
+  if (principal === undefined) return false;
+  // A loop, not `some` with a closure: this runs twice on every request.
+  const allowed = ALLOWED[kind];
+  for (let i = 0; i < allowed.length; i++) if (principal.roles.has(allowed[i]!)) return true;
+  return false;
 }
 
 /** undefined when allowed; otherwise a FORBIDDEN error saying which roles would be. */

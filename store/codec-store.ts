@@ -2,7 +2,7 @@ import type { ViewVersion } from '../schema/types.js';
 import { checkCasAnswers, checkReadAnswers } from './backend-answers.js';
 import { recordKey, stateVersion, type ByteBackend, type CasEntry, type RecordKey, type ValueEntry } from './backends/byte-backend.js';
 import { CodecError, codecFor } from './codec.js';
-import { expiryOf, isStale } from './freshness.js';
+import { expiryOf } from './freshness.js';
 import { redisKey } from './keys.js';
 import {
   CorruptValueError, type FeatureRow, type MaterializedState, type MaterializedStore, type MaterializedWrite,
@@ -36,7 +36,8 @@ export class CodecStore implements MaterializedStore {
     }
     const blobs = checkReadAnswers(this.kind, 'getMany', answers, n);
     const codec = codecFor(view);
-    const now = this.now();
+    // isStale(view, t, now) is now - t > ttl: the same as t < now - ttl for integer milliseconds.
+    const freshFromMs = this.now() - view.ttlSeconds * 1000;
     const out = new Array<ReadResult>(n);
     for (let i = 0; i < n; i++) {
       const blob = blobs[i]!;
@@ -44,15 +45,12 @@ export class CodecStore implements MaterializedStore {
         out[i] = blob;
         continue;
       }
-      let decoded;
       try {
-        decoded = codec.decode(blob);
+        out[i] = codec.decodeForRead(blob, freshFromMs);
       } catch (error) {
         // Only this id's field fails; the rest of the batch is served.
         out[i] = new CorruptValueError(redisKey(recordKey(view, ids[i]!), 'value'), error instanceof Error ? error.message : String(error));
-        continue;
       }
-      out[i] = { values: decoded.values, eventTimeMs: decoded.eventTimeMs, stale: isStale(view, decoded.eventTimeMs, now) };
     }
     return out;
   }
