@@ -1,11 +1,11 @@
 import type { ViewVersion } from '../schema/types.js';
 import { checkCasAnswers, checkReadAnswers } from './backend-answers.js';
-import { recordKey, stateVersion, type ByteBackend, type CasEntry, type RecordKey, type ValueEntry } from './backends/byte-backend.js';
+import { recordKey, stateVersion, type ByteBackend, type CasEntry, type RecordKey, type ShardError, type ValueEntry } from './backends/byte-backend.js';
 import { CodecError, codecFor } from './codec.js';
 import { expiryOf } from './freshness.js';
 import { redisKey } from './keys.js';
 import {
-  CorruptValueError, type FeatureRow, type MaterializedState, type MaterializedStore, type MaterializedWrite,
+  CorruptValueError, DeadlineExceededError, StoreUnavailableError, type FeatureRow, type MaterializedState, type MaterializedStore, type MaterializedWrite,
   type ReadOptions, type ReadResult, type ShardHealth, type StoredFeatures,
 } from './online-store.js';
 
@@ -28,8 +28,15 @@ export class CodecStore implements MaterializedStore {
     // The serving path's read: plain loops into preallocated arrays, one object per id (its value).
     const n = ids.length;
     let answers: unknown;
-    if (this.backend.getValues) answers = await this.backend.getValues(view, ids, options);
-    else {
+    if (this.backend.getValues) {
+      try {
+        answers = await this.backend.getValues(view, ids, options);
+      } catch (error) {
+        // Its one shard failed (see ByteBackend.getValues): every id carries that shard's error.
+        if (!(error instanceof StoreUnavailableError || error instanceof DeadlineExceededError)) throw error;
+        answers = new Array<ShardError>(n).fill(error);
+      }
+    } else {
       const records = new Array<RecordKey>(n);
       for (let i = 0; i < n; i++) records[i] = recordKey(view, ids[i]!);
       answers = await this.backend.getMany(records, 'value', options);

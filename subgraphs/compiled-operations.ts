@@ -11,7 +11,7 @@ import type { Entity, Feature, Registry, ViewVersion } from '../schema/types.js'
 import { activeVersionOf } from '../schema/types.js';
 import type { FeatureValue } from '../store/codec.js';
 import type { OnlineStore, ReadResult, StoredFeatures } from '../store/online-store.js';
-import { readViewBatch, type PrimedReads } from './loaders.js';
+import { readViewBatchSettled, type PrimedReads } from './loaders.js';
 
 /**
  * Persisted operations compiled, once at start-up, into a plan that reads the
@@ -178,10 +178,10 @@ export function compileOperation(registry: Registry, name: string, body: string,
           }
         }
       }
-      const reads = new Array<Promise<ReadResult[]> | ReadResult[]>(viewCount);
+      const reads = new Array<Promise<(ReadResult | Error)[]> | ReadResult[]>(viewCount);
       for (let v = 0; v < viewCount; v++) {
         // As the generic path's DataLoaders: no ids, no store call.
-        reads[v] = viewIds[v]!.length === 0 ? [] : readOrFail(store, allViews[v]!, viewIds[v]!, deadline);
+        reads[v] = viewIds[v]!.length === 0 ? [] : readViewBatchSettled(store, allViews[v]!, viewIds[v]!, deadline);
       }
       const results = viewCount === 1 ? [await reads[0]!] : await Promise.all(reads);
       let failed = false;
@@ -235,14 +235,6 @@ interface Found {
 /** The value of `id` in view slot `slot` (null: none stored). */
 function valueAt(found: Found, slot: number, id: string): StoredFeatures | null {
   return found.results[slot]![found.positions[slot]!.get(id)!] ?? null;
-}
-
-/** A view's batched read; a failure of the whole read (not per id) becomes every id's error. */
-function readOrFail(store: OnlineStore, view: ViewVersion, ids: readonly string[], deadline: Deadline | undefined): Promise<ReadResult[]> {
-  return readViewBatch(store, view, ids, deadline).then(undefined, (error: unknown) => {
-    const failure = error instanceof Error ? error : new Error(String(error));
-    return ids.map(() => failure as ReadResult);
-  });
 }
 
 function entityObject(root: RootField, id: string, found: Found): Record<string, unknown> | null {

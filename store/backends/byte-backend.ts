@@ -37,7 +37,9 @@ export interface ByteBackend {
   /**
    * Optional: `getMany` of the `value` parts of one view version's records, addressed by entity
    * id. The serving path reads through it where an engine has it, sparing a RecordKey, its
-   * routing string and a key string per id; the answers and their contract are `getMany`'s.
+   * routing string and a key string per id; the answers and their contract are `getMany`'s,
+   * except that where every id would carry the same shard error (one shard holds them all) it
+   * may reject with that error instead: the codec store gives it to every id.
    */
   getValues?(view: { readonly viewName: string; readonly version: number }, ids: readonly string[], options?: ReadOptions): Promise<(Buffer | null | ShardError)[]>;
   /** Writes values (the `value` part only; a record's state is untouched). Rejects if any write failed. */

@@ -123,7 +123,10 @@ export class RedisBackend implements ByteBackend {
     const prefix = `fv:${view.viewName}:v${view.version}:`;
     const keys = new Array<string>(ids.length);
     for (let i = 0; i < ids.length; i++) keys[i] = prefix + ids[i]!;
-    return this.mget(this.nodes[0]!, keys, options);
+    const node = this.nodes[0]!;
+    // The guard's promise itself (MGET answers one Buffer or null per key; a failure rejects with
+    // the shard's error, which the codec store gives every id): no promise layer of our own.
+    return node.guard.call(() => node.client.mgetBuffer(keys), { deadline: options.deadline, read: true });
   }
 
   private async getGrouped(records: readonly RecordKey[], part: RecordPart, options: ReadOptions): Promise<(Buffer | null | ShardError)[]> {
