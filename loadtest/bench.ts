@@ -11,6 +11,7 @@ import { loadRegistry } from '../schema/registry.js';
 import { KafkaBroker } from '../test/support/kafka-broker.js';
 import { RedisCluster } from '../test/support/redis-cluster.js';
 import { freePort, RedisProcess } from '../test/support/redis-server.js';
+import { checkFeastAgrees, feastBodies, feastWorkloads, startFeast, type FeastBaseline } from './baselines/feast.js';
 import { startChangeStream } from './change-stream.js';
 import { comparisonTable, markdownTable, svgChart, type BenchResult, type ChangeStreamSummary, type HotTierFigures, type SystemFigures } from './report.js';
 import { closedLoop, newHistogram, percentiles, type BodySource, type RunResult } from './runner.js';
@@ -31,6 +32,10 @@ import { bodySource, dataSet, longTtlRegistryFile, userZipf, workloads, type Req
  *                            loaded with the same data (W1 and W2: --cluster-workloads)
  *   raw                      a bare Node HTTP server: one Redis pipeline + JSON, no GraphQL
  *   stock                    @apollo/gateway over HTTP to @apollo/subgraph services, per-entity reads
+ *   feast                    Feast's Python feature server (`feast serve`, --feast-workers worker
+ *                            processes) on the same Redis, the same rows written by Feast's own
+ *                            writer in Feast's key layout; W1 and W2 at /get-online-features
+ *                            (loadtest/baselines/feast.ts). A machine without Python 3 skips it with a line.
  *
  * Every gateway gets KAFKA_BROKERS, so each tails `feature-updates` as in production.
  *
@@ -54,7 +59,9 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '1' },
     connections: { type: 'string', default: '32' },
     workloads: { type: 'string', default: 'W1,W2,W3,W4' },
-    systems: { type: 'string', default: 'feature-gateway,feature-gateway-hot,feature-gateway-x2,feature-gateway-cluster,raw,stock' },
+    systems: { type: 'string', default: 'feature-gateway,feature-gateway-hot,feature-gateway-x2,feature-gateway-cluster,raw,stock,feast' },
+    // Feast's uvicorn worker processes: one per core, as Feast's docs advise for production.
+    'feast-workers': { type: 'string', default: String(os.cpus().length) },
     'cluster-workloads': { type: 'string', default: 'W1,W2' },
     // W4 measures the hot tier under invalidation: the one-process gateway with it on and off, against raw.
     'w4-systems': { type: 'string', default: 'feature-gateway,feature-gateway-hot,raw' },
@@ -71,10 +78,11 @@ const chosenWorkloads = workloads.filter((w) => args.workloads!.split(',').inclu
 const chosenSystems = args.systems!.split(',');
 const w4Systems = args['w4-systems']!.split(',');
 const changeRate = positive('change-rate');
+const feastWorkers = positive('feast-workers');
 /** The hot tier's size for feature-gateway-hot: 256 MiB holds the whole data set. */
 const hotTierBytes = 268_435_456;
 
-function positive(name: 'rounds' | 'duration' | 'connections' | 'change-rate'): number {
+function positive(name: 'rounds' | 'duration' | 'connections' | 'change-rate' | 'feast-workers'): number {
   const n = Number(args[name]);
   if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`);
   return n;
@@ -156,7 +164,14 @@ async function main(): Promise<void> {
       loader.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`load failed with exit code ${code}`))));
     });
     log('loading data set', dataSet);
+    // Feast loads the same rows through its own writer meanwhile (Python, another core).
+    const feastStart = chosenSystems.includes('feast')
+      ? startFeast({ registry: loadRegistry(registryFile), redisUrl: redis.url, counts: { user: dataSet.users, item: dataSet.items, merchant: dataSet.merchants },
+        eventTimeMs: Number(eventTime), port: await freePort(), workers: feastWorkers, dir: tmpDir, log })
+      : undefined;
     await load({ REDIS_URL: redis.url });
+    const feastStarted = await feastStart;
+    if (feastStarted && 'process' in feastStarted) children.push(feastStarted.process);
     if (chosenSystems.includes('feature-gateway-cluster')) {
       cluster = await RedisCluster.start({ masters: 3, replicasPerMaster: 1 });
       log('loading data set into the Redis Cluster', { nodes: cluster.seeds });
@@ -202,6 +217,14 @@ async function main(): Promise<void> {
       await waitFor(url, '{"query":"{ __typename }"}');
       systems.push({ name: 'stock', url, style: 'text', processes: [] });
     }
+    let feast: FeastBaseline | undefined;
+    if (feastStarted && 'skipped' in feastStarted) log('feast baseline skipped', { reason: feastStarted.skipped });
+    else if (feastStarted) {
+      feast = feastStarted;
+      await waitFor(feast.url.replace('/get-online-features', '/health'));
+      log('feast serving', { version: feast.version, workers: feast.workers });
+      systems.push({ name: 'feast', url: feast.url, style: 'persisted', processes: [], workloads: feastWorkloads, bodies: (w, _op, seed) => feastBodies(w, seed) });
+    }
 
     // Every workload is checked here, W4 included: its answers change once its stream runs (W4
     // runs last, see below), but here no event has been produced yet, so all must still agree.
@@ -235,13 +258,15 @@ async function main(): Promise<void> {
       settings: {
         rounds, durationMs, warmupMs, connections, dataSet, systems: systems.map((s) => s.name), workloads: chosenWorkloads.map((w) => `${w.name}: ${w.description}`),
         w4Systems: systems.filter((s) => w4Systems.includes(s.name)).map((s) => s.name), changeRate, hotTierBytes, openLoop: 'vegeta v12.13.0',
+        ...(feast ? { feast: { version: feast.version, workers: feast.workers, server: 'feast serve (uvicorn)', onlineStore: 'redis, the same server' } } : {}),
       },
       figures,
       ...(changeStream ? { changeStream } : {}),
       durationSeconds,
     };
     fs.mkdirSync(args.out!, { recursive: true });
-    const table = markdownTable(result, 'feature-gateway', ['raw', 'stock'].filter((b) => systems.some((s) => s.name === b))) +
+    const subjects = ['feature-gateway', 'feature-gateway-hot'].filter((b) => systems.some((s) => s.name === b));
+    const table = markdownTable(result, subjects, ['raw', 'stock', 'feast'].filter((b) => systems.some((s) => s.name === b))) +
       (cluster ? '\n' + comparisonTable(result, 'feature-gateway-cluster', 'feature-gateway', 'Redis Cluster (3 masters, 3 replicas) against one Redis node, same gateway and data') : '');
     fs.writeFileSync(path.join(args.out!, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
     fs.writeFileSync(path.join(args.out!, 'latest.md'), table);
@@ -383,8 +408,15 @@ async function checkSameAnswers(systems: readonly System[], manifest: ReturnType
     const answers = await Promise.all(answering.map(async (s) => {
       const body = bodiesOf(s, workload, op, 7)();
       const r = await fetch(s.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      if (r.status !== 200) throw new Error(`${workload.name}: ${s.name} answered ${r.status}: ${(await r.text()).slice(0, 500)}`);
       return { system: s.name, json: (await r.json()) as unknown };
     }));
+    // Feast answers in its own shape: the same values, compared fact by fact with the gateway's.
+    const feastAnswer = answers.find((a) => a.system === 'feast');
+    if (feastAnswer) {
+      answers.splice(answers.indexOf(feastAnswer), 1);
+      checkFeastAgrees(feastAnswer.json, answers[0]!.json);
+    }
     for (const a of answers.slice(1)) {
       if (!isDeepStrictEqual(a.json, answers[0]!.json)) {
         throw new Error(`${workload.name}: ${a.system} answers differently from ${answers[0]!.system}:\n${JSON.stringify(a.json)}\n${JSON.stringify(answers[0]!.json)}`);

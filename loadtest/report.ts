@@ -61,7 +61,8 @@ const fmt = (n: number, digits = 2): string => (Number.isFinite(n) ? n.toFixed(d
 const ratio = (a: number, b: number): string => (b > 0 ? `${fmt(a / b)}×` : 'n/a');
 const hot = (f: SystemFigures): string => (!f.hotTier ? '' : f.hotTier.ratio === null ? 'n/a' : `${(f.hotTier.ratio * 100).toFixed(1)} %`);
 
-export function markdownTable(result: BenchResult, subject: string, baselines: readonly string[]): string {
+/** The figures as markdown; each of `subjects` (the gateway, with its hot tier on and off) gets its ratios to each baseline. */
+export function markdownTable(result: BenchResult, subjects: readonly string[], baselines: readonly string[]): string {
   const lines: string[] = [];
   const workloads = [...new Set(result.figures.map((f) => f.workload))];
   const find = (system: string, workload: string, mode: 'closed' | 'open') =>
@@ -77,7 +78,7 @@ export function markdownTable(result: BenchResult, subject: string, baselines: r
   lines.push(`|---|---|---:|---:|---:|---:|---:|${hotRule}${baselines.map(() => '---:').join('|')}|`);
   for (const w of workloads) {
     for (const f of result.figures.filter((x) => x.workload === w && x.mode === 'closed')) {
-      const ratios = baselines.map((b) => (f.system === subject ? ratio(f.throughput, find(b, w, 'closed')?.throughput ?? NaN) : ''));
+      const ratios = baselines.map((b) => (subjects.includes(f.system) ? ratio(f.throughput, find(b, w, 'closed')?.throughput ?? NaN) : ''));
       lines.push(`| ${w} | ${f.system} | ${Math.round(f.throughput)} | ${fmt(f.p50)} | ${fmt(f.p99)} | ${fmt(f.p999)} | ${f.errors + f.non200 + f.graphqlErrors} |${hotCell(f)} ${ratios.join(' | ')} |`);
     }
   }
@@ -86,7 +87,7 @@ export function markdownTable(result: BenchResult, subject: string, baselines: r
   lines.push(`|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|${hotRule}${baselines.map(() => '---:').join('|')}|`);
   for (const w of workloads) {
     for (const f of result.figures.filter((x) => x.workload === w && x.mode === 'open')) {
-      const ratios = baselines.map((b) => (f.system === subject ? ratio(f.p99, find(b, w, 'open')?.p99 ?? NaN) : ''));
+      const ratios = baselines.map((b) => (subjects.includes(f.system) ? ratio(f.p99, find(b, w, 'open')?.p99 ?? NaN) : ''));
       const l = (ms: number): string => (f.requests > 0 ? fmt(ms) : 'n/a');
       lines.push(`| ${w} | ${f.system} | ${Math.round(f.offeredRate ?? 0)} | ${Math.round(f.achievedRate ?? f.throughput)} | ${l(f.p50)} | ${l(f.p90)} | ${l(f.p99)} | ${l(f.p999)} | ${l(f.max)} | ${f.sendLagMs && f.requests > 0 ? fmt(f.sendLagMs.p99) : 'n/a'} | ${f.errors + f.non200 + f.graphqlErrors} |${hotCell(f)} ${ratios.join(' | ')} |`);
     }
@@ -121,7 +122,7 @@ export function comparisonTable(result: BenchResult, subject: string, baseline: 
   return lines.join('\n') + '\n';
 }
 
-const palette = ['#2f6fdf', '#e0823d', '#7f7f7f', '#3aa35b', '#b04fc4', '#c9a227'];
+const palette = ['#2f6fdf', '#e0823d', '#7f7f7f', '#3aa35b', '#b04fc4', '#c9a227', '#d1495b'];
 
 /** Two panels: closed-loop throughput, and open-loop p50/p99/p99.9 on a log scale. */
 export function svgChart(result: BenchResult, systems: readonly string[]): string {
