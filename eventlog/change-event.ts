@@ -38,6 +38,13 @@ export function changeKey(change: Pick<FeatureChange, 'view' | 'version' | 'id'>
   return `${change.view}:v${change.version}:${change.id}`;
 }
 
+/** The (view, version, id) a change's key names (`changeKey`), or null when it is not of that shape. */
+export function parseChangeKey(key: string): { view: string; version: number; id: string } | null {
+  const m = /^([^:]+):v(\d+):(.+)$/s.exec(key);
+  if (!m) return null;
+  return { view: m[1]!, version: Number(m[2]), id: m[3]! };
+}
+
 export function encodeChange(change: FeatureChange): OutgoingRecord {
   return {
     topic: changeTopic,

@@ -198,12 +198,20 @@ export class KafkaLog implements EventLog {
     }), async (consumer) => {
       progress.watch(consumer);
       for (const topic of options.topics) await consumer.subscribe({ topic, fromBeginning: false });
+      // eachBatch, not eachMessage: a gateway tails every change of the store (thousands a second under
+      // a change stream), and kafkajs' eachMessage costs a promise and a resolve per record.
       await consumer.run({
         autoCommit: false,
-        eachMessage: async ({ topic, partition, message }) => {
-          const record = toLogRecord(topic, partition, message);
-          options.onRecord(record);
-          progress.delivered(record);
+        eachBatch: async ({ batch, isRunning, isStale }) => {
+          let last = -1;
+          for (const message of batch.messages) {
+            if (!isRunning() || isStale()) break;
+            const record = toLogRecord(batch.topic, batch.partition, message);
+            options.onRecord(record);
+            last = record.offset;
+          }
+          // Once per batch: the records were handed over synchronously, so no reader saw the position between them.
+          if (last >= 0) progress.delivered(batch.topic, batch.partition, last);
         },
       });
     });
@@ -271,9 +279,9 @@ class TailProgress {
     }
   }
 
-  delivered(record: LogRecord): void {
-    const position = this.position(record.topic, record.partition);
-    position.next = Math.max(position.next, record.offset + 1);
+  delivered(topic: string, partition: number, offset: number): void {
+    const position = this.position(topic, partition);
+    position.next = Math.max(position.next, offset + 1);
     if (position.end < position.next) position.end = position.next;
   }
 
@@ -516,9 +524,21 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
 }
 
 function toLogRecord(topic: string, partition: number, m: { offset: string; key: Buffer | null; value: Buffer | null; timestamp: string; headers?: IHeaders }): LogRecord {
+  // Headers are converted on first read: the change feed's readers (a gateway's hot tier and
+  // subscriptions) never read them, and it tails every change of the store.
+  let headers: Record<string, string> | undefined;
+  return {
+    topic, partition, offset: Number(m.offset), key: m.key ? m.key.toString('utf8') : null, value: m.value ?? Buffer.alloc(0), timestampMs: Number(m.timestamp),
+    get headers() {
+      return (headers ??= headersOf(m.headers));
+    },
+  };
+}
+
+function headersOf(raw: IHeaders | undefined): Record<string, string> {
   const headers: Record<string, string> = {};
-  for (const [k, v] of Object.entries(m.headers ?? {})) if (v !== undefined) headers[k] = Array.isArray(v) ? String(v[0]) : String(v);
-  return { topic, partition, offset: Number(m.offset), key: m.key ? m.key.toString('utf8') : null, value: m.value ?? Buffer.alloc(0), timestampMs: Number(m.timestamp), headers };
+  for (const [k, v] of Object.entries(raw ?? {})) if (v !== undefined) headers[k] = Array.isArray(v) ? String(v[0]) : String(v);
+  return headers;
 }
 
 function toTopicMessages(records: readonly OutgoingRecord[]) {

@@ -252,7 +252,7 @@ export const subscriptionEventsDropped = new Counter({
 
 export const subscriptionChangeEvents = new Counter({
   name: 'subscription_change_events_total',
-  help: 'Records read from the feature-updates topic: "accepted" (fanned out), "malformed" (undecodable, skipped), "unknown" (entity or view not in this registry, skipped).',
+  help: 'Records read from the feature-updates topic: "accepted" (fanned out), "unwatched" (its key names a value no subscription watches: skipped undecoded), "malformed" (undecodable, skipped), "unknown" (entity or view not in this registry, skipped).',
   labelNames: ['outcome'] as const,
   registers: [metricsRegistry],
 });

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { changeKey } from '../eventlog/change-event.js';
+import { changeKey, parseChangeKey } from '../eventlog/change-event.js';
 import type { LogRecord, TailStatus } from '../eventlog/event-log.js';
 import { log as rootLog } from '../runtime/log.js';
 import {
@@ -406,12 +406,8 @@ interface Entry {
   readonly slot: ViewSlot;
 }
 
-/** Key of a change event or cache entry: `view:vN:id` (the id may contain colons). */
-export function parseKey(key: string): { view: string; version: number; id: string } | null {
-  const m = /^([^:]+):v(\d+):(.+)$/s.exec(key);
-  if (!m) return null;
-  return { view: m[1]!, version: Number(m[2]), id: m[3]! };
-}
+/** Key of a change event or cache entry: `view:vN:id` (the id may contain colons); the change event's own rule. */
+export const parseKey = parseChangeKey;
 
 // Rough V8 sizes: an entry with its map slot and two objects; per feature a property and its value.
 const entryOverhead = 160;
