@@ -21,7 +21,8 @@ import { dataSet, workloads } from './workloads.js';
  * cache-unfriendly as the hot tier's), ids drawn as the bench draws them:
  *
  *   plan       the compiled plan as served: plain objects, one JSON.stringify
- *   fragments  per (view, id) a cached entry {eventTimeMs, JSON text}; the
+ *   fragments  per (view, id) a cached entry {eventTimeMs, JSON text} (a map per
+ *              view keyed by id, as the values' maps: the same lookups); the
  *              staleness rule checked at read as the tier does, the response
  *              concatenated from the fragments with the ids and keys around them
  *
@@ -64,9 +65,10 @@ interface Fragment {
   readonly eventTimeMs: number;
   readonly json: string;
 }
-const fragments = new Map<string, Fragment>();
+// One map per view version keyed by id, as the values' maps: both sides pay the same lookups.
+const fragments = new Map<ViewVersion, Map<string, Fragment>>();
 const fragmentOf = (v: ViewVersion, id: string, selected: readonly string[]): string => {
-  const entry = fragments.get(`${v.viewName}:v${v.version}:${id}`);
+  const entry = fragments.get(v)!.get(id);
   if (!entry) return 'null';
   // A stale value is served as null features, stale: true (built on demand; none is stale here).
   if (isStale(v, entry.eventTimeMs, eventTimeMs)) return JSON.stringify(Object.fromEntries(selected.map((f) => [f, f === 'stale' ? true : null])));
@@ -83,17 +85,19 @@ function fragmentText(v: ViewVersion, record: StoredFeatures, fields: readonly s
   return JSON.stringify(out);
 }
 // W1 selects fewer clickStats fields than W2: a fragment belongs to a (view, selection); W1's are under their own key.
-for (const [id, record] of values.get(clickStats)!) fragments.set(`clickStats:v${clickStats.version}:${id}`, { eventTimeMs: record.eventTimeMs, json: fragmentText(clickStats, record, w2Click) });
-for (const [id, record] of values.get(profile)!) fragments.set(`profile:v${profile.version}:${id}`, { eventTimeMs: record.eventTimeMs, json: fragmentText(profile, record, w2Profile) });
-for (const [id, record] of values.get(itemStats)!) fragments.set(`itemStats:v${itemStats.version}:${id}`, { eventTimeMs: record.eventTimeMs, json: fragmentText(itemStats, record, w2Item) });
-const w1Fragments = new Map<string, Fragment>();
-for (const [id, record] of values.get(clickStats)!) w1Fragments.set(`clickStats:v${clickStats.version}:${id}`, { eventTimeMs: record.eventTimeMs, json: fragmentText(clickStats, record, w1Fields) });
+const fragmentsOf = (v: ViewVersion, fields: readonly string[]): Map<string, Fragment> =>
+  new Map([...values.get(v)!].map(([id, record]) => [id, { eventTimeMs: record.eventTimeMs, json: fragmentText(v, record, fields) }]));
+fragments.set(clickStats, fragmentsOf(clickStats, w2Click));
+fragments.set(profile, fragmentsOf(profile, w2Profile));
+fragments.set(itemStats, fragmentsOf(itemStats, w2Item));
+const w1Fragments = fragmentsOf(clickStats, w1Fields);
 
 function w1ByFragments(ids: readonly string[]): string {
   let body = '{"data":{"users":[';
   for (let i = 0; i < ids.length; i++) {
-    const entry = w1Fragments.get(`clickStats:v${clickStats.version}:${ids[i]}`);
-    body += (i ? ',' : '') + (entry ? `{"id":${JSON.stringify(ids[i])},"clickStats":${entry.json}}` : 'null');
+    const entry = w1Fragments.get(ids[i]!);
+    const json = !entry ? null : isStale(clickStats, entry.eventTimeMs, eventTimeMs) ? '{"clickRate":null,"stale":true}' : entry.json;
+    body += (i ? ',' : '') + (json ? `{"id":${JSON.stringify(ids[i])},"clickStats":${json}}` : 'null');
   }
   return body + ']}}\n';
 }
