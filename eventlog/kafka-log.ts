@@ -524,15 +524,34 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
 }
 
 function toLogRecord(topic: string, partition: number, m: { offset: string; key: Buffer | null; value: Buffer | null; timestamp: string; headers?: IHeaders }): LogRecord {
-  // Headers are converted on first read: the change feed's readers (a gateway's hot tier and
-  // subscriptions) never read them, and it tails every change of the store.
-  let headers: Record<string, string> | undefined;
-  return {
-    topic, partition, offset: Number(m.offset), key: m.key ? m.key.toString('utf8') : null, value: m.value ?? Buffer.alloc(0), timestampMs: Number(m.timestamp),
-    get headers() {
-      return (headers ??= headersOf(m.headers));
-    },
-  };
+  return new KafkaRecord(topic, partition, m);
+}
+
+/**
+ * A kafkajs message as a LogRecord. Headers are converted on first read: the change feed's readers
+ * (a gateway's hot tier and subscriptions) never read them, and a gateway tails every change of the
+ * store. A class, so that every record has one shape and the getter lives on the prototype; the
+ * raw headers are a private field, so the record's own properties are exactly a LogRecord's.
+ */
+class KafkaRecord implements LogRecord {
+  readonly offset: number;
+  readonly key: string | null;
+  readonly value: Buffer;
+  readonly timestampMs: number;
+  readonly #raw: IHeaders | undefined;
+  #headers: Record<string, string> | undefined;
+
+  constructor(readonly topic: string, readonly partition: number, m: { offset: string; key: Buffer | null; value: Buffer | null; timestamp: string; headers?: IHeaders }) {
+    this.offset = Number(m.offset);
+    this.key = m.key ? m.key.toString('utf8') : null;
+    this.value = m.value ?? Buffer.alloc(0);
+    this.timestampMs = Number(m.timestamp);
+    this.#raw = m.headers;
+  }
+
+  get headers(): Readonly<Record<string, string>> {
+    return (this.#headers ??= headersOf(this.#raw));
+  }
 }
 
 function headersOf(raw: IHeaders | undefined): Record<string, string> {

@@ -339,32 +339,40 @@ export const changeFeedPosition = new Gauge({
 
 // The hot tier (store/hot-tier.ts).
 
-export const hotTierLookups = new Counter({
+export const hotTierLookups = new BindableCounter({
   name: 'feature_hot_tier_lookups_total',
   help: 'Values looked up in the hot tier, by view ("name:vN") and outcome: "hit" (served from memory), "miss" (read from the store, then cached), "bypass" (read from the store because the change feed cannot be trusted, or the view opts out).',
   labelNames: ['view', 'outcome'] as const,
   registers: [metricsRegistry],
 });
 
-export const hotTierInvalidations = new Counter({
+export const hotTierInvalidations = new BindableCounter({
   name: 'feature_hot_tier_invalidations_total',
   help: 'Cached values (or reads in flight) dropped because a change event or this process\'s own write changed them, by view.',
   labelNames: ['view'] as const,
   registers: [metricsRegistry],
 });
 
-export const hotTierEvictions = new Counter({
+export const hotTierEvictions = new BindableCounter({
   name: 'feature_hot_tier_evictions_total',
   help: 'Cached values evicted to keep the hot tier under HOT_TIER_MAX_BYTES, by view.',
   labelNames: ['view'] as const,
   registers: [metricsRegistry],
 });
 
+/** One function per hot tier, giving its estimated bytes per view label. */
+export const hotTierByteSources = new Set<() => Iterable<[string, number]>>();
+
 export const hotTierBytes = new Gauge({
   name: 'feature_hot_tier_bytes',
   help: 'Estimated bytes of the values held by the hot tier, by view.',
   labelNames: ['view'] as const,
   registers: [metricsRegistry],
+  // Read at each scrape rather than kept on every fill and eviction.
+  collect() {
+    this.reset();
+    for (const source of hotTierByteSources) for (const [view, bytes] of source()) this.inc({ view }, bytes);
+  },
 });
 
 export const hotTierFlushes = new Counter({

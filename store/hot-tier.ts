@@ -5,7 +5,7 @@ import { changeKey, parseChangeKey } from '../eventlog/change-event.js';
 import type { LogRecord, TailStatus } from '../eventlog/event-log.js';
 import { log as rootLog } from '../runtime/log.js';
 import {
-  hotTierBypassSeconds, hotTierBypassSources, hotTierBytes, hotTierEvictions, hotTierFlushes, hotTierInvalidations, hotTierLookups,
+  hotTierBypassSeconds, hotTierBypassSources, hotTierByteSources, hotTierEvictions, hotTierFlushes, hotTierInvalidations, hotTierLookups,
 } from '../runtime/metrics.js';
 import type { Registry, ViewVersion } from '../schema/types.js';
 import type { FeatureValue, FeatureValues } from './codec.js';
@@ -70,6 +70,7 @@ export class HotTier implements OnlineStore {
   private readonly slotsByLabel = new Map<string, ViewSlot>();
   private readonly unsubscribe: () => void;
   private readonly bypassSource = (): string | null => this.check();
+  private readonly byteSource = (): [string, number][] => [...this.slotsByLabel].map(([label, slot]) => [label, slot.bytes]);
 
   constructor(
     private readonly store: OnlineStore,
@@ -82,12 +83,13 @@ export class HotTier implements OnlineStore {
     this.cache = new LRUCache<string, Entry>({
       maxSize: settings.maxBytes,
       dispose: (entry, _key, reason) => {
-        entry.slot.bytes.dec(entry.bytes);
+        entry.slot.bytes -= entry.bytes;
         if (reason === 'evict') entry.slot.evictions.inc();
       },
     });
     this.unsubscribe = feed.subscribe((record) => this.onChange(record));
     hotTierBypassSources.add(this.bypassSource);
+    hotTierByteSources.add(this.byteSource);
   }
 
   get kind(): string {
@@ -180,6 +182,7 @@ export class HotTier implements OnlineStore {
   detach(): void {
     this.unsubscribe();
     hotTierBypassSources.delete(this.bypassSource);
+    hotTierByteSources.delete(this.byteSource);
     this.flush(null);
   }
 
@@ -339,7 +342,7 @@ export class HotTier implements OnlineStore {
     }
     if (entry.bytes > this.settings.maxBytes) return;
     this.cache.set(key, entry, { size: entry.bytes });
-    slot.bytes.inc(entry.bytes);
+    slot.bytes += entry.bytes;
   }
 
   private slotOf(view: ViewVersion): ViewSlot {
@@ -351,12 +354,13 @@ export class HotTier implements OnlineStore {
         prefix: changeKey({ view: view.viewName, version: view.version, id: '' }),
         enabled: view.hotTier.enabled,
         maxAgeMs: maxAges.length > 0 ? Math.min(...maxAges) : null,
-        hit: hotTierLookups.labels({ view: label, outcome: 'hit' }),
-        miss: hotTierLookups.labels({ view: label, outcome: 'miss' }),
-        bypass: hotTierLookups.labels({ view: label, outcome: 'bypass' }),
-        invalidations: hotTierInvalidations.labels({ view: label }),
-        evictions: hotTierEvictions.labels({ view: label }),
-        bytes: hotTierBytes.labels({ view: label }),
+        // Bound once: prom-client's labels() children hash their labels on every inc.
+        hit: hotTierLookups.bind({ view: label, outcome: 'hit' }),
+        miss: hotTierLookups.bind({ view: label, outcome: 'miss' }),
+        bypass: hotTierLookups.bind({ view: label, outcome: 'bypass' }),
+        invalidations: hotTierInvalidations.bind({ view: label }),
+        evictions: hotTierEvictions.bind({ view: label }),
+        bytes: 0,
       };
       this.views.set(view, slot);
       this.slotsByLabel.set(label, slot);
@@ -387,7 +391,8 @@ interface ViewSlot {
   readonly bypass: Metric;
   readonly invalidations: Metric;
   readonly evictions: Metric;
-  readonly bytes: Metric & { dec(n: number): void };
+  /** Estimated bytes held (`feature_hot_tier_bytes`, read at each scrape). */
+  bytes: number;
 }
 
 interface Metric {
