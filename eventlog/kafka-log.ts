@@ -422,6 +422,8 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
   /** Checkpoints committed with each owned partition's offsets; dropped on rebalance or failure and re-read. */
   private readonly checkpoints = new Map<string, string | null>();
 
+  private stopping = false;
+
   constructor(private readonly kafka: Kafka, private readonly options: ConsumerOptions, private readonly support: ConsumerSupport) {
     this.supervised = new SupervisedConsumer(`group ${options.groupId}`, support, () => kafka.consumer({
       groupId: options.groupId,
@@ -430,7 +432,9 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
       heartbeatInterval: 1000,
       rebalanceTimeout: 20_000,
       maxWaitTimeInMs: 50,
-      retry: { retries: 10, initialRetryTime: 100, maxRetryTime: support.retryMaxMs },
+      // kafkajs restarts a crashed consumer by itself; once stop() has begun it must not, or a consumer
+      // whose broker is gone keeps relaunching itself and its process never exits (seen in a test run).
+      retry: { retries: 10, initialRetryTime: 100, maxRetryTime: support.retryMaxMs, restartOnFailure: async () => !this.stopping },
     }), (consumer) => this.run(consumer), options.onFatal);
   }
 
@@ -439,6 +443,7 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     await this.supervised.stop();
     for (const producer of this.producers.values()) await producer.disconnect().catch(() => undefined);
     this.producers.clear();

@@ -108,8 +108,18 @@ export async function readTopic(brokers: readonly string[], topic: string, expec
   await consumer.subscribe({ topic, fromBeginning: true });
   const admin = kafka.admin();
   await admin.connect();
-  const end = (await admin.fetchTopicOffsets(topic)).reduce((s, p) => s + Number(p.high), 0);
+  const highs = await admin.fetchTopicOffsets(topic);
+  const end = highs.reduce((s, p) => s + Number(p.high), 0);
   await admin.disconnect();
+  // Read to the end offsets of when the read began, not "some records and a moment more": on a busy
+  // machine a moment was not always enough, and a partial read made a test compare stale "last"
+  // records. END_BATCH_PROCESS also covers a batch of control records only (a transaction's commit
+  // marker takes the last offset of a partition), so the positions reach the ends.
+  const reached = new Map<number, number>();
+  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+    reached.set(payload.partition, Math.max(reached.get(payload.partition) ?? 0, Number(payload.lastOffset) + 1));
+  });
+  const atEnd = (): boolean => highs.every((p) => Number(p.high) === Number(p.low ?? 0) || (reached.get(p.partition) ?? 0) >= Number(p.high));
   await consumer.run({
     eachMessage: async ({ partition, message }) => {
       const headers: Record<string, string> = {};
@@ -119,8 +129,7 @@ export async function readTopic(brokers: readonly string[], topic: string, expec
   });
   const deadline = Date.now() + timeoutMs;
   // Control records of transactions take offsets too: wait for the data records we expect, then a moment more.
-  while (out.length < Math.min(expectAtLeast, end) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-  await new Promise((r) => setTimeout(r, 1000));
+  while ((out.length < Math.min(expectAtLeast, end) || !atEnd()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
   await consumer.disconnect();
   return out;
 }
