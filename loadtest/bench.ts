@@ -298,7 +298,6 @@ async function main(): Promise<void> {
  */
 function warmUpFile(dir: string): string {
   const file = path.join(dir, 'hot-tier-warm-up.json');
-  if (fs.existsSync(file)) return file;
   const registry = loadRegistry(process.env.REGISTRY_FILE);
   const counts: Record<string, number> = { user: dataSet.users, item: dataSet.items, merchant: dataSet.merchants };
   const keys: string[] = [];

@@ -65,49 +65,55 @@ interface Fragment {
   readonly eventTimeMs: number;
   readonly json: string;
 }
-// One map per view version keyed by id, as the values' maps: both sides pay the same lookups.
-const fragments = new Map<ViewVersion, Map<string, Fragment>>();
-const fragmentOf = (v: ViewVersion, id: string, selected: readonly string[]): string => {
-  const entry = fragments.get(v)!.get(id);
-  if (!entry) return 'null';
-  // A stale value is served as null features, stale: true (built on demand; none is stale here).
-  if (isStale(v, entry.eventTimeMs, eventTimeMs)) return JSON.stringify(Object.fromEntries(selected.map((f) => [f, f === 'stale' ? true : null])));
-  return entry.json;
-};
-
 const w1Fields = ['clickRate', 'stale'];
 const w2Click = ['clickRate', 'clicks', 'impressions', 'eventTime', 'stale'];
 const w2Profile = ['sessionLength', 'isPremium', 'country', 'embedding', 'stale'];
 const w2Item = ['ctr', 'price', 'category', 'eventTime', 'stale'];
-function fragmentText(v: ViewVersion, record: StoredFeatures, fields: readonly string[]): string {
+function fragmentText(record: StoredFeatures, fields: readonly string[]): string {
   const out: Record<string, unknown> = {};
   for (const f of fields) out[f] = f === 'stale' ? false : f === 'eventTime' ? new Date(record.eventTimeMs).toISOString() : record.values[f] ?? null;
   return JSON.stringify(out);
 }
-// W1 selects fewer clickStats fields than W2: a fragment belongs to a (view, selection); W1's are under their own key.
-const fragmentsOf = (v: ViewVersion, fields: readonly string[]): Map<string, Fragment> =>
-  new Map([...values.get(v)!].map(([id, record]) => [id, { eventTimeMs: record.eventTimeMs, json: fragmentText(v, record, fields) }]));
-fragments.set(clickStats, fragmentsOf(clickStats, w2Click));
-fragments.set(profile, fragmentsOf(profile, w2Profile));
-fragments.set(itemStats, fragmentsOf(itemStats, w2Item));
-const w1Fragments = fragmentsOf(clickStats, w1Fields);
+
+/**
+ * The fragments of one view version for one selection (W1 selects fewer clickStats fields than W2:
+ * a fragment belongs to a (view, selection)), keyed by id like the values' maps, so both sides pay
+ * the same lookups; and the fragment of an id, with the staleness rule applied at read.
+ */
+class Fragments {
+  private readonly byId: Map<string, Fragment>;
+  constructor(private readonly view: ViewVersion, private readonly fields: readonly string[]) {
+    this.byId = new Map([...values.get(view)!].map(([id, record]) => [id, { eventTimeMs: record.eventTimeMs, json: fragmentText(record, fields) }]));
+  }
+
+  of(id: string): string {
+    const entry = this.byId.get(id);
+    if (!entry) return 'null';
+    // A stale value is served as null features, stale: true (built on demand; none is stale here).
+    if (isStale(this.view, entry.eventTimeMs, eventTimeMs)) return JSON.stringify(Object.fromEntries(this.fields.map((f) => [f, f === 'stale' ? true : null])));
+    return entry.json;
+  }
+}
+const w1Clicks = new Fragments(clickStats, w1Fields);
+const w2Clicks = new Fragments(clickStats, w2Click);
+const w2Profiles = new Fragments(profile, w2Profile);
+const w2Items = new Fragments(itemStats, w2Item);
 
 function w1ByFragments(ids: readonly string[]): string {
   let body = '{"data":{"users":[';
   for (let i = 0; i < ids.length; i++) {
-    const entry = w1Fragments.get(ids[i]!);
-    const json = !entry ? null : isStale(clickStats, entry.eventTimeMs, eventTimeMs) ? '{"clickRate":null,"stale":true}' : entry.json;
-    body += (i ? ',' : '') + (json ? `{"id":${JSON.stringify(ids[i])},"clickStats":${json}}` : 'null');
+    const f = w1Clicks.of(ids[i]!);
+    body += (i ? ',' : '') + (f === 'null' ? 'null' : `{"id":${JSON.stringify(ids[i])},"clickStats":${f}}`);
   }
   return body + ']}}\n';
 }
 
 function w2ByFragments(user: string, items: readonly string[]): string {
-  const c = fragmentOf(clickStats, user, w2Click);
-  const p = fragmentOf(profile, user, w2Profile);
+  const c = w2Clicks.of(user);
+  const p = w2Profiles.of(user);
   let body = c === 'null' && p === 'null' ? '{"data":{"user":null,"items":[' : `{"data":{"user":{"id":${JSON.stringify(user)},"clickStats":${c},"profile":${p}},"items":[`;
   for (let i = 0; i < items.length; i++) {
-    const f = fragmentOf(itemStats, items[i]!, w2Item);
+    const f = w2Items.of(items[i]!);
     body += (i ? ',' : '') + (f === 'null' ? 'null' : `{"id":${JSON.stringify(items[i])},"itemStats":${f}}`);
   }
   return body + ']}}\n';

@@ -219,7 +219,7 @@ export class HotTier implements OnlineStore {
     }
     const byView = new Map<ViewVersion, string[]>();
     for (const key of keys) {
-      const parsed = parseKey(key);
+      const parsed = parseChangeKey(key);
       const view = parsed && this.viewOf(parsed.view, parsed.version);
       if (!parsed || !view) continue;
       let ids = byView.get(view);
@@ -236,7 +236,7 @@ export class HotTier implements OnlineStore {
   private onChange(record: LogRecord): void {
     // The record key is the value's key (`view:vN:id`, eventlog/change-event.ts), exactly the cache's own.
     const key = record.key;
-    const parsed = key === null ? null : parseKey(key);
+    const parsed = key === null ? null : parseChangeKey(key);
     if (key === null || parsed === null) {
       // A change that names no value could be a change of any: trust nothing cached.
       log.warn({ partition: record.partition, offset: record.offset }, 'change event without a value key; hot tier flushed');
@@ -410,9 +410,6 @@ interface Entry {
   readonly bytes: number;
   readonly slot: ViewSlot;
 }
-
-/** Key of a change event or cache entry: `view:vN:id` (the id may contain colons); the change event's own rule. */
-export const parseKey = parseChangeKey;
 
 // Rough V8 sizes: an entry with its map slot and two objects; per feature a property and its value.
 const entryOverhead = 160;

@@ -4,8 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { fromRoot } from '../../runtime/paths.js';
 import { activeVersionOf, type Registry } from '../../schema/types.js';
-import { demoRows } from '../../store/demo-data.js';
-import { mulberry32 } from '../../store/demo-data.js';
+import { demoRows, mulberry32 } from '../../store/demo-data.js';
 import type { BodySource } from '../runner.js';
 import type { Workload } from '../workloads.js';
 

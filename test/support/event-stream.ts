@@ -128,7 +128,7 @@ export async function readTopic(brokers: readonly string[], topic: string, expec
     },
   });
   const deadline = Date.now() + timeoutMs;
-  // Control records of transactions take offsets too: wait for the data records we expect, then a moment more.
+  // Polls the two conditions (data records seen, every partition's end reached) until the deadline.
   while ((out.length < Math.min(expectAtLeast, end) || !atEnd()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
   await consumer.disconnect();
   return out;

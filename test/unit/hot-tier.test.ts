@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ChangeFeed } from '../../eventlog/change-feed.js';
-import { changeTopic, encodeChange } from '../../eventlog/change-event.js';
+import { changeTopic, encodeChange, parseChangeKey } from '../../eventlog/change-event.js';
 import { EmbeddedLog } from '../../eventlog/embedded-log.js';
 import type { LogRecord, TailStatus } from '../../eventlog/event-log.js';
 import { hotTierLookups } from '../../runtime/metrics.js';
@@ -13,7 +13,7 @@ import { findView, type Registry, type ViewVersion } from '../../schema/types.js
 import { fromRoot } from '../../runtime/paths.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
-import { HotTier, loadWarmUpKeys, parseKey, saveWarmUpKeys, type ChangeSource, type HotTierSettings } from '../../store/hot-tier.js';
+import { HotTier, loadWarmUpKeys, saveWarmUpKeys, type ChangeSource, type HotTierSettings } from '../../store/hot-tier.js';
 import type { OnlineStore, ReadOptions, ReadResult } from '../../store/online-store.js';
 import { replaceOnce } from '../support/registry-text.js';
 
@@ -305,8 +305,8 @@ describe('hot tier', () => {
   });
 
   test('keys: view, version and an id that may hold colons', () => {
-    assert.deepEqual(parseKey('clickStats:v2:a:b'), { view: 'clickStats', version: 2, id: 'a:b' });
-    assert.equal(parseKey('clickStats:2:a'), null);
-    assert.equal(parseKey('clickStats:v2:'), null);
+    assert.deepEqual(parseChangeKey('clickStats:v2:a:b'), { view: 'clickStats', version: 2, id: 'a:b' });
+    assert.equal(parseChangeKey('clickStats:2:a'), null);
+    assert.equal(parseChangeKey('clickStats:v2:'), null);
   });
 });
