@@ -3,20 +3,22 @@ import { Counter, Gauge } from 'prom-client';
 import { Kafka, logLevel, type Admin, type Consumer, type KafkaConfig, type Producer, type IHeaders, type SASLOptions } from 'kafkajs';
 import type { KafkaSecurity } from '../runtime/config.js';
 import { log } from '../runtime/log.js';
-import { metricsRegistry } from '../runtime/metrics.js';
+import { kafkaBatchesAbandoned, kafkaRecordsSkipped, metricsRegistry } from '../runtime/metrics.js';
+import { isFenced, PartitionLeases, type Owned, type PartitionLease } from './partition-leases.js';
 import type {
-  ConsumerOptions, EventLog, LogRecord, OutgoingRecord, Tail, TailOptions, TailStatus, TransactionalConsumer,
+  BatchResult, ConsumerOptions, EventLog, LogRecord, OutgoingRecord, Tail, TailOptions, TailStatus, TransactionalConsumer,
 } from './event-log.js';
 
 /**
  * The event log on Apache Kafka, through kafkajs.
  *
  * Transactions: one transactional producer per consumed partition, with a
- * transactional id derived from the group, topic and partition. When a
- * rebalance moves a partition to another process, that process's producer
- * takes over the id and fences the old one, so a zombie cannot commit
- * (kafkajs predates KIP-447's fencing by group generation; stable ids per
- * partition are the classic way). The consumer reads committed records only.
+ * transactional id derived from the group, topic and partition, so whichever
+ * process initialised it last owns the partition's commits. kafkajs predates
+ * KIP-447's fencing by group generation, so the new owner of a partition
+ * initialises its id on assignment, before it handles anything, and reads the
+ * committed offset only after that (eventlog/partition-leases.ts has the
+ * whole argument). The consumer reads committed records only.
  */
 export const lagGauge = new Gauge({
   name: 'materializer_lag_events',
@@ -416,19 +418,34 @@ class SupervisedConsumer {
   }
 }
 
+/** The consumer's session timeout: a member silent for longer (a paused process) loses its partitions. */
+export const consumerSessionTimeoutMs = 6_000;
+
+/** Heartbeat errors that say this member is no longer part of the group's current generation. */
+const leftGroupErrors = new Set(['UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION', 'FENCED_INSTANCE_ID', 'NOT_COORDINATOR_FOR_GROUP']);
+
 class KafkaTransactionalConsumer implements TransactionalConsumer {
   private readonly supervised: SupervisedConsumer;
-  private readonly producers = new Map<string, Producer>();
-  /** Checkpoints committed with each owned partition's offsets; dropped on rebalance or failure and re-read. */
-  private readonly checkpoints = new Map<string, string | null>();
-
+  /** Who may commit each partition (eventlog/partition-leases.ts): the exactly-once guarantee for outputs. */
+  private readonly leases: PartitionLeases;
+  private admin: Promise<Admin> | null = null;
   private stopping = false;
 
   constructor(private readonly kafka: Kafka, private readonly options: ConsumerOptions, private readonly support: ConsumerSupport) {
+    this.leases = new PartitionLeases({
+      createProducer: (topic, partition) => support.watch(kafka.producer({
+        transactionalId: `${options.groupId}.${topic}.${partition}`,
+        idempotent: true,
+        maxInFlightRequests: 1,
+        transactionTimeout: 30_000,
+      })),
+      readCommitted: (topic, partition) => this.readCommitted(topic, partition),
+      sessionTimeoutMs: consumerSessionTimeoutMs,
+    });
     this.supervised = new SupervisedConsumer(`group ${options.groupId}`, support, () => kafka.consumer({
       groupId: options.groupId,
       readUncommitted: false,
-      sessionTimeout: 6_000,
+      sessionTimeout: consumerSessionTimeoutMs,
       heartbeatInterval: 1000,
       rebalanceTimeout: 20_000,
       maxWaitTimeInMs: 50,
@@ -445,86 +462,109 @@ class KafkaTransactionalConsumer implements TransactionalConsumer {
   async stop(): Promise<void> {
     this.stopping = true;
     await this.supervised.stop();
-    for (const producer of this.producers.values()) await producer.disconnect().catch(() => undefined);
-    this.producers.clear();
+    await this.leases.close();
+    const admin = this.admin;
+    this.admin = null;
+    await admin?.then((a) => a.disconnect()).catch(() => undefined);
   }
 
   private async run(consumer: Consumer): Promise<void> {
-    // After a rebalance a partition may come back with offsets another process committed.
-    consumer.on(consumer.events.GROUP_JOIN, () => this.checkpoints.clear());
+    // Synchronous, before kafkajs fetches anything of the new assignment: the new leases start fencing now.
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => this.leases.assigned(payload.memberAssignment));
     for (const topic of this.options.topics) await consumer.subscribe({ topic, fromBeginning: this.options.fromBeginning });
     await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: 1,
-      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale, pause }) => {
         if (batch.isEmpty() || !isRunning() || isStale()) return;
-        const records = batch.messages.map((m) => toLogRecord(batch.topic, batch.partition, m));
-        const tp = `${batch.topic}/${batch.partition}`;
-        if (!this.checkpoints.has(tp)) this.checkpoints.set(tp, await this.committedCheckpoint(batch.topic, batch.partition));
-        let result;
-        try {
-          result = await this.options.handler({ topic: batch.topic, partition: batch.partition, records }, this.checkpoints.get(tp) ?? null);
-        } catch (error) {
-          this.checkpoints.delete(tp);
-          throw error;
-        }
-        const outputs = result.records;
-        // The partition moved: leave the batch to its new owner. When only stopping (not running, not
-        // stale) the batch is still ours: commit it, so a graceful stop leaves no applied batch uncommitted.
-        if (isStale()) return;
-        const last = records[records.length - 1]!.offset;
-        const producer = await this.producerFor(batch.topic, batch.partition);
-        const tx = await producer.transaction();
-        try {
-          // In slices: one produce request must stay under the broker's message.max.bytes.
-          for (let i = 0; i < outputs.length; i += outputSlice) {
-            await tx.sendBatch({ topicMessages: toTopicMessages(outputs.slice(i, i + outputSlice)), acks: -1 });
+        const lease = this.leases.acquire(batch.topic, batch.partition);
+        // Fenced and paused, waiting for the next assignment: a batch fetched before the pause is left alone.
+        if (!lease) return;
+        await lease.run(async () => {
+          const owned = await lease.ready;
+          const lastMessage = batch.messages[batch.messages.length - 1]!;
+          // Committed by an earlier owner after kafkajs read its fetch position (see partition-leases.ts, point 2).
+          const fresh = batch.messages.filter((m) => Number(m.offset) >= owned.next);
+          if (fresh.length < batch.messages.length) {
+            kafkaRecordsSkipped.inc({ topic: batch.topic }, batch.messages.length - fresh.length);
+            log.info({ topic: batch.topic, partition: batch.partition, skipped: batch.messages.length - fresh.length, committed: owned.next }, 'records committed by an earlier owner skipped');
           }
-          const committed = { partition: batch.partition, offset: String(last + 1), metadata: result.checkpoint };
-          await tx.sendOffsets({ consumerGroupId: this.options.groupId, topics: [{ topic: batch.topic, partitions: [committed] }] });
-          await tx.commit();
-          this.checkpoints.set(tp, result.checkpoint);
-        } catch (error) {
-          this.checkpoints.delete(tp);
-          await tx.abort().catch(() => undefined);
-          // A fenced or broken producer is rebuilt on the next batch.
-          this.producers.delete(`${batch.topic}/${batch.partition}`);
-          await producer.disconnect().catch(() => undefined);
-          throw error;
-        }
-        resolveOffset(String(last));
-        lagGauge.set({ topic: batch.topic, partition: String(batch.partition) }, Math.max(0, Number(batch.highWatermark) - last - 1));
-        if (isRunning()) await heartbeat();
+          if (fresh.length === 0) return void resolveOffset(lastMessage.offset);
+          const records = fresh.map((m) => toLogRecord(batch.topic, batch.partition, m));
+          const result = await this.options.handler({ topic: batch.topic, partition: batch.partition, records }, owned.checkpoint);
+          // Ownership, checked before the commit. When only stopping (not running, not stale) the batch is still
+          // ours: it is committed, so that a graceful stop leaves no applied batch uncommitted.
+          if (isStale() || !this.leases.holds(lease)) return void kafkaBatchesAbandoned.inc({ topic: batch.topic, reason: 'revoked' });
+          let rebalancing: Error | null = null;
+          try {
+            await heartbeat();
+          } catch (error) {
+            const type = (error as { type?: string }).type ?? '';
+            if (leftGroupErrors.has(type)) {
+              // Paused or cut off past the session timeout: the partition may be another member's now.
+              kafkaBatchesAbandoned.inc({ topic: batch.topic, reason: 'left_group' });
+              log.warn({ topic: batch.topic, partition: batch.partition, err: (error as Error).message }, 'no longer a member of the group\'s generation: batch abandoned, rejoining');
+              throw error; // kafkajs rejoins the group
+            }
+            // A rebalance has begun; until this member rejoins, no one else is given the partition: commit, then rejoin.
+            if (type === 'REBALANCE_IN_PROGRESS') rebalancing = error as Error;
+            else throw error;
+          }
+          const last = Number(lastMessage.offset);
+          await this.commit(lease, owned, batch.topic, batch.partition, result, last, pause);
+          if (owned.next === last + 1) {
+            resolveOffset(lastMessage.offset);
+            lagGauge.set({ topic: batch.topic, partition: String(batch.partition) }, Math.max(0, Number(batch.highWatermark) - last - 1));
+          }
+          if (rebalancing) throw rebalancing;
+        });
       },
     });
   }
 
-  private async committedCheckpoint(topic: string, partition: number): Promise<string | null> {
-    const admin = this.support.watch(this.kafka.admin());
-    await admin.connect();
+  /** Commits the batch's outputs, offsets and checkpoint in one transaction of the lease's producer. */
+  private async commit(lease: PartitionLease, owned: Owned, topic: string, partition: number, result: BatchResult, last: number, pause: () => () => void): Promise<void> {
+    const tx = await owned.producer.transaction();
     try {
-      const [offsets] = await admin.fetchOffsets({ groupId: this.options.groupId, topics: [topic] });
-      return offsets?.partitions.find((p) => p.partition === partition)?.metadata || null;
-    } finally {
-      await admin.disconnect();
+      // In slices: one produce request must stay under the broker's message.max.bytes.
+      for (let i = 0; i < result.records.length; i += outputSlice) {
+        await tx.sendBatch({ topicMessages: toTopicMessages(result.records.slice(i, i + outputSlice)), acks: -1 });
+      }
+      const committed = { partition, offset: String(last + 1), metadata: result.checkpoint };
+      await tx.sendOffsets({ consumerGroupId: this.options.groupId, topics: [{ topic, partitions: [committed] }] });
+      await tx.commit();
+    } catch (error) {
+      await tx.abort().catch(() => undefined);
+      // Another process owns the partition now: expected after a pause or a rebalance, never a crash.
+      if (isFenced(error)) return this.leases.fenced(lease, pause);
+      // A broken producer, or a commit of unknown outcome: the next batch takes a new lease, which reads the
+      // committed offset again.
+      this.leases.broken(lease);
+      throw error;
     }
+    owned.next = last + 1;
+    owned.checkpoint = result.checkpoint;
   }
 
-  private async producerFor(topic: string, partition: number): Promise<Producer> {
-    const key = `${topic}/${partition}`;
-    let producer = this.producers.get(key);
-    if (!producer) {
-      producer = this.support.watch(this.kafka.producer({
-        transactionalId: `${this.options.groupId}.${topic}.${partition}`,
-        idempotent: true,
-        maxInFlightRequests: 1,
-        transactionTimeout: 30_000,
-      }));
-      await producer.connect();
-      this.producers.set(key, producer);
+  /** The group's committed offset and metadata of one partition, from one admin client kept for the purpose. */
+  private async readCommitted(topic: string, partition: number): Promise<{ offset: number | null; metadata: string | null }> {
+    const admin = (this.admin ??= (async () => {
+      const client = this.support.watch(this.kafka.admin());
+      await client.connect();
+      return client;
+    })());
+    try {
+      const [offsets] = await (await admin).fetchOffsets({ groupId: this.options.groupId, topics: [topic] });
+      const found = offsets?.partitions.find((p) => p.partition === partition);
+      const offset = found ? Number(found.offset) : -1;
+      return { offset: offset >= 0 ? offset : null, metadata: found?.metadata || null };
+    } catch (error) {
+      // Built again on the next call (after an outage kafkajs may not reconnect an admin client by itself).
+      if (this.admin === admin) this.admin = null;
+      await admin.then((a) => a.disconnect()).catch(() => undefined);
+      throw error;
     }
-    return producer;
   }
 }
 

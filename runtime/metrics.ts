@@ -337,6 +337,13 @@ export const changeFeedPosition = new Gauge({
   },
 });
 
+export const changeFeedDuplicates = new Counter({
+  name: 'feature_change_feed_duplicates_total',
+  help: 'Change events a reader of feature-updates ignored because it had applied them already (same value, same or an older offset of the same source partition; eventlog/applied-changes.ts), by reader: "hot_tier", "subscriptions".',
+  labelNames: ['reader'] as const,
+  registers: [metricsRegistry],
+});
+
 // The hot tier (store/hot-tier.ts).
 
 export const hotTierLookups = new BindableCounter({
@@ -402,5 +409,28 @@ export const hotTierBypassing = new Gauge({
 export const hotTierBypassSeconds = new Counter({
   name: 'feature_hot_tier_bypass_seconds_total',
   help: 'Time the hot tier spent bypassing (reading everything from the store), counted when it serves from memory again and at each scrape.',
+  registers: [metricsRegistry],
+});
+
+// Ownership of consumed partitions by the transactional consumer (eventlog/partition-leases.ts).
+
+export const kafkaProducersFenced = new Counter({
+  name: 'kafka_producer_fenced_total',
+  help: 'Transactions refused because a newer owner of the partition initialised its transactional id since: the batch was abandoned, nothing of it published. Expected after a pause or a rebalance, never a crash.',
+  labelNames: ['topic'] as const,
+  registers: [metricsRegistry],
+});
+
+export const kafkaBatchesAbandoned = new Counter({
+  name: 'kafka_batches_abandoned_total',
+  help: 'Handled batches left uncommitted because this process did not own their partition any more at commit time, by reason: "revoked" (a rebalance took the partition or began a new generation), "left_group" (the coordinator no longer knows this member or its generation), "fenced" (a newer owner fenced the producer). Another owner handles them again.',
+  labelNames: ['topic', 'reason'] as const,
+  registers: [metricsRegistry],
+});
+
+export const kafkaRecordsSkipped = new Counter({
+  name: 'kafka_records_skipped_total',
+  help: 'Fetched records already committed by an earlier owner of the partition (found when this process took the partition over and read its committed offset after fencing): not handled again.',
+  labelNames: ['topic'] as const,
   registers: [metricsRegistry],
 });
