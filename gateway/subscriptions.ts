@@ -11,14 +11,15 @@ import { useServer } from 'graphql-ws/use/ws';
 import type { Context } from 'graphql-ws';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { ChangeFeed } from '../eventlog/change-feed.js';
-import { decodeChange, parseChangeKey, type FeatureChange } from '../eventlog/change-event.js';
+import { AppliedChanges } from '../eventlog/applied-changes.js';
+import { changeKey, decodeChange, parseChangeKey, type FeatureChange } from '../eventlog/change-event.js';
 import type { LogRecord } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ErrorCode } from '../runtime/errors.js';
 import { upgradeOriginAllowed, type Admission, type HttpServer } from '../runtime/graphql-http.js';
 import { log as rootLog } from '../runtime/log.js';
 import {
-  rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueuedEvents, subscriptionsActive,
+  changeFeedDuplicates, rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueuedEvents, subscriptionsActive,
 } from '../runtime/metrics.js';
 import type { Entity, Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
@@ -636,11 +637,13 @@ function withCode(error: unknown, code: string): GraphQLError {
 // --- the change feed and its fan-out --------------------------------------------------------------
 
 /** Routes each change of the feed to the subscriptions watching its (entity, id). */
-class ChangeHub {
+export class ChangeHub {
   private readonly byEntity = new Map<string, Map<string, Set<ChangeStream>>>();
   private readonly views = new Map<string, ReadonlySet<string>>();
   /** View name → its entity's name (view names are unique across entities in a registry). */
   private readonly entityOfView = new Map<string, string>();
+  /** Changes fanned out so far, to ignore one that comes again. */
+  private readonly applied = new AppliedChanges();
   readonly streams = new Set<ChangeStream>();
   dropped = 0;
   superseded = 0;
@@ -723,6 +726,11 @@ class ChangeHub {
     if (!this.views.get(change.entity)?.has(change.view)) {
       subscriptionChangeEvents.inc({ outcome: 'unknown' });
       log.debug({ entity: change.entity, view: change.view }, 'change event of an entity or view this registry does not know; skipped');
+      return;
+    }
+    // Committed once by the materializer; ignored here all the same if it comes again (eventlog/applied-changes.ts).
+    if (!this.applied.admit(changeKey(change), change.source)) {
+      changeFeedDuplicates.inc({ reader: 'subscriptions' });
       return;
     }
     subscriptionChangeEvents.inc({ outcome: 'accepted' });

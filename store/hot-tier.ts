@@ -1,11 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
+import { AppliedChanges, sourceOfHeaders } from '../eventlog/applied-changes.js';
 import { changeKey, parseChangeKey } from '../eventlog/change-event.js';
 import type { LogRecord, TailStatus } from '../eventlog/event-log.js';
 import { log as rootLog } from '../runtime/log.js';
 import {
-  hotTierBypassSeconds, hotTierBypassSources, hotTierByteSources, hotTierEvictions, hotTierFlushes, hotTierInvalidations, hotTierLookups,
+  changeFeedDuplicates, hotTierBypassSeconds, hotTierBypassSources, hotTierByteSources, hotTierEvictions, hotTierFlushes, hotTierInvalidations, hotTierLookups,
 } from '../runtime/metrics.js';
 import type { Registry, ViewVersion } from '../schema/types.js';
 import type { FeatureValue, FeatureValues } from './codec.js';
@@ -60,6 +61,8 @@ export class HotTier implements OnlineStore {
   private readonly cache: LRUCache<string, Entry>;
   /** Keys being read from the store now, each with the token its fills need. */
   private readonly inFlight = new Map<string, Token>();
+  /** Changes applied so far, to ignore one that comes again. */
+  private readonly applied = new AppliedChanges();
   /** Bumped by every flush: a read begun before it does not fill. */
   private generation = 0;
   /** The feed epoch the cache was filled under. */
@@ -245,7 +248,12 @@ export class HotTier implements OnlineStore {
     }
     const slot = this.slotsByLabel.get(`${parsed.view}:v${parsed.version}`);
     // No slot: this process has never read that view version, so nothing of it is cached or in flight.
-    if (slot) this.invalidate(key, slot);
+    if (!slot) return;
+    // A change applied already (eventlog/applied-changes.ts) would only cost a store read: ignored. One
+    // without a source position cannot be told apart, so it invalidates.
+    const source = sourceOfHeaders(record.headers);
+    if (source && !this.applied.admit(key, source)) return void changeFeedDuplicates.inc({ reader: 'hot_tier' });
+    this.invalidate(key, slot);
   }
 
   private invalidate(key: string, slot: ViewSlot): void {

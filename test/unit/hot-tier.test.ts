@@ -7,7 +7,7 @@ import { ChangeFeed } from '../../eventlog/change-feed.js';
 import { changeTopic, encodeChange, parseChangeKey } from '../../eventlog/change-event.js';
 import { EmbeddedLog } from '../../eventlog/embedded-log.js';
 import type { LogRecord, TailStatus } from '../../eventlog/event-log.js';
-import { hotTierLookups } from '../../runtime/metrics.js';
+import { changeFeedDuplicates, hotTierLookups } from '../../runtime/metrics.js';
 import { loadRegistry, parseRegistry } from '../../schema/registry.js';
 import { findView, type Registry, type ViewVersion } from '../../schema/types.js';
 import { fromRoot } from '../../runtime/paths.js';
@@ -128,6 +128,36 @@ describe('hot tier', () => {
     assert.equal(store.reads, 3);
     await tier.readSettled(profile, ['new']);
     assert.equal(store.reads, 3, 'cached again after the change');
+  });
+
+  test('a change event that comes again is ignored (no store read); a later or another source partition\'s is not', async () => {
+    now = T;
+    const { tier, log, store, inner } = await setUp();
+    const announce = async (partition: number, offset: number) => {
+      await log.produce([encodeChange({
+        entity: profile.entityName, id: 'dup', view: profile.viewName, version: profile.version, values: values(offset) as never,
+        eventTime: new Date(T - 1000).toISOString(), source: { topic: 'click-events', partition, offset },
+      })]);
+      await new Promise((r) => setImmediate(r));
+    };
+    await inner.write(profile, [{ entityId: 'dup', values: values(1), eventTimeMs: T - 1000 }]);
+    // Read first: changes of a view this process has never read are not even looked at.
+    await tier.readSettled(profile, ['dup']);
+    await announce(0, 10);
+    await tier.readSettled(profile, ['dup']);
+    const reads = store.reads;
+    const duplicates = (await changeFeedDuplicates.get()).values.find((v) => v.labels.reader === 'hot_tier')?.value ?? 0;
+    await announce(0, 10);
+    await announce(0, 9);
+    await tier.readSettled(profile, ['dup']);
+    assert.equal(store.reads, reads, 'a duplicate invalidated the entry');
+    assert.equal((await changeFeedDuplicates.get()).values.find((v) => v.labels.reader === 'hot_tier')?.value, duplicates + 2);
+    await announce(1, 3);
+    await tier.readSettled(profile, ['dup']);
+    assert.equal(store.reads, reads + 1, 'a change from another source partition invalidates');
+    await announce(0, 11);
+    await tier.readSettled(profile, ['dup']);
+    assert.equal(store.reads, reads + 2, 'a later change invalidates');
   });
 
   test('a read in flight while its value changes does not put the older value into memory', async () => {

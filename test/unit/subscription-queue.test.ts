@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ChangeStream, type QueueOwner } from '../../gateway/subscriptions.js';
-import type { FeatureChange } from '../../eventlog/change-event.js';
+import { ChangeHub, ChangeStream, type QueueOwner } from '../../gateway/subscriptions.js';
+import { encodeChange, type FeatureChange } from '../../eventlog/change-event.js';
+import type { LogRecord } from '../../eventlog/event-log.js';
+import { loadRegistry } from '../../schema/registry.js';
 
 /** The per-subscription queue: bounded, one event per value, oldest dropped past capacity. */
 function owner(): QueueOwner & { removed: number } {
@@ -82,5 +84,27 @@ describe('subscription queue', () => {
     stream.close();
     assert.deepEqual(await stream.next(), { value: undefined, done: true });
     assert.equal(o.removed, 1);
+  });
+});
+
+describe('change hub', () => {
+  test('a change event that comes again reaches a subscriber once, also after it was sent; a later one comes through', async () => {
+    const hub = new ChangeHub(loadRegistry(), 16);
+    const stream = hub.open({ entity: 'user', ids: ['u1'] }, 100);
+    const record = (c: FeatureChange, offset: number): LogRecord => {
+      const out = encodeChange(c);
+      return { topic: out.topic, partition: 0, offset, key: out.key, value: Buffer.from(out.value), timestampMs: 0, headers: out.headers ?? {} };
+    };
+    const first = change('u1');
+    hub.onRecord(record(first, 0));
+    hub.onRecord(record(first, 1)); // the same change committed a second time
+    assert.equal(stream.length, 1);
+    assert.equal((await drain(stream)).length, 1);
+    hub.onRecord(record(first, 2));
+    assert.equal(stream.length, 0, 'a duplicate after the first was sent');
+    const later = change('u1');
+    hub.onRecord(record(later, 3));
+    assert.deepEqual((await drain(stream)).map((c) => c.source.offset), [later.source.offset]);
+    stream.close();
   });
 });
