@@ -160,6 +160,9 @@ export function parseAggregate(raw: RawAggregate | undefined, feature: Pick<Feat
   return aggregate;
 }
 
+/** The longest TTL or duration the registry takes (a year and a day: longer is almost surely a typo). */
+export const maxDurationDays = 366;
+
 /** Durations as in TTLs, plus `ms` and (where allowed) zero. */
 export function parseDuration(text: string | number, path: Path, at: Report, allowZero: boolean): number {
   let ms: number | null = null;
@@ -168,8 +171,10 @@ export function parseDuration(text: string | number, path: Path, at: Report, all
     const m = durationPattern.exec(text);
     if (m) ms = Number(m[1]) * durationUnitMs[m[2] as keyof typeof durationUnitMs];
   }
-  if (ms === null || (!allowZero && ms === 0) || ms > 366 * 86_400_000) {
-    at(path, `bad duration ${JSON.stringify(text)}`, `a ${allowZero ? 'non-negative' : 'positive'} duration such as 500ms, 30s, 10m, 1h, 7d`);
+  const tooLong = ms !== null && ms > maxDurationDays * durationUnitMs.d;
+  if (ms === null || (!allowZero && ms === 0) || tooLong) {
+    at(path, `bad duration ${JSON.stringify(text)}${tooLong ? `: longer than the limit of ${maxDurationDays}d` : ''}`,
+      `a ${allowZero ? 'non-negative' : 'positive'} duration of at most ${maxDurationDays}d, such as 500ms, 30s, 10m, 1h, 7d`);
     return allowZero ? 0 : 60_000;
   }
   return ms;

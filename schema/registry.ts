@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { Ajv, type ErrorObject } from 'ajv';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { fromRoot } from '../runtime/paths.js';
-import { parseAggregate, parseDuration, parseEvents, parseMaterialization, type RawAggregate, type RawEvent, type RawMaterializedView } from './materialization.js';
+import { maxDurationDays, parseAggregate, parseDuration, parseEvents, parseMaterialization, type RawAggregate, type RawEvent, type RawMaterializedView } from './materialization.js';
 import type { Role } from '../auth/principal.js';
 import type { Entity, EventSchema, Feature, FeatureType, FeatureView, HotTierPolicy, Materialization, Registry, ScalarTypeName, ViewVersion } from './types.js';
 
@@ -47,7 +47,7 @@ const graphqlName = /^[_A-Za-z][_0-9A-Za-z]*$/;
 const reservedFeatureNames = new Set(['eventTime', 'stale', '__typename']);
 const ttlPattern = /^([1-9][0-9]*)(s|m|h|d)$/;
 const ttlUnitSeconds = { s: 1, m: 60, h: 3600, d: 86400 } as const;
-const maxTtlSeconds = 366 * 86400;
+const maxTtlSeconds = maxDurationDays * 86400;
 
 const require = createRequire(import.meta.url);
 const validateShape = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true }).compile(
@@ -231,7 +231,7 @@ function parseTtl(ttl: string | number, path: (string | number)[], at: Report): 
     if (m) seconds = Number(m[1]) * ttlUnitSeconds[m[2] as keyof typeof ttlUnitSeconds];
   }
   if (seconds === null || seconds > maxTtlSeconds) {
-    at(path, `bad TTL ${JSON.stringify(ttl)}`, 'a positive duration of at most 366d: whole seconds, or a number with s, m, h or d (60s, 15m, 1h, 7d)');
+    at(path, `bad TTL ${JSON.stringify(ttl)}`, `a positive duration of at most ${maxDurationDays}d: whole seconds, or a number with s, m, h or d (60s, 15m, 1h, 7d)`);
     return 1;
   }
   return seconds;

@@ -262,6 +262,7 @@ describe('registry errors: materialized views', () => {
     ['size zero', '{ size: 10m, slide: 1m }', '{ size: 0s, slide: 1m }', '/views/0/window/size', '"0s"', '0s'],
     ['size as a fraction', '{ size: 10m, slide: 1m }', '{ size: 1.5m, slide: 1m }', '/views/0/window/size', '"1.5m"', '1.5m'],
     ['size over 366 days', '{ size: 10m, slide: 1m }', '{ size: 400d, slide: 1m }', '/views/0/window/size', '"400d"', '400d'],
+    ['lateness of ten years', 'allowedLateness: 30s', 'allowedLateness: 3650d', '/views/0/allowedLateness', '"3650d"', '3650d'],
     ['negative size in seconds', '{ size: 10m, slide: 1m }', '{ size: -600, slide: 1m }', '/views/0/window/size', '-600', '-600'],
     ['slide zero', '{ size: 10m, slide: 1m }', '{ size: 10m, slide: 0 }', '/views/0/window/slide', '0', '0'],
     ['slide with a space', '{ size: 10m, slide: 1m }', '{ size: 10m, slide: "1 m" }', '/views/0/window/slide', '"1 m"', '"1 m"'],
@@ -275,7 +276,8 @@ describe('registry errors: materialized views', () => {
       const issue = onlyIssue(text);
       assert.equal(issue.path, path);
       assert.deepEqual(at(issue), posIn(text, to, value));
-      assert.equal(issue.message, `bad duration ${shown}`);
+      assert.equal(issue.message, `bad duration ${shown}${value === '400d' || value === '3650d' ? ': longer than the limit of 366d' : ''}`);
+      assert.match(issue.expected, /of at most 366d/);
       assert.match(issue.expected, path.endsWith('allowedLateness') ? /non-negative duration/ : /a positive duration/);
     });
   }
