@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { Kafka, logLevel } from 'kafkajs';
 import { createStore } from '../../store/create-store.js';
 import type { CodecStore } from '../../store/codec-store.js';
-import { KafkaLog } from '../../eventlog/kafka-log.js';
+import { consumerSessionTimeoutMs as sessionTimeoutMs, KafkaLog } from '../../eventlog/kafka-log.js';
 import { mulberry32 } from '../../store/demo-data.js';
 import { NodeProcess } from '../support/gateway.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
@@ -24,9 +24,8 @@ import { materializerGroup as group, rawTopics, registry, streamSize, verifyAgai
  *
  * Before the fix the first crashed the untouched process ("Producer
  * attempted an operation with an old epoch") and the second committed dead
- * letters and change events twice (GitHub-style issue 16).
+ * letters and change events twice (issue 16).
  */
-const sessionTimeoutMs = 6_000; // eventlog/kafka-log.ts: the consumer's sessionTimeout
 const chunks = 20;
 const random = mulberry32(16);
 
@@ -153,8 +152,10 @@ function scenario(name: string, seed: number, fault: (ctx: FaultContext) => Prom
       // What the faults made the processes do (a diagnostic: how often a zombie held a batch varies by run).
       const lines = members.flatMap((m) => [...m.stopped, m.proc]).flatMap((p) => p.output.split('\n'));
       const count = (msg: string) => lines.filter((l) => l.includes(`"msg":"${msg}`)).length;
+      const tookMs = lines.filter((l) => l.includes('"msg":"partitions taken over')).map((l) => (JSON.parse(l) as { tookMs: number }).tookMs).sort((a, b) => a - b);
       t.diagnostic(`fenced ${count('producer fenced')}, left the group mid-batch ${count('no longer a member')}, ` +
-        `skipped records committed by an earlier owner ${count('records committed by an earlier owner skipped')}, take-overs ${count('partitions taken over')}`);
+        `skipped records committed by an earlier owner ${count('records committed by an earlier owner skipped')}; ` +
+        `${tookMs.length} take-overs, tookMs median ${tookMs[Math.floor(tookMs.length / 2)]} max ${tookMs.at(-1)}`);
     });
   });
 }
