@@ -20,34 +20,34 @@ export interface FeastReads {
 }
 
 export async function readFeast(store: OnlineStore, request: FeastRequest, deadline?: Deadline): Promise<FeastReads> {
-  const { plan, keys, keyOf } = request;
-  // Distinct ids per join key column (views of one entity share them), in first-seen order.
-  const distinct = new Array<{ ids: string[]; rowAt: Int32Array } | undefined>(keys.length);
+  const { plan, keyOf } = request;
+  const distinct = distinctIds(request);
   const slots = plan.views.length;
-  const rowAt = new Array<Int32Array>(slots);
   const pending = new Array<Promise<(ReadResult | Error)[]> | (ReadResult | Error)[]>(slots);
   for (let slot = 0; slot < slots; slot++) {
-    const k = keyOf[slot]!;
-    let d = distinct[k];
-    if (!d) {
-      const ids = keys[k]!.ids;
-      const at = new Map<string, number>();
-      const unique: string[] = [];
-      const rows = new Int32Array(ids.length);
-      for (let i = 0; i < ids.length; i++) {
-        let p = at.get(ids[i]!);
-        if (p === undefined) {
-          p = unique.push(ids[i]!) - 1;
-          at.set(ids[i]!, p);
-        }
-        rows[i] = p;
-      }
-      d = distinct[k] = { ids: unique, rowAt: rows };
-    }
-    rowAt[slot] = d.rowAt;
+    const ids = distinct[keyOf[slot]!]!.ids;
     // As the GraphQL paths: no ids, no store call.
-    pending[slot] = d.ids.length === 0 ? [] : readViewBatchSettled(store, plan.views[slot]!, d.ids, deadline);
+    pending[slot] = ids.length === 0 ? [] : readViewBatchSettled(store, plan.views[slot]!, ids, deadline);
   }
   const results = slots === 1 ? [await pending[0]!] : await Promise.all(pending);
-  return { results, rowAt };
+  return { results, rowAt: plan.views.map((_, slot) => distinct[keyOf[slot]!]!.rowAt) };
+}
+
+/** Per join key column: its distinct ids in first-seen order, and each row's position among them. */
+export function distinctIds(request: FeastRequest): { readonly ids: readonly string[]; readonly rowAt: Int32Array }[] {
+  return request.keys.map((key) => {
+    const at = new Map<string, number>();
+    const unique: string[] = [];
+    const rowAt = new Int32Array(key.ids.length);
+    for (let i = 0; i < key.ids.length; i++) {
+      const id = key.ids[i]!;
+      let p = at.get(id);
+      if (p === undefined) {
+        p = unique.push(id) - 1;
+        at.set(id, p);
+      }
+      rowAt[i] = p;
+    }
+    return { ids: unique, rowAt };
+  });
 }
