@@ -56,7 +56,12 @@ export class FederatedFeastReads {
     }
     // Errors by path: `<root>.<index>` (the entity failed) and `<root>.<index>.<view field>`.
     const errorAt = new Map<string, Error>();
-    for (const e of errors) if (e.path) errorAt.set(e.path.join('.'), new GraphQLError(e.message, { extensions: e.extensions ?? {} }));
+    for (const e of errors) {
+      if (!e.path) continue;
+      // The planner names the subgraph it asked; the direct read has no subgraph, and the answers are to be the same.
+      const { serviceName: _subgraph, ...extensions } = e.extensions ?? {};
+      errorAt.set(e.path.join('.'), new GraphQLError(e.message, { extensions }));
+    }
     const results = plan.views.map((version, slot) => {
       const root = query.roots.find((r) => r.entity === plan.entities[slot])!;
       const field = root.views.find((v) => v.version === version)!.field;
