@@ -16,7 +16,7 @@ import { createStore } from '../../store/create-store.js';
 import { demoRows } from '../../store/demo-data.js';
 import { writeRows } from '../../store/rows.js';
 import { testCredentials, type TestCredentials } from '../support/auth.js';
-import { registry, startTestGateway } from '../support/gateway.js';
+import { registry, spawnSubgraphs, startTestGateway } from '../support/gateway.js';
 import { baseUrl, get, post, type Reply } from '../support/http.js';
 import { RedisProcess } from '../support/redis-server.js';
 import { eventually } from '../support/wait.js';
@@ -148,6 +148,21 @@ describe('POST /get-online-features on two Redis shards', () => {
       const expected = rows === 0 ? {} : Object.fromEntries(viewsOf(body).map((v) => [v, 1]));
       assert.deepEqual(delta(before, middle), expected, `${label}: the direct read`);
       assert.deepEqual(delta(middle, after), expected, `${label}: the federated path`);
+    }
+  });
+
+  test('the distributed shape (subgraph processes, no store in the gateway) answers every request with the same bytes', async () => {
+    const { processes, subgraphUrls } = await spawnSubgraphs({ REDIS_SHARD_URLS: shards.map((s) => s.url).join(','), LOG_LEVEL: 'warn' });
+    const distributed = await startTestGateway(undefined, { SUBGRAPH_URLS: subgraphUrls, MAX_BATCH_IDS: '50' });
+    try {
+      for (const body of cases) {
+        const [a, b] = [await post(feast(fast), body), await post(feast(distributed), body)];
+        assert.equal(b.status, 200, b.text);
+        assert.equal(b.text, a.text, JSON.stringify(body).slice(0, 160));
+      }
+    } finally {
+      await distributed.close();
+      for (const p of processes) await p.stop();
     }
   });
 
