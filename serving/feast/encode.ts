@@ -1,4 +1,5 @@
 import type { ReadResult, StoredFeatures } from '../../store/online-store.js';
+import { isoTime } from '../../subgraphs/compiled-operations.js';
 import { toGraphQLError } from '../../subgraphs/loaders.js';
 import type { FeastReads } from './read.js';
 import type { FeastRequest } from './request.js';
@@ -28,8 +29,8 @@ import type { FeastRequest } from './request.js';
  * Times are RFC 3339 in UTC with `Z`, milliseconds only when not zero (Feast's precision rule).
  * The client infers each value's type from its JSON token (python_values_to_proto_values), so a
  * Float feature is always written with a decimal point or an exponent (`1.0`, never `1`, which
- * would come back an INT64; a `[1.0, 2]` list would not convert at all). Only Float columns are
- * written number by number; every other column is one JSON.stringify.
+ * would come back an INT64; a `[1.0, 2]` list would not convert at all). Every column is one
+ * JSON.stringify, except a Float column holding an integral value, written number by number.
  */
 export function encodeFeast(request: FeastRequest, reads: FeastReads): string {
   const { plan, rows, keys } = request;
@@ -43,7 +44,8 @@ export function encodeFeast(request: FeastRequest, reads: FeastReads): string {
       results.push(`{"values":${JSON.stringify(key.ids)},"statuses":${present},"event_timestamps":${epochs}}`);
     }
   }
-  // Per view slot: each row's record (null: none or failed), its statuses and event times, once.
+  // Per view slot, once per distinct id (rows repeating an id share its answer): the record (null:
+  // none, stale or failed), the status and the JSON of the event time; then each row's, by `rowAt`.
   const slots = plan.views.length;
   const records = new Array<(StoredFeatures | null)[]>(slots);
   const statusesOf = new Array<string[]>(slots);
@@ -53,61 +55,79 @@ export function encodeFeast(request: FeastRequest, reads: FeastReads): string {
   for (let slot = 0; slot < slots; slot++) {
     const answers = reads.results[slot]!;
     const at = reads.rowAt[slot]!;
-    const recs = new Array<StoredFeatures | null>(rows);
-    const statuses = new Array<string>(rows);
-    const times = new Array<string>(rows);
-    for (let r = 0; r < rows; r++) {
-      const answer: ReadResult | Error = answers[at[r]!]!;
+    const n = answers.length;
+    const recs = new Array<StoredFeatures | null>(n);
+    const statuses = new Array<string>(n);
+    const times = new Array<string>(n);
+    for (let d = 0; d < n; d++) {
+      const answer: ReadResult | Error = answers[d]!;
       if (answer === null) {
-        recs[r] = null;
-        statuses[r] = 'NOT_FOUND';
-        times[r] = epoch;
+        recs[d] = null;
+        statuses[d] = 'NOT_FOUND';
+        times[d] = epoch;
       } else if (answer instanceof Error) {
-        recs[r] = null;
-        statuses[r] = 'INVALID';
-        times[r] = epoch;
-        (errors ??= []).push({ slot, error: answer, id: request.keys[request.keyOf[slot]!]!.ids[r]! });
+        recs[d] = null;
+        statuses[d] = 'INVALID';
+        times[d] = epoch;
       } else {
-        recs[r] = answer.stale ? null : answer;
-        statuses[r] = answer.stale ? 'OUTSIDE_MAX_AGE' : 'PRESENT';
-        times[r] = feastTime(answer.eventTimeMs);
+        recs[d] = answer.stale ? null : answer;
+        statuses[d] = answer.stale ? 'OUTSIDE_MAX_AGE' : 'PRESENT';
+        times[d] = feastTime(answer.eventTimeMs);
       }
+    }
+    // Arrays and one JSON.stringify each, not `+=` per row: a rope of small pieces costs more to
+    // flatten when the body is joined than it saves (decision 0027).
+    const rowStatuses = new Array<string>(rows);
+    const rowTimes = new Array<string>(rows);
+    for (let r = 0; r < rows; r++) {
+      const d = at[r]!;
+      rowStatuses[r] = statuses[d]!;
+      rowTimes[r] = times[d]!;
+      if (statuses[d] === 'INVALID') (errors ??= []).push({ slot, error: answers[d] as Error, id: request.keys[request.keyOf[slot]!]!.ids[r]! });
     }
     records[slot] = recs;
     statusesOf[slot] = statuses;
-    statusJson[slot] = JSON.stringify(statuses);
-    timesJson[slot] = JSON.stringify(times);
+    statusJson[slot] = JSON.stringify(rowStatuses);
+    timesJson[slot] = JSON.stringify(rowTimes);
   }
 
   for (const column of plan.columns) {
     names.push(column.name);
     const recs = records[column.slot]!;
+    const at = reads.rowAt[column.slot]!;
     const feature = column.feature.name;
     let nulls = false;
     let values: string;
-    if (column.float) {
-      values = '[';
-      for (let r = 0; r < rows; r++) {
-        const v = recs[r]?.values[feature] ?? null;
-        if (v === null && recs[r] !== null) nulls = true;
-        if (r > 0) values += ',';
-        values += v === null ? 'null' : Array.isArray(v) ? floatList(v as readonly number[]) : floatText(v as number);
-      }
-      values += ']';
-    } else {
-      const out = new Array<unknown>(rows);
-      for (let r = 0; r < rows; r++) {
-        const v = recs[r]?.values[feature] ?? null;
-        if (v === null && recs[r] !== null) nulls = true;
-        out[r] = v;
-      }
-      values = JSON.stringify(out);
+    const out = new Array<unknown>(rows);
+    // A Float column JSON.stringify cannot write: some value integral (`1` for 1.0) or not finite.
+    let integral = false;
+    for (let r = 0; r < rows; r++) {
+      const rec = recs[at[r]!]!;
+      const v = rec === null ? null : rec.values[feature] ?? null;
+      if (v === null && rec !== null) nulls = true;
+      if (column.float && v !== null && !integral) integral = Array.isArray(v) ? !(v as readonly number[]).every(writesAsFloat) : !writesAsFloat(v as number);
+      out[r] = v;
     }
+    if (integral) {
+      // Number by number, each distinct answer once, joined (flat strings, no rope).
+      const texts = new Array<string>(recs.length);
+      for (let d = 0; d < recs.length; d++) {
+        const v = recs[d]?.values[feature] ?? null;
+        texts[d] = v === null ? 'null' : Array.isArray(v) ? floatList(v as readonly number[]) : floatText(v as number);
+      }
+      const parts = new Array<string>(rows);
+      for (let r = 0; r < rows; r++) parts[r] = texts[at[r]!]!;
+      values = `[${parts.join(',')}]`;
+    } else values = JSON.stringify(out);
     let statuses = statusJson[column.slot]!;
     if (nulls) {
       // A value that is stored but has this feature null: NULL_VALUE in this column only.
-      const own = statusesOf[column.slot]!.slice();
-      for (let r = 0; r < rows; r++) if (recs[r] !== null && (recs[r]!.values[feature] ?? null) === null) own[r] = 'NULL_VALUE';
+      const own = new Array<string>(rows);
+      const base = statusesOf[column.slot]!;
+      for (let r = 0; r < rows; r++) {
+        const rec = recs[at[r]!]!;
+        own[r] = rec !== null && (rec.values[feature] ?? null) === null ? 'NULL_VALUE' : base[at[r]!]!;
+      }
       statuses = JSON.stringify(own);
     }
     results.push(`{"values":${values},"statuses":${statuses},"event_timestamps":${timesJson[column.slot]!}}`);
@@ -123,16 +143,19 @@ export function encodeFeast(request: FeastRequest, reads: FeastReads): string {
 }
 
 const epoch = '1970-01-01T00:00:00Z';
-const epochJson = JSON.stringify(epoch);
+const epochJson = `"${epoch}"`;
 
 /** `[item,item,…]` with `n` items. */
 function repeated(item: string, n: number): string {
   return n === 0 ? '[]' : `[${`${item},`.repeat(n - 1)}${item}]`;
 }
 
-/** RFC 3339 UTC with `Z`; milliseconds only when there are some, as Feast writes a Timestamp. */
+/**
+ * RFC 3339 UTC with `Z`; milliseconds only when there are some, as Feast writes a Timestamp. From
+ * the GraphQL path's own `eventTime` writer (no Date per value: it was most of this encoder's time).
+ */
 export function feastTime(ms: number): string {
-  const iso = new Date(ms).toISOString();
+  const iso = isoTime(ms);
   return ms % 1000 === 0 ? iso.slice(0, -5) + 'Z' : iso;
 }
 
@@ -152,9 +175,14 @@ export function floatText(v: number): string {
 }
 
 function floatList(list: readonly number[]): string {
-  let out = '[';
-  for (let i = 0; i < list.length; i++) out += (i > 0 ? ',' : '') + floatText(list[i]!);
-  return out + ']';
+  const parts = new Array<string>(list.length);
+  for (let i = 0; i < list.length; i++) parts[i] = floatText(list[i]!);
+  return `[${parts.join(',')}]`;
+}
+
+/** JSON.stringify writes this number as a float token already (a fraction, or an exponent). */
+function writesAsFloat(v: number): boolean {
+  return Number.isFinite(v) && (!Number.isInteger(v) || Math.abs(v) >= 1e21);
 }
 
 interface ErrorEntry {

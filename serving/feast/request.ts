@@ -61,6 +61,9 @@ export interface FeastRequest {
   readonly versionMetadata: boolean;
 }
 
+/** Feature lists longer than this (as text) are not cached: 1024 entries × 8 KiB at most. */
+const maxCachedKeyLength = 8192;
+
 /** The label of feature-list requests: one, whatever the list, so label cardinality stays bounded. */
 export const featureListOperation = 'feast:(features)';
 
@@ -147,7 +150,9 @@ export class FeastRequests {
     });
     const plan = compile(this.registry, resolved, fullFeatureNames, featureListOperation, null);
     if (plan instanceof FeastError) throw plan;
-    // Bounded: a client inventing lists cannot grow it (cleared when full, like the media-type memo).
+    // Bounded in entries (cleared when full, like the media-type memo) and in size: a client inventing
+    // long lists cannot make it hold MAX_BODY_BYTES per entry; such lists are planned per request.
+    if (key.length > maxCachedKeyLength) return plan;
     if (this.lists.size >= this.maxCachedLists) this.lists.clear();
     this.lists.set(key, plan);
     return plan;
