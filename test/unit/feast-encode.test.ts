@@ -91,6 +91,21 @@ describe('Feast response encoding', () => {
     }]);
   });
 
+  test('a Float column is checked value by value: an integral value after fractional ones still gets its .0', () => {
+    const request = requests.parse({ entities: { user_id: ['a', 'b', 'c'] }, features: ['profile:embedding', 'clickStats:clickRate'] });
+    const profile = (embedding: number[]) => ({ values: { sessionLength: 1, isPremium: true, country: 'DE', embedding }, eventTimeMs: T, stale: false });
+    const stats = (clickRate: number) => ({ values: { clickRate, clicks: 1, impressions: 1 }, eventTimeMs: T, stale: false });
+    const body = encodeFeast(request, reads([
+      [profile([0.5, 0.25]), profile([0.5, 3]), profile([-0, 0.125])],
+      [stats(0.5), stats(0.75), stats(2)],
+    ], [[0, 1, 2], [0, 1, 2]]));
+    assert.ok(body.includes('"values":[[0.5,0.25],[0.5,3.0],[-0.0,0.125]]'), body);
+    assert.ok(body.includes('"values":[0.5,0.75,2.0]'), body);
+    // Fractional only: JSON.stringify's own tokens, already floats.
+    const fractional = encodeFeast(request, reads([[profile([0.5])], [stats(0.1)]], [[0, 0, 0], [0, 0, 0]]));
+    assert.ok(fractional.includes('"values":[0.1,0.1,0.1]'), fractional);
+  });
+
   test('no rows: empty columns', () => {
     const request = requests.parse({ entities: { user_id: [] }, features: ['clickStats:clickRate'] });
     assert.deepEqual(JSON.parse(encodeFeast(request, reads([[]], [[]]))), {
