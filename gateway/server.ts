@@ -216,6 +216,8 @@ async function assemble({ config, registry, store, extraPlugins, feed, hotTier, 
       return result.body.singleResult as { data?: Record<string, unknown> | null; errors?: { message: string; path?: (string | number)[]; extensions?: Record<string, unknown> }[] };
     },
   });
+  log.info({ path: feast.path, reads: !distributed && config.fastPath ? 'store (as the compiled plan)' : 'federated planner', featureServices: registry.featureServices.map((s) => s.name) },
+    'Feast-compatible endpoint');
   const server = createGraphQLHttpServer({
     apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate: gatewayAuthentication(authenticator), admit, fastPath,
     requestDeadlineMs: config.requestDeadlineMs, tls: config.tls, corsOrigins: config.corsOrigins, debugErrors: config.debugErrors,
