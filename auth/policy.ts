@@ -48,6 +48,11 @@ export function authorize(principal: Principal | undefined, kind: OperationKind)
   return forbidden(`Not allowed to ${DESCRIBED[kind]}: principal "${principal?.id ?? 'unknown'}" ${has}; needs one of ${ALLOWED[kind].join(', ')}`);
 }
 
+/** Why a caller may not read a view: the same words on every door (GraphQL's field error, the Feast endpoint's refusal). */
+export function viewRefusalMessage(view: { readonly viewName: string; readonly readRoles: readonly Role[] | null }): string {
+  return `Not allowed to read feature view ${view.viewName}: it is readable by ${(view.readRoles ?? []).join(', ')} only`;
+}
+
 /** A view with no `readRoles` in the registry is readable by whoever may run the operation; admins read every view. */
 export function mayReadView(principal: Principal | undefined, view: { readonly readRoles: readonly Role[] | null }): boolean {
   if (view.readRoles === null) return true;

@@ -4,7 +4,7 @@ import {
   type DocumentNode, type FieldNode, type FragmentDefinitionNode, type OperationDefinitionNode, type SelectionSetNode, type ValueNode,
 } from 'graphql';
 import { ErrorCode } from '../runtime/errors.js';
-import type { Admission } from '../runtime/graphql-http.js';
+import type { Admission, Refusal } from '../runtime/graphql-http.js';
 import { rejectedRequests } from '../runtime/metrics.js';
 
 export interface Limits {
@@ -112,9 +112,8 @@ export function limitsPlugin(limits: Limits): ApolloServerPlugin<BaseContext> {
           const largest = largestList(document, operation, request.variables ?? {});
           if (largest > limits.maxBatchIds) {
             rejectedRequests.inc({ code: ErrorCode.BatchTooLarge });
-            throw new GraphQLError(`A list argument holds ${largest} items; at most ${limits.maxBatchIds} are allowed per batch (MAX_BATCH_IDS)`, {
-              extensions: { code: ErrorCode.BatchTooLarge, max: limits.maxBatchIds, http: { status: 400 } },
-            });
+            const refusal = batchTooLarge('A list argument holds', largest, limits.maxBatchIds);
+            throw new GraphQLError(refusal.message, { extensions: { code: refusal.code, max: limits.maxBatchIds, http: { status: refusal.status } } });
           }
         },
       };
@@ -124,10 +123,23 @@ export function limitsPlugin(limits: Limits): ApolloServerPlugin<BaseContext> {
 
 export function queryTooCostly(cost: number, max: number): GraphQLError {
   rejectedRequests.inc({ code: ErrorCode.QueryTooCostly });
-  return new GraphQLError(
-    `Query cost ${cost} (entities × features requested) exceeds the limit of ${max} (MAX_QUERY_COST); ask for fewer ids or fields per request`,
-    { extensions: { code: ErrorCode.QueryTooCostly, cost, max, http: { status: 400 } } },
-  );
+  const refusal = tooCostly(cost, max);
+  return new GraphQLError(refusal.message, { extensions: { code: refusal.code, cost, max, http: { status: refusal.status } } });
+}
+
+/**
+ * MAX_BATCH_IDS and MAX_QUERY_COST as refusals, in one wording for every door (GraphQL above,
+ * the Feast endpoint with its entity rows × features). `what` says what holds the ids.
+ */
+export function batchTooLarge(what: string, items: number, max: number): Refusal {
+  return { status: 400, code: ErrorCode.BatchTooLarge, message: `${what} ${items} items; at most ${max} are allowed per batch (MAX_BATCH_IDS)` };
+}
+
+export function tooCostly(cost: number, max: number): Refusal {
+  return {
+    status: 400, code: ErrorCode.QueryTooCostly,
+    message: `Query cost ${cost} (entities × features requested) exceeds the limit of ${max} (MAX_QUERY_COST); ask for fewer ids or fields per request`,
+  };
 }
 
 /**

@@ -16,6 +16,8 @@ import { ConfigError } from '../runtime/errors.js';
 import { createGraphQLHttpServer, listen, type Admission, type FastPath, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
 import { log } from '../runtime/log.js';
 import { readManifest } from '../schema/manifest.js';
+import { withFeatureServices } from '../schema/feature-queries.js';
+import { deadlineKey } from '../runtime/deadline.js';
 import { storeReadiness } from '../store/health.js';
 import { entitySubgraphSdl } from '../schema/sdl.js';
 import type { Registry } from '../schema/types.js';
@@ -26,6 +28,7 @@ import { primedReads } from '../subgraphs/loaders.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
 import { composeSupergraph, type SubgraphDefinition } from './compose.js';
 import { authorizationPlugin, gatewayAdmission, gatewayAuthentication, gatewayPrincipal, trustedOperation } from './authorization.js';
+import { feastDoor } from './feast-door.js';
 import { costFunction, limitsPlugin, nestingAdmission } from './limits.js';
 import { metricsPlugin } from './metrics-plugin.js';
 import { PersistedQueries, checkPersistedQuery } from './persisted-queries.js';
@@ -123,7 +126,8 @@ async function assemble({ config, registry, store, extraPlugins, feed, hotTier, 
     },
   });
 
-  const persisted = new PersistedQueries(readManifest(config.manifestFile), config.safelist);
+  // Each feature service of the registry is also a persisted operation (FeatureService_<name>): safelisted, compiled, named in metrics.
+  const persisted = new PersistedQueries(withFeatureServices(readManifest(config.manifestFile), registry), config.safelist);
   const authenticator = Authenticator.fromSettings(config.auth);
   let subscriptionsRef: Subscriptions | undefined;
   const apollo = new ApolloServer<BaseContext>({
@@ -198,9 +202,26 @@ async function assemble({ config, registry, store, extraPlugins, feed, hotTier, 
   const structural: Admission = (operation) => nesting(operation) ?? checkPersistedQuery(operation);
   const access = gatewayAdmission(persisted);
   const admit: Admission = (operation, principal) => access(operation, principal) ?? structural(operation, principal);
+  // The Feast-compatible door: co-located with the fast path on, it reads the store as the compiled plan does; otherwise
+  // through the planner, as the caller (already checked by the door, hence trusted) with the request's deadline.
+  const feast = feastDoor({
+    registry, maxBatchIds: config.maxBatchIds, maxQueryCost: config.maxQueryCost,
+    ...(!distributed && config.fastPath ? { store: store! } : {}),
+    execute: (principal, deadline) => async (query, variables) => {
+      const contextValue: Record<symbol, unknown> = { [trustedOperation]: true };
+      if (principal) contextValue[principalKey] = principal;
+      if (deadline) contextValue[deadlineKey] = deadline;
+      const result = await apollo.executeOperation({ query, variables }, { contextValue });
+      if (result.body.kind !== 'single') throw new Error('the Feast door\'s federated read got an incremental result');
+      return result.body.singleResult as { data?: Record<string, unknown> | null; errors?: { message: string; path?: (string | number)[]; extensions?: Record<string, unknown> }[] };
+    },
+  });
+  log.info({ path: feast.path, reads: !distributed && config.fastPath ? 'store (as the compiled plan)' : 'federated planner', featureServices: registry.featureServices.map((s) => s.name) },
+    'Feast-compatible endpoint');
   const server = createGraphQLHttpServer({
     apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate: gatewayAuthentication(authenticator), admit, fastPath,
     requestDeadlineMs: config.requestDeadlineMs, tls: config.tls, corsOrigins: config.corsOrigins, debugErrors: config.debugErrors,
+    doors: [feast],
   });
   if (hotTier && config.hotTier.warmUpFile) {
     const keys = loadWarmUpKeys(config.hotTier.warmUpFile);

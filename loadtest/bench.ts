@@ -228,7 +228,8 @@ async function main(): Promise<void> {
       feast = feastStarted;
       await waitFor(feast.url.replace('/get-online-features', '/health'));
       log('feast serving', { version: feast.version, workers: feast.workers });
-      systems.push({ name: 'feast', url: feast.url, style: 'persisted', processes: [], workloads: feastWorkloads, bodies: (w, _op, seed) => feastBodies(w, seed) });
+      const feastRegistry = loadRegistry(registryFile);
+      systems.push({ name: 'feast', url: feast.url, style: 'persisted', processes: [], workloads: feastWorkloads, bodies: (w, _op, seed) => feastBodies(w, seed, feastRegistry) });
     }
 
     // Every workload is checked here, W4 included: its answers change once its stream runs (W4
@@ -442,7 +443,7 @@ async function checkSameAnswers(systems: readonly System[], manifest: ReturnType
     const feastAnswer = answers.find((a) => a.system === 'feast');
     if (feastAnswer) {
       answers.splice(answers.indexOf(feastAnswer), 1);
-      checkFeastAgrees(feastAnswer.json, answers[0]!.json);
+      checkFeastAgrees(feastAnswer.json, answers[0]!.json, loadRegistry(process.env.REGISTRY_FILE));
     }
     for (const a of answers.slice(1)) {
       if (!isDeepStrictEqual(a.json, answers[0]!.json)) {

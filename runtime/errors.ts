@@ -26,6 +26,8 @@ export const ErrorCode = {
   DeadlineExceeded: 'DEADLINE_EXCEEDED',
   CorsOriginDenied: 'CORS_ORIGIN_DENIED',
   ShuttingDown: 'SHUTTING_DOWN',
+  /** The Feast-compatible endpoint: a feature view, version, feature or feature service the registry does not have (404). */
+  NotFound: 'NOT_FOUND',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -18,6 +18,7 @@ import { metricsRegistry, rejectedRequests, requestDuration, type BoundHistogram
  * control over body limits, malformed bodies and the operational endpoints.
  *
  *   POST|GET /graphql   GraphQL (Sandbox landing page for browsers on GET)
+ *   POST <door path>    a JSON door beside GraphQL (`doors`: the Feast-compatible /get-online-features)
  *   GET /metrics        Prometheus metrics
  *   GET /healthz        the process is up
  *   GET /readyz         the process can serve (its `ready` check passes)
@@ -70,6 +71,33 @@ export interface Refusal {
  */
 export type Authenticate = (req: http.IncomingMessage, landingPage: boolean) => Principal | undefined | Promise<Principal | undefined>;
 
+/**
+ * A door beside GraphQL at a path of its own, answering JSON POSTs (the
+ * Feast-compatible `/get-online-features`). The front does for it what it
+ * does for GraphQL before any body is parsed — CORS, authentication (the
+ * same `authenticate`, rate limit included), MAX_BODY_BYTES, the request's
+ * deadline — and, since a door's clients have their own error form, asks
+ * the door to word the front's refusals. Only `application/json` bodies
+ * reach it, which is also its CSRF protection: a browser cannot send that
+ * cross-site without a preflight.
+ */
+export interface JsonDoor {
+  readonly path: string;
+  /** The answer to a body (UTF-8 text, not yet parsed: the door words malformed JSON itself). */
+  answer(body: string, principal: Principal | undefined, deadline: Deadline | undefined): Promise<DoorAnswer> | DoorAnswer;
+  /** A refusal of the front (credentials, rate, body size, method, media type, shutdown) in the door's error form. */
+  refusal(status: number, code: ErrorCode, message: string): DoorAnswer;
+}
+
+export interface DoorAnswer {
+  readonly status: number;
+  readonly body: string;
+  /** Answered: the `operation` label its duration is observed under (a bounded set). */
+  readonly operation?: string;
+  /** Refused: the code it counts under in `feature_gateway_rejected_requests_total`. */
+  readonly code?: string;
+}
+
 export interface GraphQLHttpOptions {
   readonly apollo: ApolloServer<BaseContext>;
   readonly maxBodyBytes: number;
@@ -86,6 +114,8 @@ export interface GraphQLHttpOptions {
   readonly corsOrigins?: '*' | readonly string[] | null;
   /** DEBUG_ERRORS: the stack of an unexpected error goes into the 500 reply (never otherwise). */
   readonly debugErrors?: boolean;
+  /** Doors beside GraphQL, each at its own path. */
+  readonly doors?: readonly JsonDoor[];
 }
 
 /** Plain or TLS: both emit 'request' and 'upgrade' alike. */
@@ -115,6 +145,7 @@ const drains = new WeakMap<HttpServer, Drain>();
 export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer {
   const path = options.path ?? '/graphql';
   const cors = options.corsOrigins ?? null;
+  const doors = new Map((options.doors ?? []).map((door) => [door.path, door]));
   const drain: Drain = { phase: 'serving', inFlight: new Set() };
   // One listener for every response (not a closure per request): `this` is the response.
   function onResponseClose(this: http.ServerResponse): void {
@@ -128,7 +159,10 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
       res.setHeader('connection', 'close');
       if (req.url !== '/healthz') {
         rejectedRequests.inc({ code: ErrorCode.ShuttingDown });
-        return sendErrors(res, 503, ErrorCode.ShuttingDown, 'The server is shutting down; retry on another instance');
+        const message = 'The server is shutting down; retry on another instance';
+        const door = doors.get(req.url ?? '');
+        if (door) return sendDoor(res, door.refusal(503, ErrorCode.ShuttingDown, message));
+        return sendErrors(res, 503, ErrorCode.ShuttingDown, message);
       }
     }
     drain.inFlight.add(res);
@@ -159,8 +193,9 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
   drains.set(server, drain);
 
   function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> | void {
-    // The GraphQL path without a query string (every POST) needs no URL object.
-    const url = req.url === path ? undefined : new URL(req.url ?? '/', 'http://localhost');
+    // The GraphQL path or a door's without a query string (every POST) needs no URL object.
+    const door = doors.size === 0 ? undefined : doors.get(req.url ?? '');
+    const url = req.url === path || door ? undefined : new URL(req.url ?? '/', 'http://localhost');
     if (cors) {
       const allowed = corsAllows(cors, req.headers.origin);
       // Caches must not hand one origin's answer (with its allow-origin) to another.
@@ -168,8 +203,51 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
       if (allowed) res.setHeader('access-control-allow-origin', cors === '*' ? '*' : req.headers.origin!);
       if (req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) return preflight(req, res, allowed);
     }
+    if (door) return doorRequest(door, req, res);
     if (url === undefined || url.pathname === path) return graphql(req, res, url);
+    const byPath = doors.get(url.pathname);
+    if (byPath) return doorRequest(byPath, req, res);
     return operational(req, res, url);
+  }
+
+  /** A door's request: the front's checks in GraphQL's order (credentials before a byte of the body), then the door. */
+  async function doorRequest(door: JsonDoor, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const deadline = options.requestDeadlineMs === undefined ? undefined : Deadline.after(options.requestDeadlineMs);
+    const started = performance.now();
+    const refuse = (status: number, code: ErrorCode, message: string): void => {
+      rejectedRequests.inc({ code });
+      // The body is not read: close after the answer rather than drain an unknown amount.
+      if (req.headers['content-length'] !== '0' && req.method !== 'GET') res.setHeader('connection', 'close');
+      sendDoor(res, door.refusal(status, code, message));
+      req.resume();
+    };
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      return refuse(405, ErrorCode.BadRequest, `${door.path} answers POST only`);
+    }
+    let principal: Principal | undefined;
+    if (options.authenticate) {
+      try {
+        const who = options.authenticate(req, false);
+        principal = who instanceof Promise ? await who : who;
+      } catch (error) {
+        if (!(error instanceof AccessError)) throw error;
+        if (error.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(error.retryAfterSeconds));
+        if (error.status === 401) res.setHeader('www-authenticate', 'Bearer, ApiKey header="x-api-key"');
+        return refuse(error.status, error.code, error.message);
+      }
+    }
+    if (mediaTypeOf(req.headers['content-type']) !== 'application/json') {
+      return refuse(415, ErrorCode.BadRequest, `${door.path} takes a JSON body: send content-type: application/json`);
+    }
+    const tooLarge = `Request body exceeds ${options.maxBodyBytes} bytes (MAX_BODY_BYTES)`;
+    if (Number(req.headers['content-length'] ?? 0) > options.maxBodyBytes) return refuse(413, ErrorCode.BodyTooLarge, tooLarge);
+    const raw = await readBody(req, options.maxBodyBytes);
+    if (raw === null) return refuse(413, ErrorCode.BodyTooLarge, tooLarge);
+    const answer = await door.answer(raw.toString('utf8'), principal, deadline);
+    if (answer.code !== undefined) rejectedRequests.inc({ code: answer.code });
+    sendDoor(res, answer);
+    if (answer.operation !== undefined) durationOf(answer.operation).observe((performance.now() - started) / 1000);
   }
 
   /** The routes beside GraphQL. */
@@ -329,7 +407,8 @@ function requestContext(deadline: Deadline | undefined, principal: Principal | u
 
 /**
  * `requestDuration` bound to one operation name, once per name rather than per request. The
- * names are the compiled plans' (manifest operations), a fixed handful.
+ * names are the compiled plans' (manifest operations) and the doors' (e.g. `feast:<service>`,
+ * `feast:(features)`), a set bounded by the manifest and the registry.
  */
 function durationOf(operation: string): BoundHistogram {
   let bound = durations.get(operation);
@@ -498,6 +577,11 @@ function refuseAccess(req: http.IncomingMessage, res: http.ServerResponse, error
 
 function sendErrors(res: http.ServerResponse, status: number, code: string, message: string, extensions: Record<string, unknown> = {}): void {
   sendJson(res, status, { errors: [{ message, extensions: { code, ...extensions } }] });
+}
+
+function sendDoor(res: http.ServerResponse, answer: DoorAnswer): void {
+  res.writeHead(answer.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(answer.body) });
+  res.end(answer.body);
 }
 
 function sendJson(res: http.ServerResponse, status: number, value: unknown): void {

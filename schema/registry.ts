@@ -5,7 +5,10 @@ import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { fromRoot } from '../runtime/paths.js';
 import { maxDurationDays, parseAggregate, parseDuration, parseEvents, parseMaterialization, type RawAggregate, type RawEvent, type RawMaterializedView } from './materialization.js';
 import type { Role } from '../auth/principal.js';
-import type { Entity, EventSchema, Feature, FeatureType, FeatureView, HotTierPolicy, Materialization, Registry, ScalarTypeName, ViewVersion } from './types.js';
+import { defaultJoinKey, resolveRef } from './feast.js';
+import type {
+  Entity, EventSchema, Feature, FeatureService, FeatureType, FeatureView, HotTierPolicy, Materialization, Registry, ScalarTypeName, ServiceFeature, ViewVersion,
+} from './types.js';
 
 /**
  * Reads the registry file, checks its shape against `registry.schema.json`
@@ -61,8 +64,9 @@ interface RawView extends RawMaterializedView {
   ttl: string | number; source?: string; activeVersion?: number; versions: RawVersion[]; readRoles?: Role[];
   hotTier?: { enabled?: boolean; maxAge?: string | number };
 }
-interface RawEntity { name: string; type: string; key: 'id'; plural?: string; description: string }
-interface RawRegistry { entities: RawEntity[]; views: RawView[]; events?: RawEvent[] }
+interface RawEntity { name: string; type: string; key: 'id'; plural?: string; description: string; feastJoinKey?: string }
+interface RawFeatureService { name: string; description: string; owner: string; features: string[] }
+interface RawRegistry { entities: RawEntity[]; views: RawView[]; events?: RawEvent[]; featureServices?: RawFeatureService[] }
 
 export function parseRegistry(text: string, file: string): Registry {
   const lineCounter = new LineCounter();
@@ -115,12 +119,18 @@ type Report = (path: (string | number)[], message: string, expected: string) => 
 function checkSemantics(raw: RawRegistry, file: string, at: Report): Registry {
   const entityNames = new Map<string, number>();
   const typeNames = new Map<string, number>();
+  const joinKeys = new Map<string, number>();
   raw.entities.forEach((e, i) => {
     checkName(e.name, ['entities', i, 'name'], 'entity name', at);
     checkName(e.type, ['entities', i, 'type'], 'GraphQL type name', at);
     if (e.plural !== undefined) checkName(e.plural, ['entities', i, 'plural'], 'plural field name', at);
     checkUnique(entityNames, e.name, i, ['entities', i, 'name'], 'entity', at);
     checkUnique(typeNames, e.type, i, ['entities', i, 'type'], 'entity type', at);
+    // A join key is also the variable name of the feature services' generated GraphQL operations.
+    const joinKeyPath = e.feastJoinKey === undefined ? ['entities', i, 'name'] : ['entities', i, 'feastJoinKey'];
+    if (e.feastJoinKey !== undefined) checkName(e.feastJoinKey, joinKeyPath, 'Feast join key', at);
+    // A repeated entity name is reported already; its default join key would only repeat that.
+    if (entityNames.get(e.name) === i || e.feastJoinKey !== undefined) checkUnique(joinKeys, e.feastJoinKey ?? defaultJoinKey(e.name), i, joinKeyPath, 'Feast join key', at);
   });
 
   const events = parseEvents(raw.events, at);
@@ -172,10 +182,48 @@ function checkSemantics(raw: RawRegistry, file: string, at: Report): Registry {
     singularField: e.name,
     pluralField: e.plural ?? `${e.name}s`,
     description: e.description,
+    feastJoinKey: e.feastJoinKey ?? defaultJoinKey(e.name),
     views: views.filter((v) => v.entityName === e.name),
   }));
   raw.entities.forEach((e, i) => checkEntityFieldNames(entities[i]!, i, raw, at));
-  return { file, entities, events };
+  const withoutServices: Registry = { file, entities, events, featureServices: [] };
+  return { ...withoutServices, featureServices: parseFeatureServices(raw.featureServices ?? [], withoutServices, at) };
+}
+
+/**
+ * Feature services: unique names (each is also a generated GraphQL operation, so a GraphQL
+ * name), every reference resolving to a feature of an existing view version, none twice.
+ */
+function parseFeatureServices(raw: readonly RawFeatureService[], registry: Registry, at: Report): FeatureService[] {
+  const names = new Map<string, number>();
+  return raw.map((s, i) => {
+    const path = ['featureServices', i];
+    checkName(s.name, [...path, 'name'], 'feature service name', at);
+    checkUnique(names, s.name, i, [...path, 'name'], 'feature service', at);
+    const features: ServiceFeature[] = [];
+    const listed = new Map<string, number>();
+    s.features.forEach((ref, k) => {
+      const resolved = resolveRef(registry, ref, true);
+      if (!Array.isArray(resolved)) {
+        const expected = resolved.kind === 'version' || resolved.kind === 'feature' || resolved.kind === 'view'
+          ? 'a view, version and feature the registry declares'
+          : "'view:feature', 'view@vN:feature', or a whole view 'view' / 'view@vN'";
+        at([...path, 'features', k], `feature service "${s.name}": ${resolved.message}`, expected);
+        return;
+      }
+      for (const r of resolved) {
+        const key = `${r.version.viewName}:v${r.version.version}:${r.feature.name}`;
+        const first = listed.get(key);
+        if (first !== undefined) {
+          at([...path, 'features', k], `feature service "${s.name}" lists ${r.version.viewName} v${r.version.version} ${r.feature.name} twice (also at index ${first})`, 'each feature once');
+          continue;
+        }
+        listed.set(key, k);
+        features.push({ ref, version: r.version, feature: r.feature, pinned: r.pinned });
+      }
+    });
+    return { name: s.name, description: s.description, owner: s.owner, features };
+  });
 }
 
 /** An entity's fields are `id`, each view and each `<view>V<n>`: none may collide. */

@@ -172,6 +172,8 @@ function pushFieldDescription(entity: Entity, view: FeatureView, version: ViewVe
 const registryMetaSdl = `"""The feature registry, the single source of truth for entities and feature views."""
 type FeatureRegistry @shareable {
   entities: [EntityMeta!]!
+  """Named bundles of features (Feast's FeatureService): served by POST /get-online-features (\`feature_service\`) and, from GraphQL, by a persisted operation."""
+  featureServices: [FeatureServiceMeta!]!
 }
 
 """An entity type and its feature views."""
@@ -179,8 +181,24 @@ type EntityMeta @shareable {
   name: String!
   typeName: String!
   key: String!
+  """What Feast's clients call the key: \`{"entities": {"<feastJoinKey>": [ids]}}\` at POST /get-online-features."""
+  feastJoinKey: String!
   description: String!
   views: [ViewMeta!]!
+}
+
+"""A feature service of the registry: a named list of features read together."""
+type FeatureServiceMeta @shareable {
+  name: String!
+  description: String!
+  owner: String!
+  """Its features, each as \`view@vN:feature\` (the version it reads)."""
+  features: [String!]!
+  """The persisted operation that reads it from GraphQL, one \`[ID!]!\` variable per entity named by its Feast join key."""
+  operationName: String!
+  """The operation's id in the gateway's manifest (the SHA-256 of \`query\`): send it as extensions.persistedQuery.sha256Hash."""
+  operationId: String!
+  query: String!
 }
 
 """One version of a feature view."""

@@ -117,7 +117,32 @@ export interface Entity {
   readonly singularField: string;
   readonly pluralField: string;
   readonly description: string;
+  /** The name Feast's clients give this entity's key in `entities` (registry `feastJoinKey`, default `<entity>_id`). */
+  readonly feastJoinKey: string;
   readonly views: readonly FeatureView[];
+}
+
+/** One feature of a feature service: a version of a view and one of its features. */
+export interface ServiceFeature {
+  /** The reference as the registry writes it, e.g. `clickStats:clickRate` or `clickStats@v1` (every feature of v1). */
+  readonly ref: string;
+  readonly version: ViewVersion;
+  readonly feature: Feature;
+  /** The version was named (`@vN`), not taken as the active one. */
+  readonly pinned: boolean;
+}
+
+/**
+ * A named bundle of features, as Feast's FeatureService: served by the
+ * Feast-compatible endpoint (`feature_service`) and, from GraphQL, as a
+ * generated persisted operation (schema/feature-service-operations.ts).
+ */
+export interface FeatureService {
+  readonly name: string;
+  readonly description: string;
+  readonly owner: string;
+  /** In the registry's order, whole-view references expanded. */
+  readonly features: readonly ServiceFeature[];
 }
 
 export interface Registry {
@@ -125,6 +150,7 @@ export interface Registry {
   readonly file: string;
   readonly entities: readonly Entity[];
   readonly events: readonly EventSchema[];
+  readonly featureServices: readonly FeatureService[];
 }
 
 export function activeVersionOf(view: FeatureView): ViewVersion {

@@ -1,7 +1,7 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
 import { GraphQLError, parse, type DocumentNode, type GraphQLResolveInfo, type GraphQLSchema } from 'graphql';
-import { mayReadView } from '../auth/policy.js';
+import { mayReadView, viewRefusalMessage } from '../auth/policy.js';
 import { principalOf } from '../auth/principal.js';
 import { ErrorCode } from '../runtime/errors.js';
 import { entitySubgraphSdl, viewFieldsOf } from '../schema/sdl.js';
@@ -132,7 +132,7 @@ export function buildAllSubgraphs(registry: Registry, deps: SubgraphDeps): Entit
 
 /** The error on a view field its caller may not read: that field alone fails (README, "Roles"). */
 function forbiddenView(view: ViewVersion): GraphQLError {
-  return new GraphQLError(`Not allowed to read feature view ${view.viewName}: it is readable by ${view.readRoles!.join(', ')} only`, {
+  return new GraphQLError(viewRefusalMessage(view), {
     extensions: { code: ErrorCode.Forbidden, view: view.viewName },
   });
 }

@@ -1,3 +1,4 @@
+import { featureServiceOperation } from '../schema/feature-queries.js';
 import type { Registry } from '../schema/types.js';
 
 /** The `featureRegistry` field's value: the registry as analysts browse it. Built once; it never changes at run time. */
@@ -7,6 +8,7 @@ export function registryMetadata(registry: Registry) {
       name: entity.name,
       typeName: entity.typeName,
       key: 'id',
+      feastJoinKey: entity.feastJoinKey,
       description: entity.description,
       views: entity.views.flatMap((view) =>
         view.versions.map((version) => ({
@@ -22,5 +24,17 @@ export function registryMetadata(registry: Registry) {
         })),
       ),
     })),
+    featureServices: registry.featureServices.map((service) => {
+      const operation = featureServiceOperation(registry, service);
+      return {
+        name: service.name,
+        description: service.description,
+        owner: service.owner,
+        features: service.features.map((f) => `${f.version.viewName}@v${f.version.version}:${f.feature.name}`),
+        operationName: operation.name,
+        operationId: operation.id,
+        query: operation.body,
+      };
+    }),
   };
 }

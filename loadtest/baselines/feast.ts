@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { fromRoot } from '../../runtime/paths.js';
-import { activeVersionOf, type Registry } from '../../schema/types.js';
+import { activeVersionOf, findEntity, findView, type Registry } from '../../schema/types.js';
 import { demoRows, mulberry32 } from '../../store/demo-data.js';
 import type { BodySource } from '../runner.js';
 import type { Workload } from '../workloads.js';
@@ -19,9 +19,18 @@ import type { Workload } from '../workloads.js';
 const script = fromRoot('loadtest', 'baselines', 'feast', 'feast_baseline.py');
 const run = promisify(execFile);
 
-/** The views Feast serves (their active versions), with the entity each is keyed by and its Feast join key. */
+/** The views Feast serves (their active versions); each is keyed by its entity's Feast join key in the registry (`feastJoinKey`). */
 const feastViews = ['clickStats', 'profile', 'itemStats'] as const;
-const joinKeys: Readonly<Record<string, string>> = { user: 'user_id', item: 'item_id' };
+
+/** entity name → Feast join key, for the entities of Feast's views. */
+function joinKeysOf(registry: Registry): Record<string, string> {
+  const keys: Record<string, string> = {};
+  for (const name of feastViews) {
+    const entity = findEntity(registry, findView(registry, name)!.entityName)!;
+    keys[entity.name] = entity.feastJoinKey;
+  }
+  return keys;
+}
 
 export interface FeastBaseline {
   /** `/get-online-features` of the server. */
@@ -57,11 +66,12 @@ export async function startFeast(options: FeastStart): Promise<FeastBaseline | {
   }
   const repo = path.join(options.dir, 'feast-repo');
   const redis = new URL(options.redisUrl);
-  await run(python, [script, 'setup', '--dir', repo, '--redis', `${redis.hostname}:${redis.port}`]);
+  const joinKeys = JSON.stringify(joinKeysOf(options.registry));
+  await run(python, [script, 'setup', '--dir', repo, '--redis', `${redis.hostname}:${redis.port}`, '--join-keys', joinKeys]);
   const rowsFile = path.join(options.dir, 'feast-rows.jsonl');
   writeRows(options, rowsFile);
   const t0 = performance.now();
-  await run(python, [script, 'load', '--dir', repo, '--rows', rowsFile], { maxBuffer: 1 << 20 });
+  await run(python, [script, 'load', '--dir', repo, '--rows', rowsFile, '--join-keys', joinKeys], { maxBuffer: 1 << 20 });
   options.log('loaded the data set through Feast', { seconds: Math.round((performance.now() - t0) / 1000) });
   const { stdout: version } = await run(python, ['-c', 'import feast; print(feast.__version__)']);
   const feast = path.join(path.dirname(python), 'feast');
@@ -107,18 +117,19 @@ const w2Features = [
  * seed). W1: the users' clickRate. W2: Feast's way to fetch a ranking vector, 20 entity rows of
  * (user_id, item_id) with the features of clickStats, profile and itemStats.
  */
-export function feastBodies(workload: Workload, seed: number): BodySource {
+export function feastBodies(workload: Workload, seed: number, registry: Registry): BodySource {
   const random = mulberry32(seed);
+  const keys = joinKeysOf(registry);
   if (workload.name === 'W1') {
     return () => {
       const { ids } = workload.variables(random) as { ids: string[] };
-      return JSON.stringify({ entities: { user_id: ids }, features: ['clickStats:clickRate'], full_feature_names: true });
+      return JSON.stringify({ entities: { [keys.user!]: ids }, features: ['clickStats:clickRate'], full_feature_names: true });
     };
   }
   if (workload.name === 'W2') {
     return () => {
       const { user, items } = workload.variables(random) as { user: string; items: string[] };
-      return JSON.stringify({ entities: { user_id: items.map(() => user), item_id: items }, features: w2Features, full_feature_names: true });
+      return JSON.stringify({ entities: { [keys.user!]: items.map(() => user), [keys.item!]: items }, features: w2Features, full_feature_names: true });
     };
   }
   throw new Error(`the Feast baseline has no request for ${workload.name}`);
@@ -129,12 +140,12 @@ export const feastWorkloads = ['W1', 'W2'] as const;
 
 /** (entity, id, view, feature) → value: what an answer says, whatever its shape. */
 type Facts = Map<string, unknown>;
-const viewEntity: Readonly<Record<string, string>> = { clickStats: 'user', profile: 'user', itemStats: 'item' };
 
 /** The facts of a Feast answer (full feature names); an error when a value is not PRESENT. */
-function feastFacts(answer: unknown): Facts {
+function feastFacts(answer: unknown, registry: Registry): Facts {
   const a = answer as { metadata: { feature_names: string[] }; results: { values: unknown[]; statuses: string[] }[] };
   const names = a.metadata.feature_names;
+  const joinKeys = joinKeysOf(registry);
   const keyColumns = new Map<string, unknown[]>();
   names.forEach((n, i) => {
     const entity = Object.keys(joinKeys).find((e) => joinKeys[e] === n);
@@ -144,7 +155,7 @@ function feastFacts(answer: unknown): Facts {
   names.forEach((n, i) => {
     const [view, feature] = n.split('__') as [string, string];
     if (!feature) return;
-    const entity = viewEntity[view]!;
+    const entity = findView(registry, view)!.entityName;
     const ids = keyColumns.get(entity)!;
     a.results[i]!.values.forEach((value, row) => {
       const status = a.results[i]!.statuses[row];
@@ -178,9 +189,9 @@ function gatewayFacts(answer: unknown): Facts {
  * or strings depending on the path, and doubles through Python's repr, so numbers compare as
  * numbers (a relative 1e-12: both hold the same doubles).
  */
-export function checkFeastAgrees(feastAnswer: unknown, gatewayAnswer: unknown): void {
+export function checkFeastAgrees(feastAnswer: unknown, gatewayAnswer: unknown, registry: Registry): void {
   const ours = gatewayFacts(gatewayAnswer);
-  const theirs = feastFacts(feastAnswer);
+  const theirs = feastFacts(feastAnswer, registry);
   const same = (a: unknown, b: unknown): boolean => {
     if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => same(x, b[i]));
     if (typeof a === 'number' || typeof b === 'number') {

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import type { ApolloServerPlugin, BaseContext } from '@apollo/server';
 import { startGateway, type RunningGateway } from '../../gateway/server.js';
 import { readManifest, sha256Hex } from '../../schema/manifest.js';
+import { withFeatureServices } from '../../schema/feature-queries.js';
 import { createStore } from '../../store/create-store.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { registry, startTestGateway, testConfig } from '../support/gateway.js';
@@ -204,7 +205,9 @@ describe('persisted queries', () => {
     });
 
     it('parsed and validated every manifest query while starting', () => {
-      const queries = manifest.operations.filter((o) => o.type === 'query');
+      // The gateway's manifest: the file's operations and one per feature service of the registry.
+      const queries = withFeatureServices(manifest, registry).operations.filter((o) => o.type === 'query');
+      assert.ok(queries.some((o) => o.name === 'FeatureService_ranking'));
       assert.equal(counts.parsed, queries.length);
       assert.equal(counts.validated, queries.length);
       assert.deepEqual([...parsedQueries].sort(), queries.map((o) => o.body).sort());

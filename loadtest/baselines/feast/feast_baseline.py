@@ -1,18 +1,19 @@
 """The benchmark's Feast baseline: a Feast feature repository over the same
 Redis as the gateway, loaded with the same demo rows through Feast's own writer.
 
-    python feast_baseline.py setup --dir D --redis 127.0.0.1:6379
+    python feast_baseline.py setup --dir D --redis 127.0.0.1:6379 --join-keys '{"user": "user_id", "item": "item_id"}'
         writes D/feature_store.yaml and applies the definitions below
         (Feast's own registry file, D/registry.db)
-    python feast_baseline.py load --dir D --rows rows.jsonl
+    python feast_baseline.py load --dir D --rows rows.jsonl --join-keys '{...}'
         writes every row of rows.jsonl (the format of store/rows.ts, with a
         numeric eventTime) with FeatureStore.write_to_online_store, so the
         keys and hashes in Redis are Feast's own layout
 
 Then `feast -c D serve` answers /get-online-features. Names follow the
-gateway's registry: entity `user` with join key `user_id`, views
-clickStats (v2, the active version), profile, itemStats; the TTLs match the
-benchmark's (1 h), so nothing is OUTSIDE_MAX_AGE during a run.
+gateway's registry: entities `user` and `item` with the join keys it
+declares (`feastJoinKey`, passed in as --join-keys by loadtest/baselines/feast.ts),
+views clickStats (v2, the active version), profile, itemStats; the TTLs
+match the benchmark's (1 h), so nothing is OUTSIDE_MAX_AGE during a run.
 """
 import argparse
 import json
@@ -34,12 +35,12 @@ entity_key_serialization_version: 3
 """
 
 
-def definitions(source_path: str):
+def definitions(source_path: str, join_keys: dict):
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Array, Bool, Float64, Int64, String
 
-    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING)
-    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING)
+    user = Entity(name="user", join_keys=[join_keys["user"]], value_type=ValueType.STRING)
+    item = Entity(name="item", join_keys=[join_keys["item"]], value_type=ValueType.STRING)
     # The offline source is never read: the benchmark writes the online store directly.
     source = FileSource(name="bench_rows", path=source_path, timestamp_field="event_timestamp")
 
@@ -56,20 +57,17 @@ def definitions(source_path: str):
     ]
 
 
-JOIN_KEYS = {"user": "user_id", "item": "item_id"}
-
-
-def setup(directory: Path, redis: str) -> None:
+def setup(directory: Path, redis: str, join_keys: dict) -> None:
     from feast import FeatureStore
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "feature_store.yaml").write_text(FEATURE_STORE_YAML.format(registry=directory / "registry.db", redis=redis))
     store = FeatureStore(repo_path=str(directory))
-    store.apply(definitions(str(directory / "unused.parquet")))
+    store.apply(definitions(str(directory / "unused.parquet"), join_keys))
     print(json.dumps({"msg": "feast repository applied", "dir": str(directory), "views": [v.name for v in store.list_feature_views()]}), file=sys.stderr)
 
 
-def load(directory: Path, rows_file: Path, batch: int = 20_000) -> None:
+def load(directory: Path, rows_file: Path, join_keys: dict, batch: int = 20_000) -> None:
     import pandas as pd
     from feast import FeatureStore
 
@@ -90,7 +88,7 @@ def load(directory: Path, rows_file: Path, batch: int = 20_000) -> None:
             name = row["view"]
             if name not in views:
                 raise SystemExit(f"{rows_file}:{number}: view {name!r} is not in the Feast repository")
-            record = {JOIN_KEYS[row["entity"]]: row["id"], "event_timestamp": datetime.fromtimestamp(row["eventTime"] / 1000, tz=timezone.utc)}
+            record = {join_keys[row["entity"]]: row["id"], "event_timestamp": datetime.fromtimestamp(row["eventTime"] / 1000, tz=timezone.utc)}
             record.update(row["values"])
             pending[name].append(record)
             if len(pending[name]) >= batch:
@@ -109,11 +107,13 @@ def main() -> None:
     l = sub.add_parser("load")
     l.add_argument("--dir", required=True, type=Path)
     l.add_argument("--rows", required=True, type=Path)
+    for p in (s, l):
+        p.add_argument("--join-keys", required=True, type=json.loads, help="entity name -> Feast join key, JSON (the registry's feastJoinKey)")
     args = parser.parse_args()
     if args.command == "setup":
-        setup(args.dir.resolve(), args.redis)
+        setup(args.dir.resolve(), args.redis, args.join_keys)
     else:
-        load(args.dir.resolve(), args.rows)
+        load(args.dir.resolve(), args.rows, args.join_keys)
 
 
 if __name__ == "__main__":
