@@ -21,7 +21,9 @@ import { entitySubgraphSdl } from '../schema/sdl.js';
 import type { Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { HotTier, loadWarmUpKeys, saveWarmUpKeys } from '../store/hot-tier.js';
-import { CompiledOperations } from '../subgraphs/compiled-operations.js';
+import { CompiledOperations } from '../serving/compiled-operations.js';
+import { encodeGraphQLJson } from '../serving/encoders/graphql-json.js';
+import { primedReadsOf } from '../serving/plan.js';
 import { primedReads } from '../subgraphs/loaders.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
 import { composeSupergraph, type SubgraphDefinition } from './compose.js';
@@ -186,9 +188,17 @@ async function assemble({ config, registry, store, extraPlugins, feed, hotTier, 
     const variables = typeof operation.variables === 'object' && operation.variables !== null ? (operation.variables as Record<string, unknown>) : {};
     if (costOf.get(id!)!(variables) > config.maxQueryCost) return undefined;
     const result = await op.run(operation.variables, operation.operationName, deadline);
-    (result.kind === 'answered' ? op.served : op.handedOver).inc();
-    if (result.kind === 'answered') return { kind: 'answered', body: result.body, operation: op.name };
-    return { kind: 'generic', context: result.reads === undefined ? {} : { [primedReads]: result.reads } };
+    if (result.kind === 'unfit') {
+      op.handedOver.inc();
+      return { kind: 'generic', context: {} };
+    }
+    if (result.failed) {
+      // The generic path reports the failed ids in its own words, from these reads, without reading again.
+      op.handedOver.inc();
+      return { kind: 'generic', context: { [primedReads]: primedReadsOf(result) } };
+    }
+    op.served.inc();
+    return { kind: 'answered', body: encodeGraphQLJson(result), operation: op.name };
   });
   if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
 
