@@ -119,8 +119,8 @@ export function compileOperation(registry: Registry, name: string, body: string,
     name,
     plan,
     views: plan.views,
-    served: fastPathRequests.bind({ operation: name, outcome: 'served' }),
-    handedOver: fastPathRequests.bind({ operation: name, outcome: 'generic' }),
+    served: fastPathRequests.bind({ operation: name, outcome: 'served', format: 'json' }),
+    handedOver: fastPathRequests.bind({ operation: name, outcome: 'generic', format: 'json' }),
     // Not async: the one async layer is executePlan's (a promise layer fewer per request, decision 0027).
     run(variables, operationName, deadline) {
       if (operationName !== undefined && operationName !== null && operationName !== name) return Promise.resolve({ kind: 'unfit', reason: 'operationName', given: operationName });
