@@ -18,7 +18,8 @@ import { MediaType, Wants, answerableTypes, negotiate } from './negotiation.js';
  * on a bare `node:http` server: no framework on the hot path, and full
  * control over body limits, malformed bodies and the operational endpoints.
  *
- *   POST|GET /graphql   GraphQL (Sandbox landing page for browsers on GET)
+ *   POST|GET /graphql   GraphQL: JSON, or an Arrow IPC stream when the Accept header asks for it
+ *                       (negotiation.ts; 406 when it accepts none of the types); Sandbox for browsers on GET
  *   GET /metrics        Prometheus metrics
  *   GET /healthz        the process is up
  *   GET /readyz         the process can serve (its `ready` check passes)
