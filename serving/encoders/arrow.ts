@@ -8,9 +8,6 @@ import type { FeatureValue } from '../../store/codec.js';
 import { responseErrors } from '../errors.js';
 import { PartKind, idAt, readAt, rowCount, type Plan, type PlanResult } from '../plan.js';
 
-/** The media type of an Arrow IPC stream. */
-export const ARROW_STREAM = 'application/vnd.apache.arrow.stream';
-
 /**
  * A plan's result as an Arrow IPC stream (`application/vnd.apache.arrow.stream`), decision 0031.
  *
@@ -128,7 +125,6 @@ function makeForm(plan: Plan): ArrowForm | string {
     // With no view selected a row would say nothing but its id: whether the entity exists is not a column.
     if (views === 0) return `root field ${root.responseKey} selects no feature view`;
   }
-  for (const reserved of ['field', 'id']) if (byName.has(reserved)) return `column ${reserved} is reserved`;
   const keys = plan.roots.map((r) => r.responseKey);
   const fields = [
     new Field('field', new Dictionary(new Utf8(), new Int32(), 0), false),
