@@ -85,13 +85,7 @@ export function limitsPlugin(limits: Limits): ApolloServerPlugin<BaseContext> {
     async requestDidStart() {
       return {
         async didResolveOperation({ document, operation, request, schema }) {
-          if (!operation) {
-            rejectedRequests.inc({ code: ErrorCode.OperationResolutionFailure });
-            const message = request.operationName
-              ? `Unknown operation named "${request.operationName}".`
-              : 'Must provide operation name if query contains multiple operations.';
-            throw new GraphQLError(message, { extensions: { code: ErrorCode.OperationResolutionFailure, http: { status: 400 } } });
-          }
+          if (!operation) throw unresolvedOperation(request.operationName);
           if (!schema.getRootType(operation.operation)) {
             rejectedRequests.inc({ code: ErrorCode.OperationNotSupported });
             const message = operation.operation === 'subscription'
@@ -110,15 +104,27 @@ export function limitsPlugin(limits: Limits): ApolloServerPlugin<BaseContext> {
           const cost = operationCost(document, operation, request.variables ?? {});
           if (cost > limits.maxQueryCost) throw queryTooCostly(cost, limits.maxQueryCost);
           const largest = largestList(document, operation, request.variables ?? {});
-          if (largest > limits.maxBatchIds) {
-            rejectedRequests.inc({ code: ErrorCode.BatchTooLarge });
-            const refusal = batchTooLarge('A list argument holds', largest, limits.maxBatchIds);
-            throw new GraphQLError(refusal.message, { extensions: { code: refusal.code, max: limits.maxBatchIds, http: { status: refusal.status } } });
-          }
+          if (largest > limits.maxBatchIds) throw batchTooLargeError(largest, limits.maxBatchIds);
         },
       };
     },
   };
+}
+
+/** An `operationName` that names no operation of the document, or none given for several (counted). */
+export function unresolvedOperation(operationName: unknown): GraphQLError {
+  rejectedRequests.inc({ code: ErrorCode.OperationResolutionFailure });
+  const message = operationName
+    ? `Unknown operation named "${String(operationName)}".`
+    : 'Must provide operation name if query contains multiple operations.';
+  return new GraphQLError(message, { extensions: { code: ErrorCode.OperationResolutionFailure, http: { status: 400 } } });
+}
+
+/** A list argument over MAX_BATCH_IDS, as a GraphQL error (counted). */
+export function batchTooLargeError(largest: number, max: number): GraphQLError {
+  rejectedRequests.inc({ code: ErrorCode.BatchTooLarge });
+  const refusal = batchTooLarge('A list argument holds', largest, max);
+  return new GraphQLError(refusal.message, { extensions: { code: refusal.code, max, http: { status: refusal.status } } });
 }
 
 export function queryTooCostly(cost: number, max: number): GraphQLError {

@@ -7,13 +7,12 @@ import {
 import { getOperationAST, parse } from 'graphql';
 import { Authenticator } from '../auth/authenticator.js';
 import { principalHeaders } from '../auth/internal.js';
-import { mayDo, mayReadView } from '../auth/policy.js';
 import { principalKey, principalOf } from '../auth/principal.js';
 import { ChangeFeed } from '../eventlog/change-feed.js';
 import type { EventLog } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ConfigError } from '../runtime/errors.js';
-import { createGraphQLHttpServer, listen, type Admission, type FastPath, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
+import { createGraphQLHttpServer, listen, type Admission, type ArrowPath, type FastPath, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
 import { log } from '../runtime/log.js';
 import { readManifest } from '../schema/manifest.js';
 import { withFeatureServices } from '../schema/feature-queries.js';
@@ -23,13 +22,13 @@ import { entitySubgraphSdl } from '../schema/sdl.js';
 import type { Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { HotTier, loadWarmUpKeys, saveWarmUpKeys } from '../store/hot-tier.js';
-import { CompiledOperations } from '../subgraphs/compiled-operations.js';
-import { primedReads } from '../subgraphs/loaders.js';
+import { CompiledOperations } from '../serving/compiled-operations.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
 import { composeSupergraph, type SubgraphDefinition } from './compose.js';
 import { authorizationPlugin, gatewayAdmission, gatewayAuthentication, gatewayPrincipal, trustedOperation } from './authorization.js';
 import { feastDoor } from './feast-door.js';
 import { costFunction, limitsPlugin, nestingAdmission } from './limits.js';
+import { PlanDoors } from './plan-doors.js';
 import { metricsPlugin } from './metrics-plugin.js';
 import { PersistedQueries, checkPersistedQuery } from './persisted-queries.js';
 import { introspectionPlugin } from './introspection-plugin.js';
@@ -174,27 +173,19 @@ async function assemble({ config, registry, store, extraPlugins, feed, hotTier, 
     return { ready: ok, checks };
   };
 
-  // Co-located only: the compiled operations read the store the in-process subgraphs read.
-  const compiled = !distributed && config.fastPath ? new CompiledOperations(registry, persisted.manifest, store!, config.maxBatchIds) : undefined;
+  // Co-located only: the compiled operations read the store the in-process subgraphs read. FAST_PATH
+  // is the JSON door's switch; Arrow answers have no other path, so the plans exist either way.
+  const compiled = !distributed ? new CompiledOperations(registry, persisted.manifest, store!, config.maxBatchIds) : undefined;
   const costOf = new Map(persisted.manifest.operations.map((op) => {
     const document = parse(op.body);
     return [op.id, costFunction(document, getOperationAST(document)!)] as const;
   }));
-  const fastPath: FastPath | undefined = compiled && (async (operation, principal, deadline) => {
-    const id = persisted.manifestIdOf(operation);
-    const op = id === undefined ? undefined : compiled.get(id);
-    if (!op) return undefined;
-    // Anything access or limits would refuse, or answer with a field error, is the generic path's to say.
-    if (!mayDo(principal, 'persisted')) return undefined;
-    for (const view of op.views) if (!mayReadView(principal, view)) return undefined;
-    const variables = typeof operation.variables === 'object' && operation.variables !== null ? (operation.variables as Record<string, unknown>) : {};
-    if (costOf.get(id!)!(variables) > config.maxQueryCost) return undefined;
-    const result = await op.run(operation.variables, operation.operationName, deadline);
-    (result.kind === 'answered' ? op.served : op.handedOver).inc();
-    if (result.kind === 'answered') return { kind: 'answered', body: result.body, operation: op.name };
-    return { kind: 'generic', context: result.reads === undefined ? {} : { [primedReads]: result.reads } };
-  });
-  if (compiled) log.info({ operations: compiled.names }, 'persisted operations compiled to the fast path');
+  const doors = compiled && new PlanDoors(compiled, persisted, costOf, config);
+  const fastPath: FastPath | undefined = doors && config.fastPath ? (operation, principal, deadline) => doors.json(operation, principal, deadline) : undefined;
+  const arrowPath: ArrowPath = doors
+    ? (operation, principal, deadline) => doors.arrow(operation, principal, deadline)
+    : async () => ({ kind: 'unavailable', reason: 'the gateway runs distributed (SUBGRAPH_URLS), and Arrow answers come from a compiled plan, which reads the store in the gateway\'s process' });
+  if (compiled) log.info({ operations: compiled.names, json: config.fastPath }, 'persisted operations compiled to plans (the JSON fast path when FAST_PATH, and Arrow)');
 
   // Before Apollo Server or the fast path sees a request (HTTP and each ws subscribe): who may send what
   // (the safelist included), then the cheap structural checks (decision 0020).
@@ -219,7 +210,7 @@ async function assemble({ config, registry, store, extraPlugins, feed, hotTier, 
   log.info({ path: feast.path, reads: !distributed && config.fastPath ? 'store (as the compiled plan)' : 'federated planner', featureServices: registry.featureServices.map((s) => s.name) },
     'Feast-compatible endpoint');
   const server = createGraphQLHttpServer({
-    apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate: gatewayAuthentication(authenticator), admit, fastPath,
+    apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate: gatewayAuthentication(authenticator), admit, fastPath, arrowPath,
     requestDeadlineMs: config.requestDeadlineMs, tls: config.tls, corsOrigins: config.corsOrigins, debugErrors: config.debugErrors,
     doors: [feast],
   });

@@ -23,7 +23,9 @@ import {
 } from '../runtime/metrics.js';
 import type { Entity, Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
-import { compileOperation, type CompiledOperation } from '../subgraphs/compiled-operations.js';
+import { compileOperation, type CompiledOperation } from '../serving/compiled-operations.js';
+import { encodeGraphQLJson } from '../serving/encoders/graphql-json.js';
+import { primedReadsOf } from '../serving/plan.js';
 import { primedReads } from '../subgraphs/loaders.js';
 import { credentialsFromHeaders, credentialsFromPayload, type Authenticator } from '../auth/authenticator.js';
 import { AccessError } from '../auth/errors.js';
@@ -98,7 +100,7 @@ export interface SubscriptionsOptions {
   readonly admit?: Admission;
   /**
    * Co-located shape: the store the in-process subgraphs read. Payload queries that compile
-   * (subgraphs/compiled-operations.ts) are then answered by their compiled plan, byte-identical to
+   * (serving/compiled-operations.ts) are then answered by their compiled plan, byte-identical to
    * the planner's answer; the others, and any failure, go through the gateway as before.
    */
   readonly store?: OnlineStore;
@@ -475,13 +477,13 @@ function entityResolver(apollo: ApolloServer<BaseContext>, compile?: (name: stri
     // a view the subscriber may not read is answered by the generic path, with its field error.
     const readable = op.compiled?.views.every((view) => mayReadView(context.principal, view)) ?? false;
     const compiled = readable ? await op.compiled!.run(variables, undefined) : undefined;
-    if (compiled?.kind === 'answered') return (JSON.parse(compiled.body) as { data: Record<string, unknown> }).data[entity.singularField] ?? null;
+    if (compiled?.kind === 'result' && !compiled.failed) return (JSON.parse(encodeGraphQLJson(compiled)) as { data: Record<string, unknown> }).data[entity.singularField] ?? null;
     // The entity query is the gateway's own (no ad-hoc rights needed), read with the subscriber's principal
     // (per-view roles); when some read failed the gateway reports it from what was read, without reading again.
     const contextValue = {
       [trustedOperation]: true,
       ...(context.principal ? { [principalKey]: context.principal } : {}),
-      ...(compiled?.kind === 'generic' && compiled.reads !== undefined ? { [primedReads]: compiled.reads } : {}),
+      ...(compiled?.kind === 'result' ? { [primedReads]: primedReadsOf(compiled) } : {}),
     };
 
     const response = await apollo.executeOperation({ query: op.query, variables }, { contextValue });

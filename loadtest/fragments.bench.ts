@@ -5,7 +5,8 @@ import { activeVersionOf, type ViewVersion } from '../schema/types.js';
 import { isStale } from '../store/freshness.js';
 import { demoRows, mulberry32 } from '../store/demo-data.js';
 import type { OnlineStore, ReadResult, StoredFeatures } from '../store/online-store.js';
-import { compileOperation, type CompiledOperation } from '../subgraphs/compiled-operations.js';
+import { compileOperation, type CompiledOperation } from '../serving/compiled-operations.js';
+import { encodeGraphQLJson } from '../serving/encoders/graphql-json.js';
 import { dataSet, workloads } from './workloads.js';
 
 /**
@@ -158,8 +159,8 @@ const w1 = plan('UserClickRate');
 const w2 = plan('RankingFeatures');
 const answered = async (op: CompiledOperation, vars: Record<string, unknown>): Promise<string> => {
   const r = await op.run(vars, undefined);
-  if (r.kind !== 'answered') throw new Error(`${op.name} handed over to the generic path`);
-  return r.body;
+  if (r.kind !== 'result' || r.failed) throw new Error(`${op.name} handed over to the generic path`);
+  return encodeGraphQLJson(r);
 };
 const results = {
   W1: await measure(workloads.find((w) => w.name === 'W1')!, [

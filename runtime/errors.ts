@@ -6,6 +6,8 @@ export const ErrorCode = {
   BadRequest: 'BAD_REQUEST',
   BodyTooLarge: 'BODY_TOO_LARGE',
   BatchTooLarge: 'BATCH_TOO_LARGE',
+  /** A variable's value does not fit its declared type (Apollo Server's code for the same). */
+  BadUserInput: 'BAD_USER_INPUT',
   QueryTooDeep: 'QUERY_TOO_DEEP',
   PersistedQueryInvalid: 'PERSISTED_QUERY_INVALID',
   OperationResolutionFailure: 'OPERATION_RESOLUTION_FAILURE',

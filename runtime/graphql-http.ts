@@ -10,6 +10,7 @@ import type { ServerTls } from './config.js';
 import { ErrorCode } from './errors.js';
 import { log } from './log.js';
 import { metricsRegistry, rejectedRequests, requestDuration, type BoundHistogram } from './metrics.js';
+import { MediaType, Wants, answerableTypes, negotiate } from './negotiation.js';
 
 /**
  * The HTTP front of every process that serves GraphQL (the gateway and each
@@ -17,7 +18,8 @@ import { metricsRegistry, rejectedRequests, requestDuration, type BoundHistogram
  * on a bare `node:http` server: no framework on the hot path, and full
  * control over body limits, malformed bodies and the operational endpoints.
  *
- *   POST|GET /graphql   GraphQL (Sandbox landing page for browsers on GET)
+ *   POST|GET /graphql   GraphQL: JSON, or an Arrow IPC stream when the Accept header asks for it
+ *                       (negotiation.ts; 406 when it accepts none of the types); Sandbox for browsers on GET
  *   POST <door path>    a JSON door beside GraphQL (`doors`: the Feast-compatible /get-online-features)
  *   GET /metrics        Prometheus metrics
  *   GET /healthz        the process is up
@@ -53,6 +55,18 @@ export type FastPath = (operation: IncomingOperation, principal: Principal | und
 export type FastPathResult =
   | { readonly kind: 'answered'; readonly body: string; readonly operation: string }
   | { readonly kind: 'generic'; readonly context: object };
+
+/**
+ * Answers a request asking for an Arrow IPC stream (`Accept: application/vnd.apache.arrow.stream`):
+ * the stream and the operation name for metrics; a refusal (the door's own checks, counted by
+ * it); or `unavailable`: the operation has no Arrow form, and why (the front then answers JSON
+ * if the client accepts it, else 406). There is no generic path behind it.
+ */
+export type ArrowPath = (operation: IncomingOperation, principal: Principal | undefined, deadline: Deadline | undefined) => Promise<ArrowPathResult>;
+export type ArrowPathResult =
+  | { readonly kind: 'answered'; readonly body: Uint8Array; readonly operation: string }
+  | ({ readonly kind: 'refused' } & Refusal)
+  | { readonly kind: 'unavailable'; readonly reason: string };
 
 /** Refuses a request before execution: `{ code, message, status }`, or undefined to let it through. */
 export type Admission = (operation: IncomingOperation, principal?: Principal) => Refusal | undefined;
@@ -105,6 +119,8 @@ export interface GraphQLHttpOptions {
   readonly authenticate?: Authenticate;
   readonly admit?: Admission;
   readonly fastPath?: FastPath;
+  /** Without it an Arrow request is answered JSON where the client accepts JSON, else 406. */
+  readonly arrowPath?: ArrowPath;
   readonly path?: string;
   /** REQUEST_DEADLINE_MS: counted from the request's arrival, carried in the request context under `deadlineKey`. */
   readonly requestDeadlineMs?: number;
@@ -329,6 +345,15 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
       return sendErrors(res, refusal.status, refusal.code, refusal.message);
     }
 
+    // GraphQL over HTTP: JSON unless the client prefers Arrow; a 406 before any execution when it accepts nothing we answer.
+    const wants = req.method === 'POST' || req.method === 'GET' ? negotiate(req.headers.accept, req.method === 'GET') : Wants.Json;
+    if (wants === Wants.Nothing) return refuseAccept(res, req.headers.accept!);
+    if (wants === Wants.Arrow || wants === Wants.ArrowOrJson) {
+      const request = req.method === 'GET' ? getOperation(res, operation, urlOf().searchParams) : operation === body ? operation : {};
+      if (request === undefined) return;
+      if (await arrow(res, request, principal, deadline, wants === Wants.ArrowOrJson)) return;
+    }
+
     let primed: object | undefined;
     if (options.fastPath && req.method === 'POST' && operation === body && acceptsPlainJson(req.headers.accept)) {
       const started = performance.now();
@@ -355,6 +380,32 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
 
     const context = requestContext(deadline, principal);
     return generic(req, res, urlOf(), body, primed ? { ...primed, ...context } : context);
+  }
+
+  /**
+   * The Arrow door: true when it answered (the stream, a refusal, or 406); false when the
+   * operation has no Arrow form and the client accepts JSON, which then answers.
+   */
+  async function arrow(res: http.ServerResponse, operation: IncomingOperation, principal: Principal | undefined, deadline: Deadline | undefined, jsonAcceptable: boolean): Promise<boolean> {
+    const started = performance.now();
+    const answer: ArrowPathResult = options.arrowPath
+      ? await options.arrowPath(operation, principal, deadline)
+      : { kind: 'unavailable', reason: 'this server answers no Arrow streams' };
+    if (answer.kind === 'answered') {
+      res.writeHead(200, { 'cache-control': 'no-store', 'content-type': MediaType.ArrowStream, 'content-length': answer.body.byteLength });
+      res.end(answer.body);
+      durationOf(answer.operation).observe((performance.now() - started) / 1000);
+      return true;
+    }
+    if (answer.kind === 'refused') {
+      sendErrors(res, answer.status, answer.code, answer.message);
+      return true;
+    }
+    if (jsonAcceptable) return false;
+    rejectedRequests.inc({ code: ErrorCode.BadRequest });
+    sendErrors(res, 406, ErrorCode.BadRequest,
+      `This operation has no Arrow form (${MediaType.ArrowStream}): ${answer.reason}. It is answered as ${MediaType.GraphQLResponseJson} or ${MediaType.Json}`);
+    return true;
   }
 
   /** Apollo Server's answer to the request. */
@@ -517,6 +568,30 @@ export async function listen(server: HttpServer, host: string, port: number): Pr
         server.closeIdleConnections();
       }),
   };
+}
+
+/**
+ * A GET's operation with its `variables` and `operationName` parameters (the JSON door leaves
+ * them to Apollo Server), or undefined once a malformed `variables` has been answered 400.
+ */
+function getOperation(res: http.ServerResponse, operation: IncomingOperation, params: URLSearchParams): IncomingOperation | undefined {
+  let variables: unknown;
+  const text = params.get('variables');
+  try {
+    variables = text ? JSON.parse(text) : undefined;
+  } catch (error) {
+    rejectedRequests.inc({ code: ErrorCode.BadRequest });
+    sendErrors(res, 400, ErrorCode.BadRequest, `The variables parameter is not JSON: ${(error as Error).message}`);
+    return undefined;
+  }
+  return { ...operation, variables, operationName: params.get('operationName') ?? undefined };
+}
+
+/** 406: the Accept header allows none of the types a GraphQL request is answered in, which the message names. */
+function refuseAccept(res: http.ServerResponse, accept: string): void {
+  rejectedRequests.inc({ code: ErrorCode.BadRequest });
+  const shown = accept.length > 200 ? `${accept.slice(0, 200)}…` : accept;
+  sendErrors(res, 406, ErrorCode.BadRequest, `The Accept header (${JSON.stringify(shown)}) allows none of the types this endpoint answers: ${answerableTypes.join(', ')}`);
 }
 
 /**

@@ -225,8 +225,8 @@ export const rejectedRequests = new Counter({
 
 export const fastPathRequests = new BindableCounter({
   name: 'feature_gateway_fast_path_requests_total',
-  help: 'Persisted operations answered by their compiled plan ("served") or handed to the generic path ("generic").',
-  labelNames: ['operation', 'outcome'] as const,
+  help: 'Persisted operations answered by their compiled plan ("served"), handed to the generic path ("generic", JSON) or refused ("refused", Arrow: no generic path to hand to), by response format (json, arrow).',
+  labelNames: ['operation', 'outcome', 'format'] as const,
   registers: [metricsRegistry],
 });
 

@@ -131,7 +131,7 @@ export function buildAllSubgraphs(registry: Registry, deps: SubgraphDeps): Entit
 }
 
 /** The error on a view field its caller may not read: that field alone fails (README, "Roles"). */
-function forbiddenView(view: ViewVersion): GraphQLError {
+export function forbiddenView(view: ViewVersion): GraphQLError {
   return new GraphQLError(viewRefusalMessage(view), {
     extensions: { code: ErrorCode.Forbidden, view: view.viewName },
   });

@@ -1,5 +1,5 @@
 import type { ReadResult, StoredFeatures } from '../../store/online-store.js';
-import { isoTime } from '../../subgraphs/compiled-operations.js';
+import { isoTime } from '../encoders/graphql-json.js';
 import { toGraphQLError } from '../../subgraphs/loaders.js';
 import type { FeastReads } from './read.js';
 import type { FeastRequest } from './request.js';
