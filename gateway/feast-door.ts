@@ -3,7 +3,10 @@ import type { Principal } from '../auth/principal.js';
 import type { Deadline } from '../runtime/deadline.js';
 import { ErrorCode } from '../runtime/errors.js';
 import type { DoorAnswer, JsonDoor, Refusal } from '../runtime/graphql-http.js';
+import { MediaType } from '../runtime/negotiation.js';
 import type { Registry } from '../schema/types.js';
+import { encodeArrow } from '../serving/encoders/arrow.js';
+import { feastPlanResult } from '../serving/feast/arrow.js';
 import { encodeFeast } from '../serving/feast/encode.js';
 import { FeastError, plainError, typedError, validationError } from '../serving/feast/errors.js';
 import { FederatedFeastReads, type Execute } from '../serving/feast/federated.js';
@@ -52,7 +55,7 @@ export function feastDoor(options: FeastDoorOptions): JsonDoor {
     refusal: (status, code, message) => answerOf(status === 403
       ? typedError(403, code, 'FeastPermissionError', `Permission error:\n${message}`)
       : plainError(status, code, message)),
-    async answer(text, principal, deadline): Promise<DoorAnswer> {
+    async answer(text, principal, deadline, format): Promise<DoorAnswer> {
       let request: FeastRequest;
       try {
         request = requests.parse(parseJson(text));
@@ -74,6 +77,10 @@ export function feastDoor(options: FeastDoorOptions): JsonDoor {
       if (options.store) reads = await readFeast(options.store, request, deadline);
       else reads = await federated.read(request, options.execute(principal, deadline));
       if (reads instanceof FeastError) return answerOf(reads);
+      if (format === 'arrow') {
+        // The same stream form as a persisted operation's (serving/feast/arrow.ts); errors in its metadata.
+        return { status: 200, body: encodeArrow(feastPlanResult(request, reads)), contentType: MediaType.ArrowStream, operation: request.plan.operation };
+      }
       return { status: 200, body: encodeFeast(request, reads), operation: request.plan.operation };
     },
   };

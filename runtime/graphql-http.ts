@@ -97,15 +97,27 @@ export type Authenticate = (req: http.IncomingMessage, landingPage: boolean) => 
  */
 export interface JsonDoor {
   readonly path: string;
-  /** The answer to a body (UTF-8 text, not yet parsed: the door words malformed JSON itself). */
-  answer(body: string, principal: Principal | undefined, deadline: Deadline | undefined): Promise<DoorAnswer> | DoorAnswer;
+  /**
+   * The answer to a body (UTF-8 text, not yet parsed: the door words malformed JSON itself), in
+   * the format the client's Accept prefers (negotiation.ts: JSON unless it asks for Arrow).
+   */
+  answer(body: string, principal: Principal | undefined, deadline: Deadline | undefined, format: DoorFormat): Promise<DoorAnswer> | DoorAnswer;
   /** A refusal of the front (credentials, rate, body size, method, media type, shutdown) in the door's error form. */
   refusal(status: number, code: ErrorCode, message: string): DoorAnswer;
 }
 
+/** `arrow`: the client prefers an Arrow IPC stream (JSON may be acceptable too, see negotiation.ts). */
+export type DoorFormat = 'json' | 'arrow';
+
+/** The types a door answers, as its 406 names them. */
+export const doorTypes = [MediaType.Json, MediaType.ArrowStream] as const;
+
 export interface DoorAnswer {
   readonly status: number;
-  readonly body: string;
+  /** JSON text, or an Arrow stream's bytes (with `contentType`). */
+  readonly body: string | Uint8Array;
+  /** Default application/json. */
+  readonly contentType?: string;
   /** Answered: the `operation` label its duration is observed under (a bounded set). */
   readonly operation?: string;
   /** Refused: the code it counts under in `feature_gateway_rejected_requests_total`. */
@@ -241,6 +253,10 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
       res.setHeader('allow', 'POST');
       return refuse(405, ErrorCode.BadRequest, `${door.path} answers POST only`);
     }
+    const wants = negotiate(req.headers.accept, false);
+    if (wants === Wants.Nothing) {
+      return refuse(406, ErrorCode.BadRequest, `The Accept header (${JSON.stringify(req.headers.accept)}) allows none of the types ${door.path} answers: ${doorTypes.join(', ')}`);
+    }
     let principal: Principal | undefined;
     if (options.authenticate) {
       try {
@@ -260,7 +276,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
     if (Number(req.headers['content-length'] ?? 0) > options.maxBodyBytes) return refuse(413, ErrorCode.BodyTooLarge, tooLarge);
     const raw = await readBody(req, options.maxBodyBytes);
     if (raw === null) return refuse(413, ErrorCode.BodyTooLarge, tooLarge);
-    const answer = await door.answer(raw.toString('utf8'), principal, deadline);
+    const answer = await door.answer(raw.toString('utf8'), principal, deadline, wants === Wants.Json ? 'json' : 'arrow');
     if (answer.code !== undefined) rejectedRequests.inc({ code: answer.code });
     sendDoor(res, answer);
     if (answer.operation !== undefined) durationOf(answer.operation).observe((performance.now() - started) / 1000);
@@ -655,7 +671,8 @@ function sendErrors(res: http.ServerResponse, status: number, code: string, mess
 }
 
 function sendDoor(res: http.ServerResponse, answer: DoorAnswer): void {
-  res.writeHead(answer.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(answer.body) });
+  const length = typeof answer.body === 'string' ? Buffer.byteLength(answer.body) : answer.body.byteLength;
+  res.writeHead(answer.status, { 'content-type': answer.contentType ?? 'application/json', 'content-length': length });
   res.end(answer.body);
 }
 

@@ -19,6 +19,7 @@ import { testCredentials, type TestCredentials } from '../support/auth.js';
 import { registry, spawnSubgraphs, startTestGateway } from '../support/gateway.js';
 import { baseUrl, get, post, type Reply } from '../support/http.js';
 import { RedisProcess } from '../support/redis-server.js';
+import { decodeArrow } from '../support/arrow.js';
 import { eventually } from '../support/wait.js';
 
 /**
@@ -87,6 +88,65 @@ const cases: Record<string, unknown>[] = [
   { entities: { user_id: [] }, features: ['clickStats:clickRate'] },
 ];
 
+/** Posts a Feast request and answers its Arrow stream's bytes (asserting the type). */
+async function postArrow(url: string, body: unknown): Promise<Uint8Array> {
+  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/vnd.apache.arrow.stream' }, body: JSON.stringify(body) });
+  assert.equal(response.status, 200, await response.clone().text());
+  assert.equal(response.headers.get('content-type'), 'application/vnd.apache.arrow.stream');
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+/**
+ * Where the Arrow answer of a Feast request (full feature names) disagrees with its Feast JSON
+ * answer: per feature column and entity row, the value (PRESENT), or null with `stale` set and the
+ * same event time (OUTSIDE_MAX_AGE), or null (NOT_FOUND, NULL_VALUE, INVALID); the failed ids
+ * named by the errors in the stream's metadata as in the JSON's `errors`.
+ */
+function arrowDisagreements(bytes: Uint8Array, json: FeastBody, request: { entities: Record<string, unknown[]> }): string[] {
+  const table = decodeArrow(bytes);
+  const out: string[] = [];
+  const rowsOf = new Map<string, number[]>();
+  const field = table.getChild('field')!;
+  for (let i = 0; i < table.numRows; i++) {
+    const key = String(field.get(i));
+    if (!rowsOf.has(key)) rowsOf.set(key, []);
+    rowsOf.get(key)!.push(i);
+  }
+  const keys = Object.keys(request.entities);
+  json.metadata.feature_names.forEach((name, c) => {
+    if (keys.includes(name)) return;
+    const [viewPart, feature] = name.split('__') as [string, string];
+    const viewName = viewPart.split('@')[0]!;
+    const key = registry.entities.find((e) => e.views.some((v) => v.name === viewName))!.feastJoinKey;
+    const rows = rowsOf.get(key) ?? [];
+    const values = table.getChild(`${viewPart}.${feature}`);
+    const stale = table.getChild(`${viewPart}.stale`);
+    const times = table.getChild(`${viewPart}.eventTime`);
+    if (!values || !stale || !times) return void out.push(`no Arrow columns for ${name}`);
+    const result = json.results[c]!;
+    result.statuses.forEach((status, row) => {
+      const at = rows[row];
+      if (at === undefined) return void out.push(`${name} row ${row}: no Arrow row`);
+      const got = values.get(at) as unknown;
+      const plain = got !== null && typeof got === 'object' && 'toArray' in (got as object) ? Array.from((got as { toArray(): ArrayLike<number> }).toArray()) : typeof got === 'bigint' ? Number(got) : got;
+      const where = `${name} row ${row} (${status})`;
+      if (status === 'PRESENT') {
+        if (JSON.stringify(plain) !== JSON.stringify(result.values[row])) out.push(`${where}: Arrow ${JSON.stringify(plain)}, JSON ${JSON.stringify(result.values[row])}`);
+        if (stale.get(at) !== false) out.push(`${where}: stale ${stale.get(at)}`);
+      } else if (plain !== null) out.push(`${where}: Arrow has ${JSON.stringify(plain)}`);
+      if (status === 'OUTSIDE_MAX_AGE' && stale.get(at) !== true) out.push(`${where}: stale ${stale.get(at)}`);
+      if (status === 'PRESENT' || status === 'OUTSIDE_MAX_AGE') {
+        const ms = Number(times.get(at));
+        if (ms !== Date.parse(result.event_timestamps[row]!)) out.push(`${where}: eventTime ${ms}, JSON ${result.event_timestamps[row]}`);
+      }
+    });
+  });
+  const arrowErrors = JSON.parse(table.schema.metadata.get('errors') ?? '[]') as { extensions: { code: string; ids?: string[] }; path?: unknown[] }[];
+  const jsonFailed = (json.errors ?? []).length > 0;
+  if (jsonFailed !== arrowErrors.length > 0) out.push(`errors: JSON ${JSON.stringify(json.errors)}, Arrow ${JSON.stringify(arrowErrors)}`);
+  return out;
+}
+
 describe('POST /get-online-features on two Redis shards', () => {
   const shards: RedisProcess[] = [];
   let store: CodecStore;
@@ -113,8 +173,9 @@ describe('POST /get-online-features on two Redis shards', () => {
 
   /** How often the compiled plan answered an operation (`feature_gateway_fast_path_requests_total`). */
   async function fastPathServed(operation: string): Promise<number> {
-    const prefix = `feature_gateway_fast_path_requests_total{operation="${operation}",outcome="served"}`;
-    const line = (await get(`${baseUrl(fast.url)}/metrics`)).text.split('\n').find((l) => l.startsWith(prefix));
+    // Any label order, the JSON format's count (the Arrow door counts under format="arrow").
+    const line = (await get(`${baseUrl(fast.url)}/metrics`)).text.split('\n').find((l) => l.startsWith('feature_gateway_fast_path_requests_total{') &&
+      l.includes(`operation="${operation}"`) && l.includes('outcome="served"') && !l.includes('format="arrow"'));
     return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
   }
 
@@ -164,6 +225,20 @@ describe('POST /get-online-features on two Redis shards', () => {
       await distributed.close();
       for (const p of processes) await p.stop();
     }
+  });
+
+  test('Accept: application/vnd.apache.arrow.stream: the Arrow stream holds what the JSON answer holds, value for value', async () => {
+    for (const c of cases) {
+      const request = { ...c, full_feature_names: true } as unknown as { entities: Record<string, unknown[]> };
+      const json = (await post(feast(fast), request)).json as FeastBody;
+      const bytes = await postArrow(feast(fast), request);
+      assert.deepEqual(arrowDisagreements(bytes, json, request), [], JSON.stringify(request));
+      // The federated read gives the same stream.
+      assert.deepEqual(await postArrow(feast(generic), request), bytes, JSON.stringify(request));
+    }
+    const refused = await post(feast(fast), cases[0], { accept: 'text/csv' });
+    assert.equal(refused.status, 406);
+    assert.match(refused.text, /application\/json, application\/vnd\.apache\.arrow\.stream/);
   });
 
   test('statuses, values and event times: fresh PRESENT, stale OUTSIDE_MAX_AGE with its time and no value, missing NOT_FOUND', async () => {
@@ -278,6 +353,13 @@ describe('POST /get-online-features on two Redis shards', () => {
           assert.equal(e.extensions.view, 'clickStats:v2');
         }
         answers.push(reply.json);
+        // The Arrow answer of the same partial read: the same values, nulls where the shard hung, the errors in its metadata.
+        const request = { entities: { user_id: users }, features: ['clickStats:clickRate'], full_feature_names: true };
+        const full = await post(`${baseUrl(g.url)}/get-online-features`, request);
+        const bytes = await postArrow(`${baseUrl(g.url)}/get-online-features`, request);
+        assert.deepEqual(arrowDisagreements(bytes, full.json as FeastBody, request), []);
+        const metadataErrors = JSON.parse(decodeArrow(bytes).schema.metadata.get('errors') ?? '[]') as { extensions: { code: string } }[];
+        assert.ok(metadataErrors.length > 0 && metadataErrors.every((e) => e.extensions.code === 'DEADLINE_EXCEEDED'), JSON.stringify(metadataErrors));
       }
       assert.deepEqual(answers[1], answers[0], 'the same partial answer, errors included, on both reads');
     } finally {
