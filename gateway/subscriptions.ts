@@ -2,7 +2,7 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { ApolloServer, BaseContext } from '@apollo/server';
 import {
-  GraphQLEnumType, GraphQLError, GraphQLID, GraphQLInt, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLSchema, GraphQLString,
+  GraphQLEnumType, GraphQLError, GraphQLID, GraphQLInputObjectType, GraphQLInt, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLSchema, GraphQLString,
   Kind, OperationTypeNode, assertValidSchema, buildASTSchema, createSourceEventStream, getOperationAST, isObjectType, parse, print, printSchema, validate, visit,
   type ASTNode, type DocumentNode, type ExecutionArgs, type FragmentDefinitionNode, type GraphQLFieldConfigMap,
   type GraphQLFieldResolver, type GraphQLFormattedError, type GraphQLResolveInfo, type SelectionNode, type VariableDefinitionNode,
@@ -21,7 +21,7 @@ import { log as rootLog } from '../runtime/log.js';
 import {
   changeFeedDuplicates, rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueuedEvents, subscriptionsActive,
 } from '../runtime/metrics.js';
-import type { Entity, Registry } from '../schema/types.js';
+import type { Entity, FeatureView, Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { compileOperation, type CompiledOperation } from '../subgraphs/compiled-operations.js';
 import { primedReads } from '../subgraphs/loaders.js';
@@ -44,7 +44,13 @@ import { gateSends } from './send-gate.js';
  *
  *     enum EntityType { USER ITEM MERCHANT }
  *     type FeatureChange { entity id view version eventTime user item merchant }
- *     type Subscription { featureChanged(entity: EntityType!, ids: [ID!]!, views: [String!]): FeatureChange! }
+ *     input FeatureViewVersion { view version }
+ *     type Subscription { featureChanged(entity: EntityType!, ids: [ID!]!, views: [String!], versions: [FeatureViewVersion!]): FeatureChange! }
+ *
+ * A subscription watches view versions (watchedVersions): the active version
+ * of each view it names, or of every view, plus the exact versions it names.
+ * The materializer writes every live version of a view from the same raw
+ * event, so this is what makes one change one event.
  *
  * The change feed is the `feature-updates` topic, tailed once per gateway
  * and fanned out by (entity, id) to the matching subscriptions. The entity
@@ -337,10 +343,18 @@ interface SubscriptionContext {
 
 type EntityResolver = (entity: Entity, change: FeatureChange, context: SubscriptionContext, info: GraphQLResolveInfo) => Promise<unknown>;
 
-interface FeatureChangedArgs {
+export interface FeatureChangedArgs {
   readonly entity: string;
   readonly ids: readonly string[];
+  /** Views whose ACTIVE version is watched. */
   readonly views?: readonly string[] | null;
+  /** Exact view versions watched, besides `views`. */
+  readonly versions?: readonly WatchedVersion[] | null;
+}
+
+export interface WatchedVersion {
+  readonly view: string;
+  readonly version: number;
 }
 
 /** GraphQL enum value of an entity name: `user` → `USER`, `adCampaign` → `AD_CAMPAIGN`. */
@@ -359,7 +373,7 @@ const reservedChangeFields = new Set(['entity', 'id', 'view', 'version', 'eventT
  */
 function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registry, hub: ChangeHub, resolveEntity: EntityResolver, maxBatchIds: number): GraphQLSchema {
   const apiSchema = buildASTSchema(parse(printSchema(gatewaySchema)));
-  for (const name of ['EntityType', 'FeatureChange', 'Subscription']) {
+  for (const name of ['EntityType', 'FeatureChange', 'FeatureViewVersion', 'Subscription']) {
     if (apiSchema.getType(name)) throw new Error(`the API schema already has a type ${name}; subscriptions cannot add theirs`);
   }
   if (apiSchema.getSubscriptionType()) throw new Error('the API schema already has a subscription type');
@@ -396,6 +410,15 @@ function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registr
       resolve: (change, _args, context, info) => (change.entity === entity.name ? resolveEntity(entity, change, context, info) : null),
     };
   }
+  const versionType = new GraphQLInputObjectType({
+    name: 'FeatureViewVersion',
+    description: 'One version of a feature view, to watch that version rather than the active one.',
+    fields: {
+      view: { type: new GraphQLNonNull(GraphQLString), description: 'The feature view, by its registry name (e.g. `clickStats`).' },
+      version: { type: new GraphQLNonNull(GraphQLInt), description: 'Its version (1 to the newest in the registry).' },
+    },
+  });
+
   const changeType = new GraphQLObjectType<FeatureChange, SubscriptionContext>({
     name: 'FeatureChange',
     description: 'A feature-view value of one entity changed (an event of the `feature-updates` topic).',
@@ -408,8 +431,10 @@ function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registr
       featureChanged: {
         type: new GraphQLNonNull(changeType),
         description:
-          'Live changes of feature values: one event per change of a feature-view value of `entity` whose id is in `ids` ' +
-          'and, when `views` is given, whose view is in `views`. A subscriber that falls behind gets one event per changed value ' +
+          'Live changes of feature values: one event per change of a watched view version of an entity of `entity` whose id is in `ids`. ' +
+          'Watched are the ACTIVE version of each view in `views` (of every view of the entity when neither `views` nor `versions` ' +
+          'is given) and each view version in `versions`; changes of other versions (e.g. one being backfilled) are not sent, so ' +
+          'one change of what is watched gives one event. A subscriber that falls behind gets one event per changed value ' +
           '(a newer change replaces a queued one; the entity is read when the event is sent); past SUBSCRIPTION_QUEUE_SIZE ' +
           'distinct values queued, the oldest queued event is dropped.',
         args: {
@@ -417,7 +442,11 @@ function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registr
           ids: { type: new GraphQLNonNull(new GraphQLList(new GraphQLNonNull(GraphQLID))), description: `Ids of the entities to watch (1 to MAX_BATCH_IDS, now ${maxBatchIds}).` },
           views: {
             type: new GraphQLList(new GraphQLNonNull(GraphQLString)),
-            description: 'Only changes of these feature views of `entity` (registry names); all its views when absent.',
+            description: 'Watch the active version of these feature views of `entity` (registry names). With neither `views` nor `versions`: the active version of every view.',
+          },
+          versions: {
+            type: new GraphQLList(new GraphQLNonNull(versionType)),
+            description: 'Watch these exact view versions of `entity`, e.g. `[{ view: "clickStats", version: 1 }]` (select `clickStatsV1` to read it).',
           },
         },
         subscribe: (_root, args: FeatureChangedArgs, context) => (context.stream ??= hub.open(readableOnly(registry, args, context.principal), maxBatchIds)),
@@ -427,7 +456,7 @@ function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registr
   });
 
   const base = apiSchema.toConfig();
-  const schema = new GraphQLSchema({ ...base, subscription: subscriptionType, types: [...base.types, entityType, changeType, subscriptionType] });
+  const schema = new GraphQLSchema({ ...base, subscription: subscriptionType, types: [...base.types, entityType, versionType, changeType, subscriptionType] });
   assertValidSchema(schema);
   return schema;
 }
@@ -580,15 +609,16 @@ function markError(root: object, path: readonly (string | number)[], error: Grap
 
 /**
  * The subscription's view filter narrowed to the views its principal may
- * read: an explicitly named view it may not read is refused (FORBIDDEN); with
- * no `views`, changes of unreadable views are not delivered at all, since even
- * the fact of a change is information about the value.
+ * read: an explicitly named view (in `views` or `versions`) it may not read is
+ * refused (FORBIDDEN); with neither, changes of unreadable views are not
+ * delivered at all, since even the fact of a change is information about the
+ * value.
  */
 function readableOnly(registry: Registry, args: FeatureChangedArgs, principal: Principal | undefined): FeatureChangedArgs {
   const entity = registry.entities.find((e) => e.name === args.entity);
   if (!entity || entity.views.every((view) => mayReadView(principal, view))) return args;
-  if (args.views) {
-    for (const name of args.views) {
+  if (args.views || args.versions) {
+    for (const name of [...(args.views ?? []), ...(args.versions ?? []).map((v) => v.view)]) {
       const view = entity.views.find((v) => v.name === name);
       if (view && !mayReadView(principal, view)) {
         rejectedRequests.inc({ code: ErrorCode.Forbidden });
@@ -666,20 +696,7 @@ export class ChangeHub {
         extensions: { code: ErrorCode.BatchTooLarge, max: maxBatchIds },
       });
     }
-    const known = this.views.get(entity.name)!;
-    let views: ReadonlySet<string> | null = null;
-    if (args.views) {
-      if (args.views.length === 0) throw userError('`views` must name at least one view of the entity; leave it out to watch all of them');
-      const unknown = args.views.filter((v) => !known.has(v));
-      if (unknown.length > 0) {
-        throw userError(
-          `Unknown feature view${unknown.length > 1 ? 's' : ''} ${unknown.map((v) => `"${v}"`).join(', ')} for entity ${entity.name}; ` +
-            `its views are: ${[...known].join(', ') || 'none'}`,
-        );
-      }
-      views = new Set(args.views);
-    }
-    const stream = new ChangeStream(entity.name, new Set(args.ids), views, this.queueCapacity, this);
+    const stream = new ChangeStream(entity.name, new Set(args.ids), watchedVersions(entity, args), this.queueCapacity, this);
     this.streams.add(stream);
     let byId = this.byEntity.get(entity.name);
     if (!byId) this.byEntity.set(entity.name, (byId = new Map()));
@@ -765,9 +782,62 @@ export class ChangeHub {
   }
 }
 
-function userError(message: string): GraphQLError {
+function userError(message: string, extensions: Record<string, unknown> = {}): GraphQLError {
   rejectedRequests.inc({ code: SubscriptionErrorCode.BadUserInput });
-  return new GraphQLError(message, { extensions: { code: SubscriptionErrorCode.BadUserInput } });
+  return new GraphQLError(message, { extensions: { code: SubscriptionErrorCode.BadUserInput, ...extensions } });
+}
+
+/** View name → the versions a subscription watches of it. */
+export type Watched = ReadonlyMap<string, ReadonlySet<number>>;
+
+/**
+ * The one rule of what a subscription watches: the ACTIVE version of each
+ * view in `views` (of every view of the entity when neither `views` nor
+ * `versions` is given), and each exact version in `versions`. The
+ * materializer writes every live version of a view from the same raw event
+ * (clickStats v1 and v2), so watching a view by name must mean one version
+ * of it, or one change would be sent once per version. Throws a
+ * BAD_USER_INPUT GraphQLError naming what is wrong.
+ */
+export function watchedVersions(entity: Entity, args: Pick<FeatureChangedArgs, 'views' | 'versions'>): Watched {
+  const watched = new Map<string, Set<number>>();
+  const watch = (view: string, version: number): void => {
+    let versions = watched.get(view);
+    if (!versions) watched.set(view, (versions = new Set()));
+    versions.add(version);
+  };
+  const find = (names: readonly string[]): FeatureView[] => {
+    const unknown = [...new Set(names.filter((name) => !entity.views.some((v) => v.name === name)))];
+    if (unknown.length > 0) {
+      throw userError(
+        `Unknown feature view${unknown.length > 1 ? 's' : ''} ${unknown.map((v) => `"${v}"`).join(', ')} for entity ${entity.name}; ` +
+          `its views are: ${entity.views.map((v) => v.name).join(', ') || 'none'}`,
+      );
+    }
+    return names.map((name) => entity.views.find((v) => v.name === name)!);
+  };
+  if (args.views) {
+    if (args.views.length === 0) throw userError('`views` must name at least one view of the entity; leave it out to watch all of them');
+    for (const view of find(args.views)) watch(view.name, view.activeVersion);
+  }
+  if (args.versions) {
+    if (args.versions.length === 0) {
+      throw userError('`versions` must name at least one view version, e.g. [{ view: "clickStats", version: 1 }]; leave it out to watch active versions only');
+    }
+    const views = find(args.versions.map((v) => v.view));
+    args.versions.forEach(({ version }, i) => {
+      const view = views[i]!;
+      if (!view.versions.some((v) => v.version === version)) {
+        throw userError(
+          `Feature view ${view.name} has no version ${version}; its versions are ${view.versions.map((v) => v.version).join(', ')} (active: ${view.activeVersion})`,
+          { view: view.name, version },
+        );
+      }
+      watch(view.name, version);
+    });
+  }
+  if (!args.views && !args.versions) for (const view of entity.views) watch(view.name, view.activeVersion);
+  return watched;
 }
 
 /**
@@ -802,7 +872,7 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
   constructor(
     readonly entity: string,
     readonly ids: ReadonlySet<string>,
-    private readonly views: ReadonlySet<string> | null,
+    private readonly watched: Watched,
     private readonly capacity: number,
     private readonly hub: QueueOwner,
   ) {
@@ -814,7 +884,7 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
   }
 
   offer(change: FeatureChange): void {
-    if (this.closed || this.finishing || (this.views && !this.views.has(change.view))) return;
+    if (this.closed || this.finishing || !this.watched.get(change.view)?.has(change.version)) return;
     if (this.waiting) {
       const resolve = this.waiting;
       this.waiting = null;
