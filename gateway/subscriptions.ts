@@ -164,6 +164,8 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxBodyBytes });
+  /** Each connection's change streams, ended when it starts to close. */
+  const connections = new WeakMap<WebSocket, ConnectionStreams>();
   /** Open connections' graphql-ws contexts: a shutdown waits for their subscriptions to complete. */
   const contexts = new Set<Context<Record<string, unknown>>>();
   const disposer = useServer<Record<string, unknown>>(
@@ -251,7 +253,8 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
           });
         }
 
-        const contextValue: SubscriptionContext = { entityQueries: new Map(), principal };
+        const connection = connections.get((ctx.extra as unknown as { socket: WebSocket }).socket)!;
+        const contextValue: SubscriptionContext = { entityQueries: new Map(), principal, connection };
         const args: ExecutionArgs = {
           schema: current,
           document,
@@ -291,6 +294,9 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
     }
     wss.handleUpgrade(req, socket, head, (client) => {
       refuseServerMessages(client);
+      const streams = new ConnectionStreams();
+      connections.set(client, streams);
+      endStreamsWhenClosing(client, streams);
       gateSends(client, { maxBufferedBytes: config.subscriptionSendBufferBytes, stallTimeoutMs: config.subscriptionStallTimeoutMs });
       wss.emit('connection', client, req);
     });
@@ -337,6 +343,8 @@ interface SubscriptionContext {
   readonly principal?: Principal | undefined;
   /** The stream opened while the subscribe message was checked; reused when graphql-ws subscribes. */
   stream?: ChangeStream;
+  /** The streams of the subscription's connection. */
+  readonly connection: ConnectionStreams;
   /** Per entity field (by response key): the printed gateway query for its selection. */
   readonly entityQueries: Map<string, EntityQuery>;
 }
@@ -449,7 +457,8 @@ function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registr
             description: 'Watch these exact view versions of `entity`, e.g. `[{ view: "clickStats", version: 1 }]` (select `clickStatsV1` to read it).',
           },
         },
-        subscribe: (_root, args: FeatureChangedArgs, context) => (context.stream ??= hub.open(readableOnly(registry, args, context.principal), maxBatchIds)),
+        subscribe: (_root, args: FeatureChangedArgs, context) =>
+          (context.stream ??= context.connection.track(hub.open(readableOnly(registry, args, context.principal), maxBatchIds))),
         resolve: (change: unknown) => change,
       },
     },
@@ -883,6 +892,10 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
     return this.size;
   }
 
+  get done(): boolean {
+    return this.closed;
+  }
+
   offer(change: FeatureChange): void {
     if (this.closed || this.finishing || !this.watched.get(change.view)?.has(change.version)) return;
     if (this.waiting) {
@@ -962,6 +975,54 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
   [Symbol.asyncIterator](): AsyncIterableIterator<FeatureChange> {
     return this;
   }
+}
+
+/**
+ * The change streams of one connection, so that they end when the connection
+ * starts to close rather than when its socket is gone. graphql-ws ends a
+ * connection's subscriptions on the socket's `close` event, which comes after
+ * the close handshake: up to ws's 30 s for a client that answers no close
+ * frame, a second and more (the cut-off timer, on a busy event loop) for one
+ * closed as too slow. Until then its subscriptions would stay in the hub, take
+ * every change of their ids, resolve payloads nobody is sent (graphql-ws drops
+ * sends on a closing socket) and count in `subscriptions_active`.
+ */
+export class ConnectionStreams {
+  private readonly streams = new Set<ChangeStream>();
+  private ended = false;
+
+  /** Adds a stream just opened for the connection; one opened once the connection is closing ends at once. */
+  track(stream: ChangeStream): ChangeStream {
+    if (this.ended) {
+      stream.close();
+      return stream;
+    }
+    for (const s of this.streams) if (s.done) this.streams.delete(s);
+    this.streams.add(stream);
+    return stream;
+  }
+
+  /** The connection is closing: every stream ends now (graphql-ws then completes its subscription). */
+  end(): void {
+    this.ended = true;
+    for (const stream of this.streams) stream.close();
+    this.streams.clear();
+  }
+}
+
+/** Ends the connection's streams when its closing begins: close() or terminate() (ours, graphql-ws's, or ws's on a close frame), or the socket closing. */
+function endStreamsWhenClosing(client: WebSocket, streams: ConnectionStreams): void {
+  const close = client.close.bind(client);
+  const terminate = client.terminate.bind(client);
+  client.close = ((code?: number, reason?: string | Buffer) => {
+    streams.end();
+    close(code, reason);
+  }) as typeof client.close;
+  client.terminate = (() => {
+    streams.end();
+    terminate();
+  }) as typeof client.terminate;
+  client.once('close', () => streams.end());
 }
 
 // --- protocol hygiene ---------------------------------------------------------------------------

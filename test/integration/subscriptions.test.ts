@@ -479,6 +479,20 @@ describe('subscriptions (co-located, embedded store and log)', () => {
     assert.deepEqual(watch.events, [{ data: { featureChanged: { id: '12' } } }]);
   });
 
+  it('ends the subscriptions of a connection the server closes at once, not when its socket is finally gone', async () => {
+    const s = await raw();
+    await s.init();
+    for (const id of ['a', 'b']) s.send({ id, type: 'subscribe', payload: { query: 'subscription { featureChanged(entity: USER, ids: ["12"]) { id } }' } });
+    await active(2);
+    // The client stops reading, so it never answers the close frame: ws keeps the socket open for its close
+    // timeout (30 s). A message of a server-to-client type makes the server close the connection (4400).
+    (s.ws as unknown as { _socket: import('node:net').Socket })._socket.pause();
+    s.send({ id: 'a', type: 'next', payload: {} });
+    await waitFor(() => gateway.subscriptions!.stats().active === 0, 'the subscriptions to end');
+    assert.equal(gateway.subscriptions!.stats().connections, 1, 'they ended while the socket was still closing');
+    assert.equal(await metric(gateway, 'subscriptions_active'), 0);
+  });
+
   it('limits subscriptions per connection with TOO_MANY_SUBSCRIPTIONS', async () => {
     const c = open();
     const query = (id: string) => `subscription { featureChanged(entity: USER, ids: ["${id}"]) { id } }`;
