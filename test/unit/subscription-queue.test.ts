@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { GraphQLError } from 'graphql';
-import { ChangeHub, ChangeStream, watchedVersions, type FeatureChangedArgs, type QueueOwner } from '../../gateway/subscriptions.js';
+import { ChangeHub, ChangeStream, ConnectionStreams, watchedVersions, type FeatureChangedArgs, type QueueOwner } from '../../gateway/subscriptions.js';
 import { encodeChange, type FeatureChange } from '../../eventlog/change-event.js';
 import type { LogRecord } from '../../eventlog/event-log.js';
 import { loadRegistry } from '../../schema/registry.js';
@@ -167,5 +167,22 @@ describe('what a subscription watches (one rule: active versions by name, exact 
     for (const version of [0, 3, -1]) {
       refused({ versions: [{ view: 'clickStats', version }] }, new RegExp(`^Feature view clickStats has no version ${version}; its versions are 1, 2 \\(active: 2\\)$`));
     }
+  });
+});
+
+describe('a connection\'s streams', () => {
+  test('end together when the connection starts to close, leaving the hub; one opened after that ends at once', async () => {
+    const hub = new ChangeHub(registry, 16);
+    const connection = new ConnectionStreams();
+    const a = connection.track(hub.open({ entity: 'user', ids: ['1'] }, 100));
+    const b = connection.track(hub.open({ entity: 'user', ids: ['2'] }, 100));
+    const waiting = a.next();
+    connection.end();
+    assert.deepEqual(await waiting, { value: undefined, done: true }, 'a reader waiting on a stream is released');
+    assert.ok(a.done && b.done);
+    assert.equal(hub.streams.size, 0);
+    const late = connection.track(hub.open({ entity: 'user', ids: ['3'] }, 100));
+    assert.ok(late.done, 'a subscription that completes its opening on a closing connection');
+    assert.equal(hub.streams.size, 0);
   });
 });
