@@ -24,6 +24,7 @@ export interface FeatureChange {
   readonly id: string;
   readonly view: string;
   readonly version: number;
+  /** The new value. No gateway reader uses it (a subscriber's payload is read when sent); kept for the checks of the log against the store (decision 0032). */
   readonly values: FeatureValues;
   /** ISO-8601: event time of the value. */
   readonly eventTime: string;

@@ -11,8 +11,10 @@ import type {
  * and in order; a consumer group's offsets and the records a batch produces
  * are committed together (in-process, one synchronous step, so atomic);
  * readers see committed records only; partitions of a topic are shared among
- * the live consumers of a group. For `npm start` and fast tests; Kafka is the
- * production log.
+ * the live consumers of a group; a stopped consumer commits the batch in hand;
+ * a topic must be created before it is used (as on Kafka with auto-creation
+ * off). For `npm start` and fast tests; Kafka is the production log. The
+ * contract both pass: test/integration/event-log-contract.test.ts.
  *
  * Retention, as Kafka's `retention` by size: each partition keeps its newest
  * `retainRecords` records (offsets are never reused); a consumer group behind
@@ -31,7 +33,7 @@ export class EmbeddedLog implements EventLog {
   /** The offset of each partition's first kept record (absent: 0, nothing trimmed yet). */
   private readonly bases = new WeakMap<LogRecord[], number>();
 
-  constructor(private readonly defaultPartitions = 3, private readonly retainRecords = 10_000) {
+  constructor(private readonly retainRecords = 10_000) {
     this.appended.setMaxListeners(0);
   }
 
@@ -45,7 +47,7 @@ export class EmbeddedLog implements EventLog {
     this.append(records);
   }
 
-  /** Appends atomically: every record, or (on an unknown topic) none. */
+  /** Appends atomically: every record, or (on a topic not created) none. */
   append(records: readonly OutgoingRecord[]): LogRecord[] {
     for (const r of records) this.partitionsOf(r.topic);
     const now = Date.now();
@@ -111,14 +113,13 @@ export class EmbeddedLog implements EventLog {
 
   // --- for EmbeddedConsumer ---------------------------------------------------------------
 
+  /**
+   * A topic's partitions. A topic that was not created is an error, as on Kafka (auto-creation is off
+   * there): code that forgot createTopics must fail on the embedded log too, not only in production.
+   */
   partitionsOf(topic: string): LogRecord[][] {
-    let partitions = this.topics.get(topic);
-    if (!partitions) {
-      // Like Kafka with auto-creation off, but friendlier for the embedded default: DLQ and
-      // change topics appear on first use with the default partition count.
-      partitions = Array.from({ length: this.defaultPartitions }, () => []);
-      this.topics.set(topic, partitions);
-    }
+    const partitions = this.topics.get(topic);
+    if (!partitions) throw new UnknownTopicError(topic);
     return partitions;
   }
 
@@ -182,6 +183,13 @@ export class EmbeddedLog implements EventLog {
   }
 }
 
+export class UnknownTopicError extends Error {
+  override name = 'UnknownTopicError';
+  constructor(readonly topic: string) {
+    super(`topic ${JSON.stringify(topic)} does not exist: create it first (createTopics), as Kafka has no auto-creation here`);
+  }
+}
+
 /** Attempts at one batch before the consumer stops and calls onFatal. */
 const maxBatchAttempts = 10;
 
@@ -196,6 +204,7 @@ class EmbeddedConsumer implements TransactionalConsumer {
 
   async start(): Promise<void> {
     if (this.running) return;
+    for (const topic of this.options.topics) this.logStore.partitionsOf(topic); // a topic not created: refused, as by Kafka
     this.running = true;
     this.logStore.join(this);
     this.unsubscribe = this.logStore.onAppend(() => this.wake?.());
@@ -229,10 +238,12 @@ class EmbeddedConsumer implements TransactionalConsumer {
           const batch: RecordBatch = { topic, partition, records: records.slice(start, start + 500) };
           try {
             const result = await handler(batch, from.checkpoint);
-            if (!this.running) return; // stopped mid-batch: like a crash, nothing is committed
+            // Also when stop() came meanwhile: the batch in hand is committed, as KafkaLog commits it, so that a
+            // graceful stop leaves no handled batch uncommitted (unless the partition went to another member).
             if (!this.logStore.commit(this, topic, partition, from.offset, batch.records[batch.records.length - 1]!.offset + 1, result.records, result.checkpoint)) {
               log.warn({ topic, partition, groupId }, 'embedded consumer: partition reassigned while its batch was in hand; the result is discarded');
             }
+            if (!this.running) return;
           } catch (error) {
             // The batch is not committed and will be delivered again, as Kafka would after a failed transaction;
             // like kafkajs's consumer, give up after a bounded number of attempts and report it as fatal.

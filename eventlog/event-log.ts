@@ -50,7 +50,7 @@ export interface BatchResult {
 export interface TransactionalConsumer {
   /** Resolves once the consumer has joined its group and started. */
   start(): Promise<void>;
-  /** Stops after the batch in hand is committed (or abandoned). */
+  /** Stops after the batch in hand is committed (abandoned only when its partition is no longer this member's). */
   stop(): Promise<void>;
 }
 
@@ -110,11 +110,15 @@ export interface TailPosition {
 
 export interface EventLog {
   readonly kind: 'kafka' | 'embedded';
+  /**
+   * Idempotent: an existing topic keeps its partitions. A topic must be created before it is produced
+   * to, consumed or tailed (Kafka's auto-creation is off): those refuse a topic that does not exist.
+   */
   createTopics(topics: readonly { topic: string; partitions: number }[]): Promise<void>;
-  /** Non-transactional produce (event generators, tests). Keyed records of one key go to one partition. */
+  /** Non-transactional produce (event generators, tests). Keyed records of one key go to one partition, in order. */
   produce(records: readonly OutgoingRecord[]): Promise<void>;
   consumer(options: ConsumerOptions): TransactionalConsumer;
-  /** Reads committed records only. */
+  /** Reads committed records only: every one committed after `status().confirmedAtMs` is first set (it starts at the log's end). */
   tail(options: TailOptions): Promise<Tail>;
   close(): Promise<void>;
 }

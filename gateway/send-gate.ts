@@ -21,7 +21,8 @@ import {
  * metrics). Sends resume in order as the buffer drains. A connection that
  * stays paused for `stallTimeoutMs` is closed with
  * `SlowSubscriberCloseCode` and cut off a second later if it does not read
- * the close frame either.
+ * the close frame either; from the close on it counts as paused no longer
+ * (and its subscriptions end then: gateway/subscriptions.ts).
  */
 
 /** Close code of a connection whose client stopped reading (README, "Subscriptions"). */
@@ -70,6 +71,18 @@ export function gateSends(client: WebSocket, limits: SendLimits): void {
     }
   };
 
+  /** Sends are over for good (the connection closed, or is closing as too slow): held messages are not delivered. */
+  const release = (): void => {
+    if (pausedAt !== null) {
+      clearTimeout(stallTimer);
+      subscriptionConnectionsPaused.dec();
+      pausedAt = null;
+    }
+    // Like graphql-ws's own send to a closed socket: their senders are released, so the subscriptions' loops end
+    // instead of waiting forever.
+    for (const message of held.splice(0)) message.callback?.();
+  };
+
   const pause = (): void => {
     if (pausedAt !== null) return;
     pausedAt = Date.now();
@@ -82,6 +95,7 @@ export function gateSends(client: WebSocket, limits: SendLimits): void {
         'closing a subscription connection whose client stopped reading',
       );
       client.close(SlowSubscriberCloseCode, SlowSubscriberCloseReason);
+      release();
       // The close frame waits behind the unread data; a client that reads nothing never gets it.
       setTimeout(() => client.terminate(), 1000).unref();
     }, limits.stallTimeoutMs);
@@ -102,13 +116,6 @@ export function gateSends(client: WebSocket, limits: SendLimits): void {
 
   client.once('close', () => {
     subscriptionSendBufferSources.delete(bufferedAmount);
-    if (pausedAt !== null) {
-      clearTimeout(stallTimer);
-      subscriptionConnectionsPaused.dec();
-      pausedAt = null;
-    }
-    // Like graphql-ws's own send to a closed socket: the held messages are not delivered and
-    // their senders are released, so the subscriptions' loops end instead of waiting forever.
-    for (const message of held.splice(0)) message.callback?.();
+    release();
   });
 }

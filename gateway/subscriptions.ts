@@ -2,7 +2,7 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { ApolloServer, BaseContext } from '@apollo/server';
 import {
-  GraphQLEnumType, GraphQLError, GraphQLID, GraphQLInt, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLSchema, GraphQLString,
+  GraphQLEnumType, GraphQLError, GraphQLID, GraphQLInputObjectType, GraphQLInt, GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLSchema, GraphQLString,
   Kind, OperationTypeNode, assertValidSchema, buildASTSchema, createSourceEventStream, getOperationAST, isObjectType, parse, print, printSchema, validate, visit,
   type ASTNode, type DocumentNode, type ExecutionArgs, type FragmentDefinitionNode, type GraphQLFieldConfigMap,
   type GraphQLFieldResolver, type GraphQLFormattedError, type GraphQLResolveInfo, type SelectionNode, type VariableDefinitionNode,
@@ -21,7 +21,7 @@ import { log as rootLog } from '../runtime/log.js';
 import {
   changeFeedDuplicates, rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueuedEvents, subscriptionsActive,
 } from '../runtime/metrics.js';
-import type { Entity, Registry } from '../schema/types.js';
+import type { Entity, FeatureView, Registry } from '../schema/types.js';
 import type { OnlineStore } from '../store/online-store.js';
 import { compileOperation, type CompiledOperation } from '../serving/compiled-operations.js';
 import { encodeGraphQLJson } from '../serving/encoders/graphql-json.js';
@@ -46,7 +46,13 @@ import { gateSends } from './send-gate.js';
  *
  *     enum EntityType { USER ITEM MERCHANT }
  *     type FeatureChange { entity id view version eventTime user item merchant }
- *     type Subscription { featureChanged(entity: EntityType!, ids: [ID!]!, views: [String!]): FeatureChange! }
+ *     input FeatureViewVersion { view version }
+ *     type Subscription { featureChanged(entity: EntityType!, ids: [ID!]!, views: [String!], versions: [FeatureViewVersion!]): FeatureChange! }
+ *
+ * A subscription watches view versions (watchedVersions): the active version
+ * of each view it names, or of every view, plus the exact versions it names.
+ * The materializer writes every live version of a view from the same raw
+ * event, so this is what makes one change one event.
  *
  * The change feed is the `feature-updates` topic, tailed once per gateway
  * and fanned out by (entity, id) to the matching subscriptions. The entity
@@ -160,6 +166,8 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.maxBodyBytes });
+  /** Each connection's change streams, ended when it starts to close. */
+  const connections = new WeakMap<WebSocket, ConnectionStreams>();
   /** Open connections' graphql-ws contexts: a shutdown waits for their subscriptions to complete. */
   const contexts = new Set<Context<Record<string, unknown>>>();
   const disposer = useServer<Record<string, unknown>>(
@@ -247,7 +255,8 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
           });
         }
 
-        const contextValue: SubscriptionContext = { entityQueries: new Map(), principal };
+        const connection = connections.get((ctx.extra as unknown as { socket: WebSocket }).socket)!;
+        const contextValue: SubscriptionContext = { entityQueries: new Map(), principal, connection };
         const args: ExecutionArgs = {
           schema: current,
           document,
@@ -287,6 +296,9 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
     }
     wss.handleUpgrade(req, socket, head, (client) => {
       refuseServerMessages(client);
+      const streams = new ConnectionStreams();
+      connections.set(client, streams);
+      endStreamsWhenClosing(client, streams);
       gateSends(client, { maxBufferedBytes: config.subscriptionSendBufferBytes, stallTimeoutMs: config.subscriptionStallTimeoutMs });
       wss.emit('connection', client, req);
     });
@@ -333,16 +345,26 @@ interface SubscriptionContext {
   readonly principal?: Principal | undefined;
   /** The stream opened while the subscribe message was checked; reused when graphql-ws subscribes. */
   stream?: ChangeStream;
+  /** The streams of the subscription's connection. */
+  readonly connection: ConnectionStreams;
   /** Per entity field (by response key): the printed gateway query for its selection. */
   readonly entityQueries: Map<string, EntityQuery>;
 }
 
 type EntityResolver = (entity: Entity, change: FeatureChange, context: SubscriptionContext, info: GraphQLResolveInfo) => Promise<unknown>;
 
-interface FeatureChangedArgs {
+export interface FeatureChangedArgs {
   readonly entity: string;
   readonly ids: readonly string[];
+  /** Views whose ACTIVE version is watched. */
   readonly views?: readonly string[] | null;
+  /** Exact view versions watched, besides `views`. */
+  readonly versions?: readonly WatchedVersion[] | null;
+}
+
+export interface WatchedVersion {
+  readonly view: string;
+  readonly version: number;
 }
 
 /** GraphQL enum value of an entity name: `user` → `USER`, `adCampaign` → `AD_CAMPAIGN`. */
@@ -361,7 +383,7 @@ const reservedChangeFields = new Set(['entity', 'id', 'view', 'version', 'eventT
  */
 function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registry, hub: ChangeHub, resolveEntity: EntityResolver, maxBatchIds: number): GraphQLSchema {
   const apiSchema = buildASTSchema(parse(printSchema(gatewaySchema)));
-  for (const name of ['EntityType', 'FeatureChange', 'Subscription']) {
+  for (const name of ['EntityType', 'FeatureChange', 'FeatureViewVersion', 'Subscription']) {
     if (apiSchema.getType(name)) throw new Error(`the API schema already has a type ${name}; subscriptions cannot add theirs`);
   }
   if (apiSchema.getSubscriptionType()) throw new Error('the API schema already has a subscription type');
@@ -398,6 +420,15 @@ function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registr
       resolve: (change, _args, context, info) => (change.entity === entity.name ? resolveEntity(entity, change, context, info) : null),
     };
   }
+  const versionType = new GraphQLInputObjectType({
+    name: 'FeatureViewVersion',
+    description: 'One version of a feature view, to watch that version rather than the active one.',
+    fields: {
+      view: { type: new GraphQLNonNull(GraphQLString), description: 'The feature view, by its registry name (e.g. `clickStats`).' },
+      version: { type: new GraphQLNonNull(GraphQLInt), description: 'Its version (1 to the newest in the registry).' },
+    },
+  });
+
   const changeType = new GraphQLObjectType<FeatureChange, SubscriptionContext>({
     name: 'FeatureChange',
     description: 'A feature-view value of one entity changed (an event of the `feature-updates` topic).',
@@ -410,8 +441,10 @@ function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registr
       featureChanged: {
         type: new GraphQLNonNull(changeType),
         description:
-          'Live changes of feature values: one event per change of a feature-view value of `entity` whose id is in `ids` ' +
-          'and, when `views` is given, whose view is in `views`. A subscriber that falls behind gets one event per changed value ' +
+          'Live changes of feature values: one event per change of a watched view version of an entity of `entity` whose id is in `ids`. ' +
+          'Watched are the ACTIVE version of each view in `views` (of every view of the entity when neither `views` nor `versions` ' +
+          'is given) and each view version in `versions`; changes of other versions (e.g. one being backfilled) are not sent, so ' +
+          'one change of what is watched gives one event. A subscriber that falls behind gets one event per changed value ' +
           '(a newer change replaces a queued one; the entity is read when the event is sent); past SUBSCRIPTION_QUEUE_SIZE ' +
           'distinct values queued, the oldest queued event is dropped.',
         args: {
@@ -419,17 +452,22 @@ function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registr
           ids: { type: new GraphQLNonNull(new GraphQLList(new GraphQLNonNull(GraphQLID))), description: `Ids of the entities to watch (1 to MAX_BATCH_IDS, now ${maxBatchIds}).` },
           views: {
             type: new GraphQLList(new GraphQLNonNull(GraphQLString)),
-            description: 'Only changes of these feature views of `entity` (registry names); all its views when absent.',
+            description: 'Watch the active version of these feature views of `entity` (registry names). With neither `views` nor `versions`: the active version of every view.',
+          },
+          versions: {
+            type: new GraphQLList(new GraphQLNonNull(versionType)),
+            description: 'Watch these exact view versions of `entity`, e.g. `[{ view: "clickStats", version: 1 }]` (select `clickStatsV1` to read it).',
           },
         },
-        subscribe: (_root, args: FeatureChangedArgs, context) => (context.stream ??= hub.open(readableOnly(registry, args, context.principal), maxBatchIds)),
+        subscribe: (_root, args: FeatureChangedArgs, context) =>
+          (context.stream ??= context.connection.track(hub.open(readableOnly(registry, args, context.principal), maxBatchIds))),
         resolve: (change: unknown) => change,
       },
     },
   });
 
   const base = apiSchema.toConfig();
-  const schema = new GraphQLSchema({ ...base, subscription: subscriptionType, types: [...base.types, entityType, changeType, subscriptionType] });
+  const schema = new GraphQLSchema({ ...base, subscription: subscriptionType, types: [...base.types, entityType, versionType, changeType, subscriptionType] });
   assertValidSchema(schema);
   return schema;
 }
@@ -582,15 +620,16 @@ function markError(root: object, path: readonly (string | number)[], error: Grap
 
 /**
  * The subscription's view filter narrowed to the views its principal may
- * read: an explicitly named view it may not read is refused (FORBIDDEN); with
- * no `views`, changes of unreadable views are not delivered at all, since even
- * the fact of a change is information about the value.
+ * read: an explicitly named view (in `views` or `versions`) it may not read is
+ * refused (FORBIDDEN); with neither, changes of unreadable views are not
+ * delivered at all, since even the fact of a change is information about the
+ * value.
  */
 function readableOnly(registry: Registry, args: FeatureChangedArgs, principal: Principal | undefined): FeatureChangedArgs {
   const entity = registry.entities.find((e) => e.name === args.entity);
   if (!entity || entity.views.every((view) => mayReadView(principal, view))) return args;
-  if (args.views) {
-    for (const name of args.views) {
+  if (args.views || args.versions) {
+    for (const name of [...(args.views ?? []), ...(args.versions ?? []).map((v) => v.view)]) {
       const view = entity.views.find((v) => v.name === name);
       if (view && !mayReadView(principal, view)) {
         rejectedRequests.inc({ code: ErrorCode.Forbidden });
@@ -668,20 +707,7 @@ export class ChangeHub {
         extensions: { code: ErrorCode.BatchTooLarge, max: maxBatchIds },
       });
     }
-    const known = this.views.get(entity.name)!;
-    let views: ReadonlySet<string> | null = null;
-    if (args.views) {
-      if (args.views.length === 0) throw userError('`views` must name at least one view of the entity; leave it out to watch all of them');
-      const unknown = args.views.filter((v) => !known.has(v));
-      if (unknown.length > 0) {
-        throw userError(
-          `Unknown feature view${unknown.length > 1 ? 's' : ''} ${unknown.map((v) => `"${v}"`).join(', ')} for entity ${entity.name}; ` +
-            `its views are: ${[...known].join(', ') || 'none'}`,
-        );
-      }
-      views = new Set(args.views);
-    }
-    const stream = new ChangeStream(entity.name, new Set(args.ids), views, this.queueCapacity, this);
+    const stream = new ChangeStream(entity.name, new Set(args.ids), watchedVersions(entity, args), this.queueCapacity, this);
     this.streams.add(stream);
     let byId = this.byEntity.get(entity.name);
     if (!byId) this.byEntity.set(entity.name, (byId = new Map()));
@@ -767,9 +793,62 @@ export class ChangeHub {
   }
 }
 
-function userError(message: string): GraphQLError {
+function userError(message: string, extensions: Record<string, unknown> = {}): GraphQLError {
   rejectedRequests.inc({ code: SubscriptionErrorCode.BadUserInput });
-  return new GraphQLError(message, { extensions: { code: SubscriptionErrorCode.BadUserInput } });
+  return new GraphQLError(message, { extensions: { code: SubscriptionErrorCode.BadUserInput, ...extensions } });
+}
+
+/** View name → the versions a subscription watches of it. */
+export type Watched = ReadonlyMap<string, ReadonlySet<number>>;
+
+/**
+ * The one rule of what a subscription watches: the ACTIVE version of each
+ * view in `views` (of every view of the entity when neither `views` nor
+ * `versions` is given), and each exact version in `versions`. The
+ * materializer writes every live version of a view from the same raw event
+ * (clickStats v1 and v2), so watching a view by name must mean one version
+ * of it, or one change would be sent once per version. Throws a
+ * BAD_USER_INPUT GraphQLError naming what is wrong.
+ */
+export function watchedVersions(entity: Entity, args: Pick<FeatureChangedArgs, 'views' | 'versions'>): Watched {
+  const watched = new Map<string, Set<number>>();
+  const watch = (view: string, version: number): void => {
+    let versions = watched.get(view);
+    if (!versions) watched.set(view, (versions = new Set()));
+    versions.add(version);
+  };
+  const find = (names: readonly string[]): FeatureView[] => {
+    const unknown = [...new Set(names.filter((name) => !entity.views.some((v) => v.name === name)))];
+    if (unknown.length > 0) {
+      throw userError(
+        `Unknown feature view${unknown.length > 1 ? 's' : ''} ${unknown.map((v) => `"${v}"`).join(', ')} for entity ${entity.name}; ` +
+          `its views are: ${entity.views.map((v) => v.name).join(', ') || 'none'}`,
+      );
+    }
+    return names.map((name) => entity.views.find((v) => v.name === name)!);
+  };
+  if (args.views) {
+    if (args.views.length === 0) throw userError('`views` must name at least one view of the entity; leave it out to watch all of them');
+    for (const view of find(args.views)) watch(view.name, view.activeVersion);
+  }
+  if (args.versions) {
+    if (args.versions.length === 0) {
+      throw userError('`versions` must name at least one view version, e.g. [{ view: "clickStats", version: 1 }]; leave it out to watch active versions only');
+    }
+    const views = find(args.versions.map((v) => v.view));
+    args.versions.forEach(({ version }, i) => {
+      const view = views[i]!;
+      if (!view.versions.some((v) => v.version === version)) {
+        throw userError(
+          `Feature view ${view.name} has no version ${version}; its versions are ${view.versions.map((v) => v.version).join(', ')} (active: ${view.activeVersion})`,
+          { view: view.name, version },
+        );
+      }
+      watch(view.name, version);
+    });
+  }
+  if (!args.views && !args.versions) for (const view of entity.views) watch(view.name, view.activeVersion);
+  return watched;
 }
 
 /**
@@ -804,7 +883,7 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
   constructor(
     readonly entity: string,
     readonly ids: ReadonlySet<string>,
-    private readonly views: ReadonlySet<string> | null,
+    private readonly watched: Watched,
     private readonly capacity: number,
     private readonly hub: QueueOwner,
   ) {
@@ -815,8 +894,12 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
     return this.size;
   }
 
+  get done(): boolean {
+    return this.closed;
+  }
+
   offer(change: FeatureChange): void {
-    if (this.closed || this.finishing || (this.views && !this.views.has(change.view))) return;
+    if (this.closed || this.finishing || !this.watched.get(change.view)?.has(change.version)) return;
     if (this.waiting) {
       const resolve = this.waiting;
       this.waiting = null;
@@ -894,6 +977,54 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
   [Symbol.asyncIterator](): AsyncIterableIterator<FeatureChange> {
     return this;
   }
+}
+
+/**
+ * The change streams of one connection, so that they end when the connection
+ * starts to close rather than when its socket is gone. graphql-ws ends a
+ * connection's subscriptions on the socket's `close` event, which comes after
+ * the close handshake: up to ws's 30 s for a client that answers no close
+ * frame, a second and more (the cut-off timer, on a busy event loop) for one
+ * closed as too slow. Until then its subscriptions would stay in the hub, take
+ * every change of their ids, resolve payloads nobody is sent (graphql-ws drops
+ * sends on a closing socket) and count in `subscriptions_active`.
+ */
+export class ConnectionStreams {
+  private readonly streams = new Set<ChangeStream>();
+  private ended = false;
+
+  /** Adds a stream just opened for the connection; one opened once the connection is closing ends at once. */
+  track(stream: ChangeStream): ChangeStream {
+    if (this.ended) {
+      stream.close();
+      return stream;
+    }
+    for (const s of this.streams) if (s.done) this.streams.delete(s);
+    this.streams.add(stream);
+    return stream;
+  }
+
+  /** The connection is closing: every stream ends now (graphql-ws then completes its subscription). */
+  end(): void {
+    this.ended = true;
+    for (const stream of this.streams) stream.close();
+    this.streams.clear();
+  }
+}
+
+/** Ends the connection's streams when its closing begins: close() or terminate() (ours, graphql-ws's, or ws's on a close frame), or the socket closing. */
+function endStreamsWhenClosing(client: WebSocket, streams: ConnectionStreams): void {
+  const close = client.close.bind(client);
+  const terminate = client.terminate.bind(client);
+  client.close = ((code?: number, reason?: string | Buffer) => {
+    streams.end();
+    close(code, reason);
+  }) as typeof client.close;
+  client.terminate = (() => {
+    streams.end();
+    terminate();
+  }) as typeof client.terminate;
+  client.once('close', () => streams.end());
 }
 
 // --- protocol hygiene ---------------------------------------------------------------------------

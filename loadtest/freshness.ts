@@ -383,7 +383,7 @@ function table(result: { machine: Record<string, unknown>; freshness: FreshnessF
     '',
     `Latencies are from each event's scheduled send time (open loop; producer max lag ${ms(f.producerMaxLagMs)} ms). ` +
       `Subscription events dropped by the gateway: ${f.gateway.subscriptionEventsDropped}; HTTP polls: ${int(f.readable.polls)} (${f.readable.errors} errors). ` +
-      `Each click event changes clickStats v1 and v2: two change events, each resolved through the gateway for the subscriber.`,
+      `Each click event changes clickStats v1 and v2 (two change events on feature-updates); the subscriber names the view, so it gets the active version's alone (decision 0032).`,
     `CPU while measuring, % of one core (${result.machine.cpus} cores = ${Number(result.machine.cpus) * 100}%): ` +
       Object.entries(f.cpuPercent).map(([name, pct]) => `${name} ${Number.isFinite(pct) ? pct : 'n/a'}`).join(', ') + '.',
     `Note: ${jvmNote}`,

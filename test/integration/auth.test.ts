@@ -244,13 +244,17 @@ describe('authentication and authorization (co-located gateway)', () => {
       }
     });
 
-    it('a dashboard naming the restricted view in `views` is refused', async () => {
+    it('a dashboard naming the restricted view in `views` or `versions` is refused', async () => {
       const socket = await Socket.connect(gateway.url, { 'x-api-key': creds.keys.dashboard });
       try {
         socket.subscribe('r2', 'subscription { featureChanged(entity: USER, ids: ["u1"], views: ["riskProfile"]) { id } }');
-        const message = await socket.next('r2');
-        assert.equal(message.type, 'error');
-        assert.equal(message.payload[0].extensions.code, 'FORBIDDEN');
+        socket.subscribe('r3', 'subscription { featureChanged(entity: USER, ids: ["u1"], versions: [{ view: "riskProfile", version: 1 }]) { id } }');
+        for (const id of ['r2', 'r3']) {
+          const message = await socket.next(id);
+          assert.equal(message.type, 'error');
+          assert.equal(message.payload[0].extensions.code, 'FORBIDDEN');
+          assert.match(message.payload[0].message, /riskProfile: it is readable by admin only/);
+        }
       } finally {
         socket.close();
       }

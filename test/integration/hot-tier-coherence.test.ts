@@ -104,10 +104,10 @@ for (const kind of ['embedded', 'kafka'] as const) {
       if (broker) {
         const options = (clientId: string) => new KafkaLog({ brokers: broker!.brokers, clientId, connectionTimeoutMs: 1000, retryMaxMs: 500 });
         [gatewayLog, pipelineLog, testLog] = [options('hot-gateway'), options('hot-pipeline'), options('hot-test')];
-        await pipelineLog.createTopics([...registry.events.map((e) => ({ topic: e.topic, partitions: e.partitions })), { topic: changeTopic, partitions: 3 }]);
       } else {
         gatewayLog = pipelineLog = testLog = new EmbeddedLog();
       }
+      await pipelineLog.createTopics([...registry.events.map((e) => ({ topic: e.topic, partitions: e.partitions })), { topic: changeTopic, partitions: 3 }]);
       // The test's record of every change, started (and positioned) before anything is written.
       tail = await testLog.tail({
         topics: [changeTopic],

@@ -30,10 +30,15 @@ describe('introspection shows the subscriptions', () => {
   });
 
   test('__schema lists Subscription.featureChanged and its argument types', async () => {
-    const reply = await gql(open.url, '{ __schema { subscriptionType { fields { name args { name } } } } __type(name: "EntityType") { enumValues { name } } }');
+    const reply = await gql(open.url, '{ __schema { subscriptionType { fields { name args { name } } } } __type(name: "EntityType") { enumValues { name } } ' +
+      'version: __type(name: "FeatureViewVersion") { kind inputFields { name type { kind ofType { name } } } } }');
     assert.equal(reply.status, 200, reply.text);
-    assert.deepEqual(reply.json.data.__schema.subscriptionType.fields, [{ name: 'featureChanged', args: [{ name: 'entity' }, { name: 'ids' }, { name: 'views' }] }]);
+    assert.deepEqual(reply.json.data.__schema.subscriptionType.fields, [{ name: 'featureChanged', args: [{ name: 'entity' }, { name: 'ids' }, { name: 'views' }, { name: 'versions' }] }]);
     assert.deepEqual(reply.json.data.__type.enumValues.map((v: { name: string }) => v.name), ['USER', 'ITEM', 'MERCHANT']);
+    assert.deepEqual(reply.json.data.version, {
+      kind: 'INPUT_OBJECT',
+      inputFields: [{ name: 'view', type: { kind: 'NON_NULL', ofType: { name: 'String' } } }, { name: 'version', type: { kind: 'NON_NULL', ofType: { name: 'Int' } } }],
+    });
   });
 
   test('a query mixing introspection and data still runs through the planner', async () => {

@@ -40,7 +40,8 @@ const RSS_BOUND = 448 * 1024 * 1024;
 
 // ~8 KB per event: the same profile under 48 aliases (one store read, a large payload). Only sent
 // events are resolved, so the size makes the withheld backlog large without costing the gateway more.
-const heavy = `subscription ($ids: [ID!]!) { featureChanged(entity: USER, ids: $ids) {
+// Both live versions of clickStats are watched: two events per demo click, for a large backlog.
+const heavy = `subscription ($ids: [ID!]!) { featureChanged(entity: USER, ids: $ids, versions: [{ view: "clickStats", version: 1 }, { view: "clickStats", version: 2 }]) {
   id view version eventTime
   user { id clickStats { clickRate clicks impressions eventTime stale } ${Array.from({ length: 48 }, (_, i) => `p${i}: profile { sessionLength isPremium country embedding stale }`).join(' ')} }
 } }`;
@@ -169,6 +170,12 @@ describe('a subscriber that never reads', () => {
       maxBuffered = Math.max(maxBuffered, m('subscription_send_buffered_bytes'));
       withheld = m('subscription_events_dropped_total') + m('subscription_events_superseded_total') + m('subscription_queued_events') - withheldAtStart;
       stalledClosed = m('subscription_connections_stalled_closed_total');
+      // Its subscriptions end in the step that closes it, not once its socket is gone (a second later at best,
+      // more on a busy event loop): in the scrape that first counts the close, only the normal one is left.
+      if (stalledClosed > 0) {
+        assert.equal(m('subscriptions_active'), 1, 'subscriptions of the connection closed as too slow');
+        assert.equal(m('subscription_connections_send_paused'), 0, 'the connection closed as too slow still counts as paused');
+      }
       assert.ok(Date.now() < stuckFrom + STALL_MS + 30_000, `the stuck connection was not closed within ${STALL_MS / 1000 + 30} s\n${gateway.output.slice(-2000)}`);
     }
     const stuckUntil = Date.now();
@@ -199,13 +206,11 @@ describe('a subscriber that never reads', () => {
     const p95 = lags[Math.floor(lags.length * 0.95)]!;
     assert.ok(p95 < 10_000, `95th percentile delay from event to the normal subscriber: ${p95} ms`);
 
-    // The stuck connection was closed: its subscriptions are gone; once it reads again it sees the close.
-    await eventually(async () => assert.equal((await metrics(base))('subscriptions_active'), 1), 15_000);
+    // The stuck connection was closed (its subscriptions ended then, checked above); once it reads again it sees the close.
     socket.resume();
     const [code] = await closed;
     // 4413 when the close frame got through before the cut-off, 1006 when it was cut off first.
     assert.ok(code === SlowSubscriberCloseCode || code === 1006, `close code ${code}`);
-    assert.equal((await metrics(base))('subscription_connections_send_paused'), 0);
   });
 
   it('pauses a client that stops reading for a while, resumes it when it reads again, and keeps it', async () => {

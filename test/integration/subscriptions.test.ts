@@ -231,6 +231,38 @@ describe('subscriptions (co-located, embedded store and log)', () => {
     assert.deepEqual(watch.events, [{ data: { featureChanged: { view: 'profile', user: { profile: { country: 'DE' } } } } }]);
   });
 
+  it('sends one event per change of what is watched: a view by name is its active version; `versions` watches exact ones', async () => {
+    const c = open();
+    const byName = new Watch(c, 'subscription { featureChanged(entity: USER, ids: ["6"], views: ["clickStats"]) { view version user { clickStats { clicks } } } }');
+    const v1 = new Watch(c, 'subscription { featureChanged(entity: USER, ids: ["6"], versions: [{ view: "clickStats", version: 1 }]) { view version user { clickStatsV1 { clickRate } } } }');
+    const both = new Watch(open(), `subscription ($v: [FeatureViewVersion!]) { featureChanged(entity: USER, ids: ["6"], views: ["profile"], versions: $v) { view version } }`,
+      { v: [{ view: 'clickStats', version: 1 }, { view: 'clickStats', version: 2 }] });
+    await active(3);
+    // One raw event, as the materializer handles it: both live versions of clickStats change, from the same source event.
+    const clickStats = registry.entities[0]!.views.find((v) => v.name === 'clickStats')!;
+    const eventTimeMs = NOW - 2000;
+    await store.write(clickStats.versions[0]!, [{ entityId: '6', values: { clickRate: 0.5 }, eventTimeMs }]);
+    await store.write(clickStats.versions[1]!, [{ entityId: '6', values: userChange(0.5), eventTimeMs }]);
+    const source = { topic: 'click-events', partition: 0, offset: 7 };
+    await eventLog.produce([1, 2].map((version) => encodeChange({
+      ...feed.change('user', '6', 'clickStats', version, version === 1 ? { clickRate: 0.5 } : userChange(0.5), eventTimeMs), source,
+    })));
+    await feed.publish('user', '6', 'profile', { sessionLength: 3, isPremium: false, country: 'PT', embedding: [3] });
+    await byName.waitForEvents(1);
+    await v1.waitForEvents(1);
+    await both.waitForEvents(3);
+    // A later change shows what arrived before it: nothing more of clickStats for the first two.
+    await feed.publish('user', '6', 'clickStats', userChange(0.25));
+    await byName.waitForEvents(2);
+    assert.deepEqual(byName.events.map((e) => e.data.featureChanged), [
+      { view: 'clickStats', version: 2, user: { clickStats: { clicks: 50 } } },
+      { view: 'clickStats', version: 2, user: { clickStats: { clicks: 25 } } },
+    ]);
+    assert.deepEqual(v1.events, [{ data: { featureChanged: { view: 'clickStats', version: 1, user: { clickStatsV1: { clickRate: 0.5 } } } } }]);
+    await both.waitForEvents(4);
+    assert.deepEqual(both.events.map((e) => `${e.data.featureChanged.view}:v${e.data.featureChanged.version}`), ['clickStats:v1', 'clickStats:v2', 'profile:v1', 'clickStats:v2']);
+  });
+
   it('rejects unknown views, views of another entity, empty or oversized id lists and bad variables with clear errors', async () => {
     const c = open();
     const cases: { query: string; variables?: Record<string, unknown>; code: string; message: RegExp }[] = [
@@ -238,6 +270,11 @@ describe('subscriptions (co-located, embedded store and log)', () => {
       { query: 'subscription { featureChanged(entity: USER, ids: ["1"], views: ["itemStats"]) { id } }', code: 'BAD_USER_INPUT', message: /Unknown feature view "itemStats" for entity user/ },
       { query: 'subscription { featureChanged(entity: USER, ids: []) { id } }', code: 'BAD_USER_INPUT', message: /at least one/ },
       { query: 'subscription { featureChanged(entity: USER, ids: ["1"], views: []) { id } }', code: 'BAD_USER_INPUT', message: /leave it out to watch all/ },
+      { query: 'subscription { featureChanged(entity: USER, ids: ["1"], versions: []) { id } }', code: 'BAD_USER_INPUT', message: /`versions` must name at least one view version/ },
+      { query: 'subscription { featureChanged(entity: USER, ids: ["1"], versions: [{ view: "clickStats", version: 3 }]) { id } }', code: 'BAD_USER_INPUT', message: /^Feature view clickStats has no version 3; its versions are 1, 2 \(active: 2\)$/ },
+      { query: 'subscription { featureChanged(entity: USER, ids: ["1"], versions: [{ view: "itemStats", version: 1 }]) { id } }', code: 'BAD_USER_INPUT', message: /Unknown feature view "itemStats" for entity user/ },
+      { query: 'subscription { featureChanged(entity: USER, ids: ["1"], versions: [{ view: "clickStats" }]) { id } }', code: 'GRAPHQL_VALIDATION_FAILED', message: /Field "FeatureViewVersion.version" of required type "Int!" was not provided/ },
+      { query: 'subscription ($v: [FeatureViewVersion!]) { featureChanged(entity: USER, ids: ["1"], versions: $v) { id } }', variables: { v: [{ view: 'clickStats', version: 'two' }] }, code: 'BAD_USER_INPUT', message: /\$v.*Int cannot represent/ },
       {
         query: 'subscription ($ids: [ID!]!) { featureChanged(entity: USER, ids: $ids) { id } }',
         variables: { ids: Array.from({ length: 11 }, (_, i) => String(i)) },
@@ -440,6 +477,20 @@ describe('subscriptions (co-located, embedded store and log)', () => {
     await feed.publish('user', '12', 'clickStats', userChange(0.5));
     await watch.waitForEvents(1);
     assert.deepEqual(watch.events, [{ data: { featureChanged: { id: '12' } } }]);
+  });
+
+  it('ends the subscriptions of a connection the server closes at once, not when its socket is finally gone', async () => {
+    const s = await raw();
+    await s.init();
+    for (const id of ['a', 'b']) s.send({ id, type: 'subscribe', payload: { query: 'subscription { featureChanged(entity: USER, ids: ["12"]) { id } }' } });
+    await active(2);
+    // The client stops reading, so it never answers the close frame: ws keeps the socket open for its close
+    // timeout (30 s). A message of a server-to-client type makes the server close the connection (4400).
+    (s.ws as unknown as { _socket: import('node:net').Socket })._socket.pause();
+    s.send({ id: 'a', type: 'next', payload: {} });
+    await waitFor(() => gateway.subscriptions!.stats().active === 0, 'the subscriptions to end');
+    assert.equal(gateway.subscriptions!.stats().connections, 1, 'they ended while the socket was still closing');
+    assert.equal(await metric(gateway, 'subscriptions_active'), 0);
   });
 
   it('limits subscriptions per connection with TOO_MANY_SUBSCRIPTIONS', async () => {

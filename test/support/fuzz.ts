@@ -517,6 +517,8 @@ const wsBadDocuments: WsGenerator = (rng, limits) => {
       [{ query: `subscription { featureChanged(entity: USER, ids: ${JSON.stringify(ids(rng, limits.maxBatchIds + rng.int(1, 50)))}) { id } }` }, ['BATCH_TOO_LARGE']],
       [{ query: 'subscription { featureChanged(entity: USER, ids: []) { id } }' }, ['BAD_USER_INPUT']],
       [{ query: `subscription { featureChanged(entity: USER, ids: ["1"], views: ["nope${rng.string(3)}"]) { id } }` }, ['BAD_USER_INPUT']],
+      [{ query: `subscription { featureChanged(entity: USER, ids: ["1"], versions: [{ view: "clickStats", version: ${rng.pick([0, -1, 3, 2 ** 31 - 1])} }]) { id } }` }, ['BAD_USER_INPUT']],
+      [{ query: 'subscription S($v: [FeatureViewVersion!]) { featureChanged(entity: USER, ids: ["1"], versions: $v) { id } }', variables: { v: rng.pick([[], [{ view: 'clickStats' }], [{ view: 1, version: 1 }], 'x']) } }, ['BAD_USER_INPUT']],
       [{ query: 'subscription S($ids: [ID!]!) { featureChanged(entity: USER, ids: $ids) { id } }', variables: { ids: wrongValue(rng, 'string', 'number', 'array') } }, ['BAD_USER_INPUT']],
       [{ query: 'subscription S($ids: [ID!]!) { featureChanged(entity: USER, ids: $ids) { id } }', variables: {} }, ['BAD_USER_INPUT']],
       [{ query: `subscription { ...F } fragment F on Subscription { featureChanged(entity: USER, ids: ["1"]) { user { ...G } } } fragment G on User { id ...G }` }, ['GRAPHQL_VALIDATION_FAILED']],

@@ -6,7 +6,7 @@ import { eventually } from '../support/wait.js';
 
 describe('EmbeddedLog retention', () => {
   test('a partition keeps its newest records; offsets go on; memory stays bounded under a long stream', async () => {
-    const log = new EmbeddedLog(1, 1000);
+    const log = new EmbeddedLog(1000);
     await log.createTopics([{ topic: 't', partitions: 1 }]);
     for (let i = 0; i < 25_000; i++) await log.produce([{ topic: 't', key: 'k', value: String(i) }]);
     const [records] = log.partitionsOf('t');
@@ -19,7 +19,7 @@ describe('EmbeddedLog retention', () => {
   });
 
   test('a group from the beginning starts at the oldest kept record and reads every later one once, in order', async () => {
-    const log = new EmbeddedLog(1, 100);
+    const log = new EmbeddedLog(100);
     await log.createTopics([{ topic: 't', partitions: 1 }]);
     for (let i = 0; i < 1000; i++) await log.produce([{ topic: 't', key: 'k', value: String(i) }]);
     const base = log.baseOf(log.partitionsOf('t')[0]!);
