@@ -12,6 +12,7 @@ import { KafkaBroker } from '../test/support/kafka-broker.js';
 import { RedisCluster } from '../test/support/redis-cluster.js';
 import { freePort, RedisProcess } from '../test/support/redis-server.js';
 import { checkFeastAgrees, feastBodies, feastWorkloads, startFeast, type FeastBaseline } from './baselines/feast.js';
+import { batchSizeTable, checkDoorsAgree, runBatchSizes, type BatchFigure } from './batch-sizes.js';
 import { startChangeStream } from './change-stream.js';
 import { comparisonTable, markdownTable, svgChart, type BenchResult, type ChangeStreamSummary, type HotTierFigures, type SystemFigures } from './report.js';
 import { closedLoop, newHistogram, percentiles, type BodySource, type RunResult } from './runner.js';
@@ -66,6 +67,9 @@ const { values: args } = parseArgs({
     // W4 measures the hot tier under invalidation: the one-process gateway with it on and off, against raw.
     'w4-systems': { type: 'string', default: 'feature-gateway,feature-gateway-hot,raw' },
     'change-rate': { type: 'string', default: '1000' },
+    // The batch-size table (JSON vs Arrow vs the Feast endpoint on feature-gateway): "off" skips it.
+    'batch-sizes': { type: 'string', default: 'on' },
+    'batch-rounds': { type: 'string', default: '2' },
     out: { type: 'string', default: fromRoot('loadtest', 'results') },
   },
 });
@@ -82,7 +86,7 @@ const feastWorkers = positive('feast-workers');
 /** The hot tier's size for feature-gateway-hot: 256 MiB holds the whole data set. */
 const hotTierBytes = 268_435_456;
 
-function positive(name: 'rounds' | 'duration' | 'connections' | 'change-rate' | 'feast-workers'): number {
+function positive(name: 'rounds' | 'duration' | 'connections' | 'change-rate' | 'feast-workers' | 'batch-rounds'): number {
   const n = Number(args[name]);
   if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`);
   return n;
@@ -257,6 +261,16 @@ async function main(): Promise<void> {
       if (stream) changeStream = await stream.stop();
     }
 
+    // After W4: its stream has stopped, and the table reads values it no longer changes.
+    const gateway = systems.find((s) => s.name === 'feature-gateway');
+    let batchSizes: BatchFigure[] | undefined;
+    if (args['batch-sizes'] !== 'off' && gateway) {
+      const origin = new URL(gateway.url).origin;
+      await checkDoorsAgree(origin, manifest.operations);
+      log('JSON, Arrow and the Feast endpoint give the same values', { system: gateway.name });
+      batchSizes = await runBatchSizes(origin, manifest.operations, { rounds: positive('batch-rounds'), connections, warmupMs, durationMs, log });
+    }
+
     const durationSeconds = Math.round((performance.now() - benchStart) / 1000);
     const result: BenchResult = {
       startedAt: new Date().toISOString(),
@@ -268,12 +282,14 @@ async function main(): Promise<void> {
       },
       figures,
       ...(changeStream ? { changeStream } : {}),
+      ...(batchSizes ? { batchSizes } : {}),
       durationSeconds,
     };
     fs.mkdirSync(args.out!, { recursive: true });
     const subjects = ['feature-gateway', 'feature-gateway-hot'].filter((b) => systems.some((s) => s.name === b));
     const table = markdownTable(result, subjects, ['raw', 'stock', 'feast'].filter((b) => systems.some((s) => s.name === b))) +
-      (cluster ? '\n' + comparisonTable(result, 'feature-gateway-cluster', 'feature-gateway', 'Redis Cluster (3 masters, 3 replicas) against one Redis node, same gateway and data') : '');
+      (cluster ? '\n' + comparisonTable(result, 'feature-gateway-cluster', 'feature-gateway', 'Redis Cluster (3 masters, 3 replicas) against one Redis node, same gateway and data') : '') +
+      (batchSizes ? '\n' + batchSizeTable(batchSizes) : '');
     fs.writeFileSync(path.join(args.out!, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
     fs.writeFileSync(path.join(args.out!, 'latest.md'), table);
     fs.writeFileSync(path.join(args.out!, 'latest.svg'), svgChart(result, systems.map((s) => s.name)));

@@ -1,3 +1,4 @@
+import type { BatchFigure } from './batch-sizes.js';
 /**
  * Turns benchmark results into the markdown table and the SVG chart that the
  * README shows. The chart is a few rectangles and labels; a charting library
@@ -54,6 +55,8 @@ export interface BenchResult {
   readonly settings: Record<string, unknown>;
   readonly figures: readonly SystemFigures[];
   readonly changeStream?: ChangeStreamSummary;
+  /** The batch-size table's figures (loadtest/batch-sizes.ts). */
+  readonly batchSizes?: readonly BatchFigure[];
   readonly durationSeconds?: number;
 }
 

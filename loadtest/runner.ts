@@ -93,8 +93,12 @@ class Sender {
   }
 }
 
-export async function closedLoop(target: Target, bodies: BodySource, options: { connections: number; warmupMs: number; durationMs: number }): Promise<RunResult> {
-  const sender = new Sender(target.url, options.connections);
+export async function closedLoop(
+  target: Target,
+  bodies: BodySource,
+  options: { connections: number; warmupMs: number; durationMs: number; headers?: Readonly<Record<string, string>> },
+): Promise<RunResult> {
+  const sender = new Sender(target.url, options.connections, options.headers);
   const histogram = newHistogram();
   const start = performance.now();
   const measureFrom = start + options.warmupMs;
