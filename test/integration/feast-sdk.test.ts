@@ -193,6 +193,14 @@ else describe(title, () => {
     assert.match(report.no_credentials.message, /^Failed to get online features: 401 .*UNAUTHENTICATED/);
   });
 
+  test('pyarrow decodes the endpoint\'s Arrow answer of a request: value for value its JSON answer, fresh, stale and missing', () => {
+    const { problems, statuses, rows, errors } = report.arrow_vs_json as { problems: string[]; statuses: string[]; rows: number; errors: unknown[] };
+    assert.deepEqual(problems, []);
+    assert.deepEqual(statuses, ['NOT_FOUND', 'OUTSIDE_MAX_AGE', 'PRESENT']);
+    assert.equal(rows, 8, 'a batch of 4 rows per join key');
+    assert.deepEqual(errors, []);
+  });
+
   test('event times on the wire (which the SDK does not keep): each value\'s own, RFC 3339 with Z', async () => {
     const reply = await post(`${base}/get-online-features`, { entities: { user_id: ['1', '2', '21', '404'] }, features: ['clickStats:clickRate'] },
       { authorization: `Bearer ${tokens.inference}` });

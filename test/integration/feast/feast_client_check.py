@@ -102,7 +102,54 @@ def main() -> None:
         features=["clickStats:clickRate"], entity_rows=[{"user_id": "1"}]))
     out["admin_restricted_view"] = described(store("admin", tokens["admin"]).get_online_features(
         features=["riskProfile:riskScore", "riskProfile:flagged"], entity_rows=[{"user_id": "1"}]))
+    out["arrow_vs_json"] = arrow_vs_json(args.gateway, tokens["inference"])
     json.dump(out, sys.stdout)
+
+
+def arrow_vs_json(gateway, token):
+    """The same request answered as Feast's JSON and as an Arrow stream (Accept), decoded with pyarrow:
+    per feature column and entity row, PRESENT is the same value, OUTSIDE_MAX_AGE a null with stale
+    true and the same event time, NOT_FOUND a null. Reports the disagreements and the statuses seen."""
+    from datetime import datetime
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import requests
+
+    body = {"entities": {"user_id": ["1", "21", "404", "2"], "item_id": ["7", "8", "404", "7"]},
+            "features": ["clickStats:clickRate", "clickStats:clicks", "profile:embedding", "profile:country", "itemStats:ctr", "itemStats:category"],
+            "full_feature_names": True}
+    headers = {"authorization": f"Bearer {token}"}
+    answer = requests.post(f"{gateway}/get-online-features", json=body, headers=headers)
+    answer.raise_for_status()
+    doc = answer.json()
+    stream = requests.post(f"{gateway}/get-online-features", json=body, headers={**headers, "accept": "application/vnd.apache.arrow.stream"})
+    stream.raise_for_status()
+    table = pa.ipc.open_stream(stream.content).read_all()
+    problems, seen = [], set()
+    join_keys = {"clickStats": "user_id", "profile": "user_id", "itemStats": "item_id"}
+    for name, result in zip(doc["metadata"]["feature_names"], doc["results"]):
+        if name in body["entities"]:
+            continue
+        view, feature = name.split("__")
+        rows = table.filter(pc.equal(table["field"], join_keys[view.split("@")[0]])).to_pylist()
+        for i, status in enumerate(result["statuses"]):
+            seen.add(status)
+            row = rows[i]
+            got, stale, when = row[f"{view}.{feature}"], row[f"{view}.stale"], row[f"{view}.eventTime"]
+            if status == "PRESENT":
+                if got != result["values"][i] or stale is not False:
+                    problems.append(f"{name}[{i}]: Arrow {got!r} stale {stale!r}, JSON {result['values'][i]!r}")
+            elif got is not None:
+                problems.append(f"{name}[{i}] {status}: Arrow has {got!r}")
+            if status == "OUTSIDE_MAX_AGE" and stale is not True:
+                problems.append(f"{name}[{i}] {status}: stale {stale!r}")
+            if status in ("PRESENT", "OUTSIDE_MAX_AGE"):
+                expected = datetime.fromisoformat(result["event_timestamps"][i].replace("Z", "+00:00"))
+                if when != expected:
+                    problems.append(f"{name}[{i}]: eventTime {when!r}, JSON {expected!r}")
+    return {"problems": problems, "statuses": sorted(seen), "rows": table.num_rows,
+            "errors": json.loads(table.schema.metadata[b"errors"])}
 
 
 if __name__ == "__main__":
