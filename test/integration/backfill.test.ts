@@ -25,7 +25,11 @@ const liveGroup = 'feature-materializer';
 const backfill = `${liveGroup}.backfill.clickStats.v3`;
 const rawTopics = ['click-events', 'transactions'];
 
-/** The shipped registry plus clickStats v3 (clicks and impressions only), active or not. */
+/**
+ * The shipped registry plus clickStats v3, active or not. v3 keeps clickRate (and so every feature
+ * the registry's feature services ask of clickStats's active version: a switch that dropped one would
+ * be refused as an invalid registry, naming the service) and counts clicks and impressions anew.
+ */
 function registryText(active: number): string {
   const text = fs.readFileSync(fromRoot('schema', 'registry.yaml'), 'utf8');
   const v2Last = '          - { name: impressions, type: Int, description: Number of impressions in the window., aggregate: { fn: count } }';
@@ -34,6 +38,7 @@ function registryText(active: number): string {
     .replace(v2Last, `${v2Last}
       - version: 3
         features:
+          - { name: clickRate, type: Float, description: Clicks divided by impressions., aggregate: { fn: ratio, numerator: { fn: count, where: clicked }, denominator: { fn: count } } }
           - { name: clicks, type: Int, description: Clicks in the window., aggregate: { fn: count, where: clicked } }
           - { name: impressions, type: Int, description: Impressions in the window., aggregate: { fn: count } }`)
     .replace('    activeVersion: 2\n', `    activeVersion: ${active}\n`);
@@ -102,9 +107,12 @@ describe('backfill a new view version from the earliest offset, then switch to i
     };
 
     // History, materialized live into v1 and v2 only.
-    const live = start(before);
+    let live = start(before);
+    const liveCaughtUp = () => waitForGroup(broker.brokers, liveGroup, rawTopics, 120_000).catch((error: Error) => {
+      throw new Error(`${error.message}\nlive materializer output:\n${live.output.slice(-4000)}`);
+    });
     await produce(parts[0]!);
-    await waitForGroup(broker.brokers, liveGroup, rawTopics, 120_000);
+    await liveCaughtUp();
     await check(v2, 1, 'live before the backfill');
     assert.deepEqual(await store.read(v3, ['u1', 'u2']), [null, null], 'the live materializer does not write a version newer than the active one');
 
@@ -115,17 +123,17 @@ describe('backfill a new view version from the earliest offset, then switch to i
     await waitForGroup(broker.brokers, backfill, ['click-events'], 120_000).catch((error: Error) => {
       throw new Error(`${error.message}\nbackfill output:\n${filler.output.slice(-3000)}`);
     });
-    await waitForGroup(broker.brokers, liveGroup, rawTopics, 120_000);
+    await liveCaughtUp();
     await check(v3, 2, 'backfilled');
     await check(v2, 2, 'live during the backfill');
 
     // Switch: v3 active in the registry, the live materializer restarted on it, the backfill stopped.
     await live.stop();
-    start(afterSwitch);
+    live = start(afterSwitch);
     await new Promise((r) => setTimeout(r, 1000));
     await filler.stop();
     await produce(parts[2]!);
-    await waitForGroup(broker.brokers, liveGroup, rawTopics, 120_000);
+    await liveCaughtUp();
     await check(v3, 3, 'after the switch');
     await check(v2, 3, 'v2 after the switch');
     await producer.close();
