@@ -233,10 +233,14 @@ describe('Arrow responses on a real gateway over two real Redis shards', () => {
 
   test('one shard killed: every operation, Arrow equals JSON in data and errors', async () => {
     await fixture.writeStale();
+    // Ids of both shards: which shard a user lives on depends on the shards' (random) ports.
+    const probe = Array.from({ length: 20 }, (_, i) => String(i + 1));
+    assert.ok(probe.some((id) => fixture.onSecondShard('clickStats', id)) && !probe.every((id) => fixture.onSecondShard('clickStats', id)),
+      'test setup: users 1-20 spread over both shards');
     await fixture.shards[1]!.kill();
     // Once the client has seen the refused reconnect, a failed value's message is the same from one request to the next.
     await eventually(async () => {
-      const r = await post(url, persisted('UserClickRate', { ids: ['1', '2', '3', '4'] }));
+      const r = await post(url, persisted('UserClickRate', { ids: probe }));
       if (!/last connection error/.test(r.text)) throw new Error(r.text);
     });
     let errors = 0;
