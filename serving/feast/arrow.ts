@@ -26,7 +26,8 @@ function planOf(request: FeastRequest): { plan: Plan; keys: readonly number[]; s
   if (!byShape) plans.set(request.plan, (byShape = new Map()));
   let made = byShape.get(shape);
   if (made) return made;
-  const { plan: feast, keyOf } = { plan: request.plan, keyOf: request.keyOf };
+  const feast = request.plan;
+  const keyOf = request.keyOf;
   const specs: RootSpec[] = [];
   const keys: number[] = [];
   request.keys.forEach((key, k) => {
@@ -61,9 +62,6 @@ export function feastPlanResult(request: FeastRequest, reads: FeastReads): PlanR
     return new Map(ids.map((id, i) => [id, i]));
   });
   const results = slots.map((feastSlot) => reads.results[feastSlot]!);
-  let failed = false;
-  for (const read of results) {
-    for (const answer of read) if (answer instanceof Error) failed = true;
-  }
+  const failed = results.some((read) => read.some((answer) => answer instanceof Error));
   return { kind: 'result', plan, ids: keys.map((k) => request.keys[k]!.ids), reads: results, positions, failed };
 }
