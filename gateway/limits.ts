@@ -6,6 +6,7 @@ import {
 import { ErrorCode } from '../runtime/errors.js';
 import type { Admission, Refusal } from '../runtime/graphql-http.js';
 import { rejectedRequests } from '../runtime/metrics.js';
+import { subscriptionTransports } from '../runtime/negotiation.js';
 
 export interface Limits {
   readonly maxQueryDepth: number;
@@ -89,26 +90,36 @@ export function limitsPlugin(limits: Limits): ApolloServerPlugin<BaseContext> {
           if (!schema.getRootType(operation.operation)) {
             rejectedRequests.inc({ code: ErrorCode.OperationNotSupported });
             const message = operation.operation === 'subscription'
-              ? 'Subscriptions are served over WebSocket (graphql-ws, subprotocol graphql-transport-ws) on this path, not over HTTP'
+              ? `Subscriptions are served on this path over ${subscriptionTransports}; this request asked for none of them`
               : `This API serves no ${operation.operation} operations; it answers queries`;
             throw new GraphQLError(message, { extensions: { code: ErrorCode.OperationNotSupported, http: { status: 400 } } });
           }
-          const fragments = fragmentsOf(document);
-          const depth = selectionDepth(operation.selectionSet, fragments, new Set());
-          if (depth > limits.maxQueryDepth) {
-            rejectedRequests.inc({ code: ErrorCode.QueryTooDeep });
-            throw new GraphQLError(`Query depth ${depth} exceeds the limit of ${limits.maxQueryDepth} (MAX_QUERY_DEPTH)`, {
-              extensions: { code: ErrorCode.QueryTooDeep, max: limits.maxQueryDepth, http: { status: 400 } },
-            });
-          }
-          const cost = operationCost(document, operation, request.variables ?? {});
-          if (cost > limits.maxQueryCost) throw queryTooCostly(cost, limits.maxQueryCost);
-          const largest = largestList(document, operation, request.variables ?? {});
-          if (largest > limits.maxBatchIds) throw batchTooLargeError(largest, limits.maxBatchIds);
+          const refusal = operationLimitError(document, operation, request.variables ?? {}, limits);
+          if (refusal) throw refusal;
         },
       };
     },
   };
+}
+
+/**
+ * MAX_QUERY_DEPTH, MAX_QUERY_COST and MAX_BATCH_IDS of a resolved operation:
+ * the one check of these limits every GraphQL door applies (HTTP queries here,
+ * subscriptions on every transport), with one wording. Counted when refused.
+ */
+export function operationLimitError(document: DocumentNode, operation: OperationDefinitionNode, variables: Record<string, unknown>, limits: Limits): GraphQLError | undefined {
+  const depth = selectionDepth(operation.selectionSet, fragmentsOf(document), new Set());
+  if (depth > limits.maxQueryDepth) {
+    rejectedRequests.inc({ code: ErrorCode.QueryTooDeep });
+    return new GraphQLError(`Query depth ${depth} exceeds the limit of ${limits.maxQueryDepth} (MAX_QUERY_DEPTH)`, {
+      extensions: { code: ErrorCode.QueryTooDeep, max: limits.maxQueryDepth, http: { status: 400 } },
+    });
+  }
+  const cost = operationCost(document, operation, variables);
+  if (cost > limits.maxQueryCost) return queryTooCostly(cost, limits.maxQueryCost);
+  const largest = largestList(document, operation, variables);
+  if (largest > limits.maxBatchIds) return batchTooLargeError(largest, limits.maxBatchIds);
+  return undefined;
 }
 
 /** An `operationName` that names no operation of the document, or none given for several (counted). */

@@ -12,7 +12,7 @@ import { ChangeFeed } from '../eventlog/change-feed.js';
 import type { EventLog } from '../eventlog/event-log.js';
 import type { Config } from '../runtime/config.js';
 import { ConfigError } from '../runtime/errors.js';
-import { createGraphQLHttpServer, listen, type Admission, type ArrowPath, type FastPath, type ReadyStatus, type RunningHttpServer } from '../runtime/graphql-http.js';
+import { createGraphQLHttpServer, listen, type Admission, type ArrowPath, type FastPath, type ReadyStatus, type RunningHttpServer, type StreamDoor } from '../runtime/graphql-http.js';
 import { log } from '../runtime/log.js';
 import { readManifest } from '../schema/manifest.js';
 import { withFeatureServices } from '../schema/feature-queries.js';
@@ -32,7 +32,7 @@ import { PlanDoors } from './plan-doors.js';
 import { metricsPlugin } from './metrics-plugin.js';
 import { PersistedQueries, checkPersistedQuery } from './persisted-queries.js';
 import { introspectionPlugin } from './introspection-plugin.js';
-import { attachSubscriptions, type Subscriptions } from './subscriptions.js';
+import { attachSubscriptions, type Subscriptions } from './subscriptions/index.js';
 
 /**
  * The gateway: Apollo Server over @apollo/gateway's query planner, in one of
@@ -213,6 +213,8 @@ async function assemble({ config, registry, store, extraPlugins, feed, hotTier, 
     apollo, maxBodyBytes: config.maxBodyBytes, ready, authenticate: gatewayAuthentication(authenticator), admit, fastPath, arrowPath,
     requestDeadlineMs: config.requestDeadlineMs, tls: config.tls, corsOrigins: config.corsOrigins, debugErrors: config.debugErrors,
     doors: [feast],
+    // Subscriptions attach once the server exists (the WebSocket upgrade is handled on it); until then there are none.
+    ...(feed ? { streams: { serve: (...args) => subscriptionsRef!.streams.serve(...args) } satisfies StreamDoor } : {}),
   });
   if (hotTier && config.hotTier.warmUpFile) {
     const keys = loadWarmUpKeys(config.hotTier.warmUpFile);

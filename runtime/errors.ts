@@ -21,6 +21,11 @@ export const ErrorCode = {
   Forbidden: 'FORBIDDEN',
   RateLimited: 'RATE_LIMITED',
   QueryTooCostly: 'QUERY_TOO_COSTLY',
+  /** A subscribe request past MAX_SUBSCRIPTIONS_PER_CONNECTION on one connection. */
+  TooManySubscriptions: 'TOO_MANY_SUBSCRIPTIONS',
+  /** Apollo Server's codes, used alike where the gateway parses and validates itself (subscriptions). */
+  ParseFailed: 'GRAPHQL_PARSE_FAILED',
+  ValidationFailed: 'GRAPHQL_VALIDATION_FAILED',
   /** A push row breaks a rule GraphQL's types cannot express; the extensions name the row and field. */
   PushInvalid: 'PUSH_INVALID',
   /** A push was written to the store but its change events could not be produced; retrying is safe. */

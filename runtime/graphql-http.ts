@@ -10,7 +10,7 @@ import type { ServerTls } from './config.js';
 import { ErrorCode } from './errors.js';
 import { log } from './log.js';
 import { metricsRegistry, rejectedRequests, requestDuration, type BoundHistogram } from './metrics.js';
-import { MediaType, Wants, answerableTypes, negotiate } from './negotiation.js';
+import { MediaType, Wants, answerableTypes, negotiate, streamTransportOf, subscriptionTransports, type StreamTransport } from './negotiation.js';
 
 /**
  * The HTTP front of every process that serves GraphQL (the gateway and each
@@ -144,6 +144,17 @@ export interface GraphQLHttpOptions {
   readonly debugErrors?: boolean;
   /** Doors beside GraphQL, each at its own path. */
   readonly doors?: readonly JsonDoor[];
+  /** Subscriptions over HTTP responses (SSE, multipart), for requests whose Accept asks for one; absent: such requests get a 406 saying so. */
+  readonly streams?: StreamDoor;
+}
+
+/**
+ * Serves a subscription on the response, in the transport the request's Accept asked for
+ * (gateway/subscriptions/use/http-stream.ts). False, without answering: the request is no
+ * subscription, and the front answers it as any other (JSON where the Accept allows it, else 406).
+ */
+export interface StreamDoor {
+  serve(req: http.IncomingMessage, res: http.ServerResponse, operation: IncomingOperation, principal: Principal | undefined, transport: StreamTransport): Promise<boolean>;
 }
 
 /** Plain or TLS: both emit 'request' and 'upgrade' alike. */
@@ -353,6 +364,18 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
         extensions = undefined; // Apollo Server answers a malformed `extensions` parameter itself.
       }
       operation = { query: params.get('query') ?? undefined, extensions };
+    }
+
+    // A subscription over SSE or multipart: the stream door checks it as every subscription transport does.
+    const streamed = req.method === 'POST' || req.method === 'GET' ? streamTransportOf(req.headers.accept) : undefined;
+    if (streamed !== undefined) {
+      if (options.streams) {
+        if (await options.streams.serve(req, res, operation, principal, streamed)) return;
+      } else {
+        rejectedRequests.inc({ code: ErrorCode.BadRequest });
+        return sendErrors(res, 406, ErrorCode.BadRequest,
+          `This server serves no subscriptions (it tails no change feed), so it answers no ${streamed === 'sse' ? MediaType.EventStream : MediaType.Multipart} requests; queries are answered as ${answerableTypes.join(', ')}`);
+      }
     }
 
     const refusal = options.admit?.(operation, principal);
@@ -607,7 +630,9 @@ function getOperation(res: http.ServerResponse, operation: IncomingOperation, pa
 function refuseAccept(res: http.ServerResponse, accept: string): void {
   rejectedRequests.inc({ code: ErrorCode.BadRequest });
   const shown = accept.length > 200 ? `${accept.slice(0, 200)}…` : accept;
-  sendErrors(res, 406, ErrorCode.BadRequest, `The Accept header (${JSON.stringify(shown)}) allows none of the types this endpoint answers: ${answerableTypes.join(', ')}`);
+  sendErrors(res, 406, ErrorCode.BadRequest,
+    `The Accept header (${JSON.stringify(shown)}) allows none of the types this endpoint answers: ${answerableTypes.join(', ')}; ` +
+    `subscriptions are served over ${subscriptionTransports}`);
 }
 
 /**

@@ -9,7 +9,38 @@ export const MediaType = {
   Json: 'application/json',
   ArrowStream: 'application/vnd.apache.arrow.stream',
   Html: 'text/html',
+  EventStream: 'text/event-stream',
+  Multipart: 'multipart/mixed',
 } as const;
+
+/** The subscription transports this endpoint serves, as messages name them. */
+export const subscriptionTransports =
+  'graphql-ws (a WebSocket with subprotocol graphql-transport-ws), SSE (`accept: text/event-stream`, the graphql-sse protocol) ' +
+  'and multipart HTTP (`accept: multipart/mixed;subscriptionSpec="1.0"`, as Apollo Client sends it)';
+
+export type StreamTransport = 'sse' | 'multipart';
+
+/**
+ * The subscription transport an Accept header asks for, or undefined for an ordinary request:
+ * `text/event-stream`, or `multipart/mixed` with a `subscriptionSpec` parameter (multipart/mixed
+ * with `deferSpec` alone is Apollo's incremental delivery of queries, Apollo Server's to answer).
+ * The first range listed with a weight above 0 decides.
+ */
+export function streamTransportOf(accept: string | undefined): StreamTransport | undefined {
+  if (accept === undefined || (!accept.includes('event-stream') && !/subscriptionspec/i.test(accept))) return undefined;
+  for (const range of accept.split(',')) {
+    const [typePart, ...params] = range.split(';');
+    const type = typePart!.trim().toLowerCase();
+    const named = new Map(params.map((p) => {
+      const [name, value] = p.split('=').map((x) => x.trim());
+      return [name!.toLowerCase(), value ?? ''] as const;
+    }));
+    if (named.has('q') && Number(named.get('q')) === 0) continue;
+    if (type === MediaType.EventStream) return 'sse';
+    if (type === MediaType.Multipart && named.has('subscriptionspec')) return 'multipart';
+  }
+  return undefined;
+}
 
 /** The types a GraphQL request can be answered in, as a 406 names them. */
 export const answerableTypes = [MediaType.GraphQLResponseJson, MediaType.Json, MediaType.ArrowStream] as const;

@@ -19,7 +19,7 @@ import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
-import { SlowSubscriberCloseCode } from '../../gateway/send-gate.js';
+import { CloseCode } from '../../gateway/subscriptions/close-codes.js';
 import { NodeProcess, waitUntilReady } from '../support/gateway.js';
 import { freePort } from '../support/redis-server.js';
 import { eventually } from '../support/wait.js';
@@ -210,7 +210,7 @@ describe('a subscriber that never reads', () => {
     socket.resume();
     const [code] = await closed;
     // 4413 when the close frame got through before the cut-off, 1006 when it was cut off first.
-    assert.ok(code === SlowSubscriberCloseCode || code === 1006, `close code ${code}`);
+    assert.ok(code === CloseCode.SubscriberTooSlow || code === 1006, `close code ${code}`);
   });
 
   it('pauses a client that stops reading for a while, resumes it when it reads again, and keeps it', async () => {

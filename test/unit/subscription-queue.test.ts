@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { GraphQLError } from 'graphql';
-import { ChangeHub, ChangeStream, ConnectionStreams, watchedVersions, type FeatureChangedArgs, type QueueOwner } from '../../gateway/subscriptions.js';
+import { ChangeHub, ChangeStream, ConnectionStreams, watchedVersions, type FeatureChangedArgs, type QueueOwner } from '../../gateway/subscriptions/hub.js';
 import { encodeChange, type FeatureChange } from '../../eventlog/change-event.js';
 import type { LogRecord } from '../../eventlog/event-log.js';
 import { loadRegistry } from '../../schema/registry.js';
