@@ -230,7 +230,7 @@ export const fastPathRequests = new BindableCounter({
   registers: [metricsRegistry],
 });
 
-// GraphQL subscriptions (gateway/subscriptions.ts).
+// GraphQL subscriptions (gateway/subscriptions/).
 
 export const subscriptionsActive = new Gauge({
   name: 'subscriptions_active',
@@ -272,7 +272,7 @@ export const pushedRows = new Counter({
   registers: [metricsRegistry],
 });
 
-// The send side of subscription connections (gateway/send-gate.ts).
+// The send side of subscription connections (gateway/subscriptions/send-gate.ts).
 
 /** One function per open subscription connection, answering its socket's bufferedAmount. */
 export const subscriptionSendBufferSources = new Set<() => number>();
