@@ -1,7 +1,7 @@
 import type { ApolloServer, BaseContext } from '@apollo/server';
 import {
   GraphQLError, OperationTypeNode, createSourceEventStream, getOperationAST, parse, subscribe, validate,
-  type DocumentNode, type ExecutionArgs, type ExecutionResult, type GraphQLSchema,
+  type DocumentNode, type ExecutionArgs, type ExecutionResult, type GraphQLFormattedError, type GraphQLSchema,
 } from 'graphql';
 import type { ChangeFeed } from '../../eventlog/change-feed.js';
 import type { Config } from '../../runtime/config.js';
@@ -212,7 +212,7 @@ export class SubscriptionCore {
     const overLimit = operationLimitError(document, operation, variables as Record<string, unknown>, config);
     if (overLimit) return [withoutHttp(overLimit)];
 
-    const contextValue: SubscriptionContext = { entityQueries: new Map(), principal, connection: session.streams };
+    const contextValue: SubscriptionContext = { entityQueries: new Map(), eventErrors: [], principal, connection: session.streams };
     const args: ExecutionArgs = {
       schema, document, operationName, variableValues: variables as Record<string, unknown>, contextValue, fieldResolver: responseKeyResolver,
     };
@@ -225,9 +225,26 @@ export class SubscriptionCore {
     return args;
   }
 
-  /** The results of prepared arguments: one per change event, each read when it is sent. */
+  /**
+   * The results of prepared arguments: one per change event, each read when it is sent, with the
+   * gateway's own errors of the event's entity added as the gateway formatted them (payload.ts).
+   */
   async execute(args: ExecutionArgs): Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult> {
-    return subscribe(args) as Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult>;
+    const results = (await subscribe(args)) as AsyncIterableIterator<ExecutionResult> | ExecutionResult;
+    if (!(Symbol.asyncIterator in results)) return results;
+    const { eventErrors } = args.contextValue as SubscriptionContext;
+    const withGatewayErrors = (step: IteratorResult<ExecutionResult>): IteratorResult<ExecutionResult> => {
+      if (step.done || eventErrors.length === 0) return step;
+      const forwarded = eventErrors.splice(0).map((error) => new ForwardedError(error));
+      return { done: false, value: { ...step.value, errors: [...(step.value.errors ?? []), ...(forwarded as unknown as GraphQLError[])] } };
+    };
+    const iterator: AsyncIterableIterator<ExecutionResult> = {
+      next: async () => withGatewayErrors(await results.next()),
+      return: async () => (await results.return?.()) ?? { done: true, value: undefined },
+      throw: async (error?: unknown) => (await results.throw?.(error)) ?? { done: true, value: undefined },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
   }
 
   stats(): SubscriptionStats {
@@ -252,6 +269,20 @@ export class SubscriptionCore {
       await Promise.all(this.transports.map((t) => t.close()));
       this.hub.closeAll();
     })());
+  }
+}
+
+/**
+ * An error the gateway already formatted, passed on as it is: transports serialize a result's errors
+ * with `toJSON` (graphql-ws) or JSON.stringify, and both write exactly these fields.
+ */
+class ForwardedError {
+  constructor(private readonly formatted: GraphQLFormattedError) {}
+  get message(): string {
+    return this.formatted.message;
+  }
+  toJSON(): GraphQLFormattedError {
+    return this.formatted;
   }
 }
 

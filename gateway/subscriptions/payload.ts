@@ -1,12 +1,12 @@
 import type { ApolloServer, BaseContext } from '@apollo/server';
 import {
   GraphQLError, Kind, OperationTypeNode, print, visit,
-  type ASTNode, type DocumentNode, type FragmentDefinitionNode, type GraphQLFieldResolver, type GraphQLFormattedError,
+  type ASTNode, type DocumentNode, type FragmentDefinitionNode, type GraphQLFieldResolver,
   type GraphQLResolveInfo, type SelectionNode, type VariableDefinitionNode,
 } from 'graphql';
 import type { Entity } from '../../schema/types.js';
 import type { CompiledOperation } from '../../serving/compiled-operations.js';
-import { encodeGraphQLJson } from '../../serving/encoders/graphql-json.js';
+import { graphqlData } from '../../serving/encoders/graphql-json.js';
 import { primedReadsOf } from '../../serving/plan.js';
 import { primedReads } from '../../subgraphs/loaders.js';
 import { mayReadView } from '../../auth/policy.js';
@@ -32,20 +32,15 @@ export interface EntityQuery {
   compiled?: CompiledOperation;
 }
 
-const fieldErrors = Symbol('fieldErrors');
-type WithFieldErrors = { [fieldErrors]?: Map<string, GraphQLError> };
-
 /**
  * Resolves fields below the entity from the gateway's response by response
- * key (aliases included), and raises the gateway's error of a field where
- * the gateway reported one, so its path and message reach the subscriber.
+ * key (aliases included). The gateway's response already holds its nulls
+ * where a field failed (propagated to the nearest nullable field), and its
+ * errors travel beside the data (`eventErrors`), so nothing here raises one.
  */
 export const responseKeyResolver: GraphQLFieldResolver<unknown, unknown> = (source, _args, _context, info) => {
   if (source === null || typeof source !== 'object') return undefined;
-  const key = String(info.path.key);
-  const error = (source as WithFieldErrors)[fieldErrors]?.get(key);
-  if (error) throw error;
-  return (source as Record<string, unknown>)[key];
+  return (source as Record<string, unknown>)[String(info.path.key)];
 };
 
 export function entityResolver(apollo: ApolloServer<BaseContext>, compile?: (name: string, query: string) => CompiledOperation | string): EntityResolver {
@@ -65,7 +60,8 @@ export function entityResolver(apollo: ApolloServer<BaseContext>, compile?: (nam
     // a view the subscriber may not read is answered by the generic path, with its field error.
     const readable = op.compiled?.views.every((view) => mayReadView(context.principal, view)) ?? false;
     const compiled = readable ? await op.compiled!.run(variables, undefined) : undefined;
-    if (compiled?.kind === 'result' && !compiled.failed) return (JSON.parse(encodeGraphQLJson(compiled)) as { data: Record<string, unknown> }).data[entity.singularField] ?? null;
+    // The plan's data object itself: no JSON text written here to be parsed again (the transport writes it, once).
+    if (compiled?.kind === 'result' && !compiled.failed) return graphqlData(compiled)[entity.singularField] ?? null;
     // The entity query is the gateway's own (no ad-hoc rights needed), read with the subscriber's principal
     // (per-view roles); when some read failed the gateway reports it from what was read, without reading again.
     const contextValue = {
@@ -77,17 +73,24 @@ export function entityResolver(apollo: ApolloServer<BaseContext>, compile?: (nam
     const response = await apollo.executeOperation({ query: op.query, variables }, { contextValue });
     if (response.body.kind !== 'single') throw new GraphQLError('the gateway answered with an incremental response');
     const { data, errors } = response.body.singleResult;
-    const value = (data as Record<string, unknown> | null | undefined)?.[entity.singularField] ?? null;
-    let fieldLevel: GraphQLError | undefined;
-    for (const formatted of errors ?? []) {
-      const error = toGraphQLError(formatted);
-      const path = formatted.path ?? [];
-      if (path.length > 1 && value !== null && typeof value === 'object') markError(value, path.slice(1), error);
-      else fieldLevel ??= error;
+    // The gateway's formatted errors go to the subscriber as they are, their paths moved below this field
+    // (`user.stats` → `featureChanged.user.stats`); the source locations were the entity query's, not the subscriber's.
+    if (errors?.length) {
+      const at = pathOf(info);
+      for (const { message, path, extensions } of errors) {
+        const { http: _http, ...rest } = (extensions ?? {}) as Record<string, unknown>;
+        context.eventErrors.push({ message, path: [...at, ...(path ?? []).slice(1)], extensions: rest });
+      }
     }
-    if (fieldLevel) throw fieldLevel;
-    return value;
+    return (data as Record<string, unknown> | null | undefined)?.[entity.singularField] ?? null;
   };
+}
+
+/** The response path of a field, as an array. */
+function pathOf(info: GraphQLResolveInfo): (string | number)[] {
+  const path: (string | number)[] = [];
+  for (let step: GraphQLResolveInfo['path'] | undefined = info.path; step; step = step.prev) path.unshift(step.key);
+  return path;
 }
 
 /** `query FeatureChangedUser($id: ID!) { user(id: $id) { <the selection> } } <its fragments>`, printed once per subscription. */
@@ -149,24 +152,6 @@ function entityQuery(entity: Entity, info: GraphQLResolveInfo): EntityQuery {
   return { query: print(document), idVariable, variables: definitions.map((d) => d.variable.name.value) };
 }
 
-/** Records `error` on the object holding the field at `path` (or its nearest ancestor present in `root`). */
-function markError(root: object, path: readonly (string | number)[], error: GraphQLError): void {
-  let holder: Record<string | number, unknown> = root as Record<string, unknown>;
-  let field: string | undefined;
-  let fieldHolder: Record<string, unknown> | undefined;
-  for (const step of path) {
-    if (!Array.isArray(holder) && typeof step === 'string') {
-      fieldHolder = holder as Record<string, unknown>;
-      field = step;
-    }
-    const next = holder[step];
-    if (next === null || typeof next !== 'object') break;
-    holder = next as Record<string | number, unknown>;
-  }
-  if (!fieldHolder || field === undefined) return;
-  const marked = fieldHolder as WithFieldErrors;
-  (marked[fieldErrors] ??= new Map()).set(field, marked[fieldErrors]?.get(field) ?? error);
-}
 
 /**
  * The subscription's view filter narrowed to the views its principal may
@@ -176,7 +161,3 @@ function markError(root: object, path: readonly (string | number)[], error: Grap
  * value.
  */
 
-function toGraphQLError(formatted: GraphQLFormattedError): GraphQLError {
-  const { http: _http, ...extensions } = (formatted.extensions ?? {}) as Record<string, unknown>;
-  return new GraphQLError(formatted.message, { extensions });
-}

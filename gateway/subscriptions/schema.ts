@@ -1,6 +1,6 @@
 import {
   GraphQLError, assertValidSchema, buildASTSchema, isObjectType, parse, printSchema,
-  type GraphQLFieldResolver, type GraphQLResolveInfo, type GraphQLSchema,
+  type GraphQLFieldResolver, type GraphQLFormattedError, type GraphQLResolveInfo, type GraphQLSchema,
 } from 'graphql';
 import type { FeatureChange } from '../../eventlog/change-event.js';
 import { ErrorCode } from '../../runtime/errors.js';
@@ -22,6 +22,8 @@ export interface SubscriptionContext {
   readonly connection: ConnectionStreams;
   /** Per entity field (by response key): the printed gateway query for its selection. */
   readonly entityQueries: Map<string, EntityQuery>;
+  /** The gateway's errors of the event being resolved, added to its result as they are (core.ts). */
+  readonly eventErrors: GraphQLFormattedError[];
 }
 
 export type EntityResolver = (entity: Entity, change: FeatureChange, context: SubscriptionContext, info: GraphQLResolveInfo) => Promise<unknown>;
