@@ -29,11 +29,12 @@ import { primedReadsOf } from '../serving/plan.js';
 import { primedReads } from '../subgraphs/loaders.js';
 import { credentialsFromHeaders, credentialsFromPayload, type Authenticator } from '../auth/authenticator.js';
 import { AccessError } from '../auth/errors.js';
-import { authorize, mayReadView } from '../auth/policy.js';
+import { authorize, authorizeSubscriber, kindsOf, mayReadView } from '../auth/policy.js';
 import { principalKey, type Principal } from '../auth/principal.js';
 import { trustedOperation } from './authorization.js';
 import { operationCost, selectionDepth } from './limits.js';
 import { gateSends } from './send-gate.js';
+import type { LiveOperations } from './live-operations.js';
 
 /**
  * GraphQL subscriptions of live feature changes, over graphql-ws on the
@@ -114,6 +115,8 @@ export interface SubscriptionsOptions {
   readonly path?: string;
   /** Browser origins allowed to open a subscription socket (CORS_ORIGINS); absent: any. */
   readonly corsOrigins?: '*' | readonly string[] | null;
+  /** Live persisted operations (gateway/live-operations.ts): adds `Subscription.liveOperation`. */
+  readonly live?: LiveOperations;
 }
 
 export interface SubscriptionStats {
@@ -156,10 +159,10 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
   const resolveEntity = entityResolver(apollo, compile);
 
   if (!gateway.schema) throw new Error('subscriptions need the gateway schema: attach them after apollo.start()');
-  let schema = buildSubscriptionSchema(gateway.schema, registry, hub, resolveEntity, config.maxBatchIds);
+  let schema = buildSubscriptionSchema(gateway.schema, registry, hub, resolveEntity, config.maxBatchIds, options.live);
   const stopWatchingSchema = gateway.onSchemaLoadOrUpdate(({ apiSchema }) => {
     try {
-      schema = buildSubscriptionSchema(apiSchema, registry, hub, resolveEntity, config.maxBatchIds);
+      schema = buildSubscriptionSchema(apiSchema, registry, hub, resolveEntity, config.maxBatchIds, options.live);
     } catch (error) {
       log.error({ err: (error as Error).message }, 'subscription schema not rebuilt after a schema update; keeping the previous one');
     }
@@ -181,7 +184,7 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
           // Browsers cannot set headers on a WebSocket: credentials come in the connection_init payload, else the upgrade's headers.
           const credentials = credentialsFromPayload(ctx.connectionParams) ?? credentialsFromHeaders(request.headers);
           const principal = await authenticator.authenticate(credentials, request.socket.remoteAddress);
-          const refusal = authorize(principal, 'subscription');
+          const refusal = authorizeSubscriber(principal);
           if (refusal) throw refusal;
           principals.set(ctx, principal);
           return true;
@@ -202,7 +205,7 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
         const principal = principals.get(ctx);
         if (authenticator) {
           // Checked per subscription too, as each HTTP request is (the roles could be narrower than the connection's use).
-          const denied = authorize(principal, 'subscription');
+          const denied = authorizeSubscriber(principal);
           if (denied) return refuse(denied.code, denied.message);
         }
         const refusal = admit?.(payload, principal);
@@ -238,6 +241,11 @@ export async function attachSubscriptions(options: SubscriptionsOptions): Promis
             SubscriptionErrorCode.OperationNotSupported,
             `Only subscriptions are served over WebSocket; send ${operation.operation} operations to POST /graphql`,
           );
+        }
+        // What it subscribes to: feature changes (any selection), or live persisted operations alone (open to inference too).
+        for (const kind of authenticator ? kindsOf(document, operation, false) : []) {
+          const denied = authorize(principal, kind);
+          if (denied) return refuse(denied.code, denied.message);
         }
         const fragments = new Map<string, FragmentDefinitionNode>();
         for (const def of document.definitions) if (def.kind === Kind.FRAGMENT_DEFINITION) fragments.set(def.name.value, def);
@@ -381,7 +389,9 @@ const reservedChangeFields = new Set(['entity', 'id', 'view', 'version', 'eventT
  * objects (for its plugins), and those wrappers would bypass the
  * response-key resolver the entity fields need here.
  */
-function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registry, hub: ChangeHub, resolveEntity: EntityResolver, maxBatchIds: number): GraphQLSchema {
+function buildSubscriptionSchema(
+  gatewaySchema: GraphQLSchema, registry: Registry, hub: ChangeHub, resolveEntity: EntityResolver, maxBatchIds: number, live?: LiveOperations,
+): GraphQLSchema {
   const apiSchema = buildASTSchema(parse(printSchema(gatewaySchema)));
   for (const name of ['EntityType', 'FeatureChange', 'FeatureViewVersion', 'Subscription']) {
     if (apiSchema.getType(name)) throw new Error(`the API schema already has a type ${name}; subscriptions cannot add theirs`);
@@ -463,6 +473,7 @@ function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registr
           (context.stream ??= context.connection.track(hub.open(readableOnly(registry, args, context.principal), maxBatchIds))),
         resolve: (change: unknown) => change,
       },
+      ...live?.fields(apiSchema, hub),
     },
   });
 
