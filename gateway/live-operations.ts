@@ -39,7 +39,10 @@ import type { ChangeStream, FeatureChangedArgs } from './subscriptions.js';
  * with the persisted document, as POST /graphql would), diffs the two results with fast-json-patch
  * and sends the patch when it is not empty. Values also turn stale, and later missing, with time
  * alone (eventTime + the view's TTL; store/freshness.ts) and no change event: the watcher sets a
- * timer for the earliest such moment among the values of its last result and re-runs then too.
+ * timer for the earliest such moment among the values of its last result and re-runs then too. A
+ * result with errors (a store shard down) is the answer at that moment too, sent as a patch; since
+ * the store's recovery sends no event either, such a result is run again every `failedRetryMs`
+ * until it has no errors.
  *
  * The interface to the subscription code is narrow on purpose: `fields(apiSchema, hub)` gives the
  * Subscription field to add, given anything that opens hub streams; the subscription context needs
@@ -214,7 +217,8 @@ export class LiveOperations {
           'only when something did. Applying the patches in order to the first result gives the result of running the operation ' +
           'at that moment. Changes that arrive while an update is computed or sent are coalesced into the next one. Values that ' +
           'turn stale or expire with time (eventTime + the view\'s TTL) are patched too, without a change event. A re-run that ' +
-          `fails (a store shard down) is patched to the errors the operation answers then. Known operations: ${this.names.join(', ')}.`,
+          'fails (a store shard down) is patched to the errors the operation answers then, and run again every second until it ' +
+          `answers without them. Known operations: ${this.names.join(', ')}.`,
         args: {
           operation: {
             type: new GraphQLNonNull(GraphQLString),
@@ -279,6 +283,12 @@ function refusal(code: string, message: string, extensions: Record<string, unkno
 interface Pending {
   settled: IteratorResult<FeatureChange> | undefined;
 }
+
+/**
+ * A result with errors (a shard down, the deadline passed) changes when the store recovers, with no
+ * change event to say so: such a result is run again this often until it has none.
+ */
+export const failedRetryMs = 1000;
 
 /** setTimeout's longest delay (about 24.8 days); a later moment is re-armed when it fires. */
 const maxTimerMs = 2 ** 31 - 1;
@@ -404,7 +414,7 @@ class LiveRun implements AsyncIterableIterator<LiveOperationUpdate> {
       if (store) {
         const result = await this.compiled.run(this.variables, undefined, deadline);
         if (result.kind === 'result') {
-          this.armTimer(result);
+          this.armTimer(result, result.failed);
           if (!result.failed) return { data: graphqlData(result) };
           primed = result; // the gateway answers a partly failed result in its own words, from these reads
         }
@@ -415,19 +425,24 @@ class LiveRun implements AsyncIterableIterator<LiveOperationUpdate> {
       const response = await apollo.executeOperation({ query: this.entry.op.body, variables: this.variables }, { contextValue });
       if (response.body.kind !== 'single') throw new Error('the gateway answered with an incremental response');
       // Plain JSON, as the HTTP body carries it (no undefined members).
-      return JSON.parse(JSON.stringify(response.body.singleResult)) as ResultDocument;
+      const document = JSON.parse(JSON.stringify(response.body.singleResult)) as ResultDocument;
+      if (!store && document.errors?.length) this.armTimer(undefined, true);
+      return document;
     } catch (error) {
       log.error({ operation: this.entry.op.name, err: (error as Error).message }, 'live operation run failed');
+      this.armTimer(undefined, true);
       return { data: null, errors: [{ message: `The operation could not be run: ${(error as Error).message}`, extensions: { code: 'INTERNAL_SERVER_ERROR' } }] };
     }
   }
 
-  private armTimer(result: PlanResult): void {
+  /** Arms the one timer for the next change by time alone of `result`, or for a retry soon if it `failed`. */
+  private armTimer(result: PlanResult | undefined, failed: boolean): void {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.closed) return;
     const now = this.clock();
-    const at = nextTimeChange(result, now);
+    const byTime = result ? nextTimeChange(result, now) : null;
+    const at = failed ? Math.min(byTime ?? Infinity, now + failedRetryMs) : byTime;
     if (at === null) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;

@@ -4,7 +4,8 @@
  * Patches that, applied in order, give exactly what POST /graphql answers for the persisted
  * operation at that moment — under a stream of ~1,000 change events/s, at random quiet points and
  * at the end; values turning stale by time alone; and the refusals (unknown operation, bad
- * variables, too many ids, an unreadable view, an inference key on featureChanged).
+ * variables, too many ids, an unreadable view, an inference key on featureChanged); and a real
+ * redis-server going down (the errors patched in) and coming back (the data patched back).
  *
  * Changes are made as the materializer makes them: the store write, then the change event. No
  * assertion depends on timing: each wait polls with a generous timeout naming what it waits for.
@@ -26,9 +27,12 @@ import { activeVersionOf, findView } from '../../schema/types.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
 import type { FeatureValues } from '../../store/codec.js';
+import type { OnlineStore } from '../../store/online-store.js';
 import { testCredentials, type TestCredentials } from '../support/auth.js';
 import { registry, testConfig } from '../support/gateway.js';
 import { post } from '../support/http.js';
+import { RedisProcess } from '../support/redis-server.js';
+import { eventually } from '../support/wait.js';
 
 const { applyPatch, deepClone, getValueByPointer, _areEquals: equal } = jsonPatch;
 const manifest = readManifest();
@@ -368,6 +372,61 @@ describe('live persisted operations: who may subscribe', () => {
     const live = new LiveDocument(as(creds.keys.admin), 'UserRisk', { id: '1' });
     await live.ready();
     assert.deepEqual(live.document, { data: { user: null } });
+    live.stop();
+  });
+});
+
+describe('live persisted operations: the store goes down and comes back (real redis-server)', () => {
+  let redis: RedisProcess;
+  let store: OnlineStore;
+  let eventLog: EmbeddedLog;
+  let gateway: RunningGateway;
+  let c: Client;
+  const userClickRate = manifest.operations.find((o) => o.name === 'UserClickRate')!;
+
+  before(async () => {
+    redis = await RedisProcess.start();
+    store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 500 });
+    await eventually(() => store.ping(), 10_000, 50);
+    eventLog = new EmbeddedLog();
+    gateway = await startGateway({ config: testConfig(), registry, store, eventLog });
+    c = client(gateway);
+  });
+
+  after(async () => {
+    await c?.dispose();
+    await gateway?.close();
+    await eventLog?.close();
+    await store?.close();
+    await redis?.destroy();
+  });
+
+  it('a re-run that fails is patched to the errors POST /graphql answers then, and back to the data once the store answers again, without a change event', async () => {
+    const view = activeVersionOf(findView(registry, 'clickStats')!);
+    const ids = ['d1', 'd2'];
+    await eventually(() => store.write(view, ids.map((id, i) => ({ entityId: id, values: clickValues(i + 10), eventTimeMs: Date.now() }))), 10_000, 100);
+    const live = new LiveDocument(c, 'UserClickRate', { ids });
+    await live.ready();
+    const fresh = live.document;
+    assert.equal(fresh.errors, undefined);
+    assert.equal(fresh.data.users.length, 2);
+
+    await redis.stop(); // SHUTDOWN SAVE: the values come back with it
+    // The materializer's change event (its write went to another replica, say): the re-run finds the store down.
+    await eventLog.produce([encodeChange({
+      entity: 'user', id: 'd1', view: 'clickStats', version: view.version, values: clickValues(10), eventTime: new Date().toISOString(),
+      source: { topic: 'test-events', partition: 0, offset: 1 },
+    })]);
+    await waitFor(() => (live.document.errors ?? []).some((e: any) => e.extensions?.code === 'STORE_UNAVAILABLE'), 'a patch carrying STORE_UNAVAILABLE');
+    const down = await post(gateway.url, persistedBody(userClickRate, { ids }));
+    assert.deepEqual(live.document.data, down.json.data, 'the data POST /graphql answers with the store down');
+    assert.deepEqual(live.document.errors.map((e: any) => [e.extensions.code, e.path]), down.json.errors.map((e: any) => [e.extensions.code, e.path]));
+
+    await redis.restart();
+    // No change event: the failed result is run again until it answers without errors.
+    await waitFor(() => equal(live.document, fresh), 'the document to recover the data once redis is back');
+    assert.deepEqual(live.document, (await post(gateway.url, persistedBody(userClickRate, { ids }))).json);
+    assert.deepEqual(live.problems, []);
     live.stop();
   });
 });
