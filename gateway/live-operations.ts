@@ -29,7 +29,7 @@ import type { ChangeStream, FeatureChangedArgs } from './subscriptions.js';
  * answers a manifest operation once in full (revision 0: `result`, the `{ data, errors? }` that
  * POST /graphql answers for it), then, whenever what it read changes, only the difference as an
  * RFC 6902 JSON Patch (`patch`). Applying the patches in order to the first result gives the
- * result of running the operation at that moment (decision 0033).
+ * result of running the operation at that moment (decision 0034).
  *
  * How: the operation's compiled plan (serving/compiled-operations.ts) says which entities it looks
  * up under which root fields and which view versions decide each of them (`watchSetOf`); one hub
