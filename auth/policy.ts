@@ -9,17 +9,20 @@ import type { Principal, Role } from './principal.js';
  *   persisted     a manifest operation (by hash or by its exact text)
  *   ad-hoc        any other query
  *   introspection a query selecting __schema or __type
- *   subscription  a subscription over graphql-ws
+ *   subscription  a subscription over graphql-ws (featureChanged, any selection)
+ *   live          a live persisted operation over graphql-ws (`liveOperation`: manifest operations only)
  *   push          a mutation (the push API)
  *   sandbox       the Apollo Sandbox landing page
  */
-export type OperationKind = 'persisted' | 'ad-hoc' | 'introspection' | 'subscription' | 'push' | 'sandbox';
+export type OperationKind = 'persisted' | 'ad-hoc' | 'introspection' | 'subscription' | 'live' | 'push' | 'sandbox';
 
 export const ALLOWED: Readonly<Record<OperationKind, readonly Role[]>> = {
   persisted: ['inference', 'analyst', 'admin'],
   'ad-hoc': ['analyst', 'admin'],
   introspection: ['analyst', 'admin'],
   subscription: ['dashboard', 'analyst', 'admin'],
+  // Inference services read manifest operations only, and so does `liveOperation`: it is their one subscription.
+  live: ['inference', 'dashboard', 'analyst', 'admin'],
   push: ['admin'],
   sandbox: ['analyst', 'admin'],
 };
@@ -29,6 +32,7 @@ const DESCRIBED: Readonly<Record<OperationKind, string>> = {
   'ad-hoc': 'run ad-hoc (non-persisted) queries',
   introspection: 'introspect the schema',
   subscription: 'subscribe to feature changes',
+  live: 'subscribe to live persisted operations',
   push: 'push feature values (mutations)',
   sandbox: 'use Apollo Sandbox',
 };
@@ -60,10 +64,26 @@ export function mayReadView(principal: Principal | undefined, view: { readonly r
   return principal.roles.has('admin') || view.readRoles.some((role) => principal.roles.has(role));
 }
 
+/** The Subscription root field of live persisted operations (gateway/subscriptions/live-operations.ts). */
+export const liveOperationField = 'liveOperation';
+
+/**
+ * A graphql-ws connection (or a subscribe message, before its document is parsed): let in whoever
+ * may subscribe to anything, feature changes or live persisted operations; what it subscribes to
+ * is checked by kind once parsed (`kindsOf`).
+ */
+export function authorizeSubscriber(principal: Principal | undefined): AccessError | undefined {
+  return mayDo(principal, 'subscription') ? undefined : authorize(principal, 'live');
+}
+
 /** The kinds an operation needs; `persisted`: it is a manifest operation. */
 export function kindsOf(document: DocumentNode, operation: OperationDefinitionNode, persisted: boolean): OperationKind[] {
   if (operation.operation === 'mutation') return ['push'];
-  if (operation.operation === 'subscription') return ['subscription'];
+  if (operation.operation === 'subscription') {
+    // `liveOperation` runs manifest operations only: a kind of its own, open to inference services too.
+    const roots = rootFieldNames(document, operation.selectionSet, new Set());
+    return roots.length > 0 && roots.every((name) => name === liveOperationField) ? ['live'] : ['subscription'];
+  }
   const roots = rootFieldNames(document, operation.selectionSet, new Set());
   const introspects = roots.some((name) => name === '__schema' || name === '__type');
   // An introspection-only query (what Sandbox sends) needs introspection rights alone.

@@ -33,6 +33,7 @@ import { metricsPlugin } from './metrics-plugin.js';
 import { PersistedQueries, checkPersistedQuery } from './persisted-queries.js';
 import { introspectionPlugin } from './introspection-plugin.js';
 import { attachSubscriptions, type Subscriptions } from './subscriptions/index.js';
+import { LiveOperations } from './subscriptions/live-operations.js';
 
 /**
  * The gateway: Apollo Server over @apollo/gateway's query planner, in one of
@@ -228,6 +229,7 @@ async function assemble({ config, registry, store, extraPlugins, feed, hotTier, 
     ? await attachSubscriptions({
       server, apollo, gateway, registry, config, feed, authenticator, admit: structural, corsOrigins: config.corsOrigins,
       ...(!distributed && config.fastPath && store ? { store } : {}),
+      live: new LiveOperations({ registry, manifest: persisted.manifest, apollo, store: !distributed && config.fastPath ? store : undefined, config }),
     })
     : undefined;
   subscriptionsRef = subscriptions;

@@ -13,10 +13,11 @@ import type { Registry } from '../../schema/types.js';
 import type { OnlineStore } from '../../store/online-store.js';
 import { compileOperation } from '../../serving/compiled-operations.js';
 import type { Authenticator, Credentials } from '../../auth/authenticator.js';
-import { authorize } from '../../auth/policy.js';
+import { authorize, authorizeSubscriber, kindsOf } from '../../auth/policy.js';
 import type { Principal } from '../../auth/principal.js';
 import { operationLimitError } from '../limits.js';
 import { ChangeHub, ConnectionStreams, type SubscriptionStats } from './hub.js';
+import type { LiveOperations } from './live-operations.js';
 import { entityResolver, responseKeyResolver } from './payload.js';
 import { buildSubscriptionSchema, type SubscriptionContext } from './schema.js';
 
@@ -67,6 +68,8 @@ export interface CoreOptions {
    * the planner's answer; the others, and any failure, go through the gateway.
    */
   readonly store?: OnlineStore | undefined;
+  /** Live persisted operations (live-operations.ts): adds `Subscription.liveOperation`. */
+  readonly live?: LiveOperations | undefined;
 }
 
 /** A subscribe request as every transport carries it (graphql-ws's payload, an HTTP body or query string). */
@@ -117,10 +120,10 @@ export class SubscriptionCore {
     const compile = store ? (name: string, query: string) => compileOperation(registry, name, query, store, config.maxBatchIds) : undefined;
     const resolveEntity = entityResolver(apollo, compile);
     if (!gateway.schema) throw new Error('subscriptions need the gateway schema: attach them after apollo.start()');
-    this.current = buildSubscriptionSchema(gateway.schema, registry, this.hub, resolveEntity, config.maxBatchIds);
+    this.current = buildSubscriptionSchema(gateway.schema, registry, this.hub, resolveEntity, config.maxBatchIds, options.live);
     this.stopWatchingSchema = gateway.onSchemaLoadOrUpdate(({ apiSchema }) => {
       try {
-        this.current = buildSubscriptionSchema(apiSchema, registry, this.hub, resolveEntity, config.maxBatchIds);
+        this.current = buildSubscriptionSchema(apiSchema, registry, this.hub, resolveEntity, config.maxBatchIds, options.live);
       } catch (error) {
         log.error({ err: (error as Error).message }, 'subscription schema not rebuilt after a schema update; keeping the previous one');
       }
@@ -149,7 +152,8 @@ export class SubscriptionCore {
     const { authenticator } = this.options;
     if (!authenticator) return undefined;
     const principal = await authenticator.authenticate(credentials, clientAddress);
-    const refusal = authorize(principal, 'subscription');
+    // Whoever may subscribe to anything (feature changes, or live persisted operations); what is checked by kind once parsed.
+    const refusal = authorizeSubscriber(principal);
     if (refusal) throw refusal;
     return principal;
   }
@@ -168,7 +172,7 @@ export class SubscriptionCore {
     const { principal } = session;
     if (authenticator) {
       // Checked per subscription too, as each HTTP request is (the roles could be narrower than the connection's use).
-      const denied = authorize(principal, 'subscription');
+      const denied = authorizeSubscriber(principal);
       if (denied) return refuse(denied.code, denied.message);
     }
     if (typeof request.query !== 'string') return refuse(ErrorCode.BadRequest, 'A subscribe request needs `query`: the subscription document as a string');
@@ -208,6 +212,11 @@ export class SubscriptionCore {
         ErrorCode.OperationNotSupported,
         `Only subscriptions are served over ${transportLabel[session.transport]}; send ${operation.operation} operations to POST /graphql as JSON`,
       );
+    }
+    // What it subscribes to: feature changes (any selection), or live persisted operations alone (open to inference too).
+    for (const kind of authenticator ? kindsOf(document, operation, false) : []) {
+      const denied = authorize(principal, kind);
+      if (denied) return refuse(denied.code, denied.message);
     }
     const overLimit = operationLimitError(document, operation, variables as Record<string, unknown>, config);
     if (overLimit) return [withoutHttp(overLimit)];

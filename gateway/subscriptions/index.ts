@@ -7,6 +7,7 @@ import type { OnlineStore } from '../../store/online-store.js';
 import type { Authenticator } from '../../auth/authenticator.js';
 import { SubscriptionCore, type SchemaSource, type SubscriptionConfig } from './core.js';
 import type { SubscriptionStats } from './hub.js';
+import type { LiveOperations } from './live-operations.js';
 import { useHttpStreams } from './use/http-stream.js';
 import { multipartFraming } from './use/multipart.js';
 import { sseFraming } from './use/sse.js';
@@ -42,6 +43,8 @@ export interface SubscriptionsOptions {
   readonly path?: string;
   /** Browser origins allowed to open a subscription socket (CORS_ORIGINS); absent: any. */
   readonly corsOrigins?: '*' | readonly string[] | null;
+  /** Live persisted operations (live-operations.ts): adds `Subscription.liveOperation`. */
+  readonly live?: LiveOperations;
 }
 
 export interface Subscriptions {

@@ -1,6 +1,6 @@
 import {
-  GraphQLError, assertValidSchema, buildASTSchema, isObjectType, parse, printSchema,
-  type GraphQLFieldResolver, type GraphQLFormattedError, type GraphQLResolveInfo, type GraphQLSchema,
+  GraphQLError, GraphQLObjectType, GraphQLSchema, assertValidSchema, buildASTSchema, isObjectType, parse, printSchema,
+  type GraphQLFieldResolver, type GraphQLFormattedError, type GraphQLResolveInfo,
 } from 'graphql';
 import type { FeatureChange } from '../../eventlog/change-event.js';
 import { ErrorCode } from '../../runtime/errors.js';
@@ -10,6 +10,7 @@ import type { Entity, Registry } from '../../schema/types.js';
 import { mayReadView } from '../../auth/policy.js';
 import type { Principal } from '../../auth/principal.js';
 import type { ChangeHub, ChangeStream, ConnectionStreams, FeatureChangedArgs } from './hub.js';
+import type { LiveOperations } from './live-operations.js';
 import type { EntityQuery } from './payload.js';
 
 /** The context of one subscription's execution, on every transport. */
@@ -35,7 +36,9 @@ export type EntityResolver = (entity: Entity, change: FeatureChange, context: Su
  * gateway schema's own type objects (for its plugins), and those wrappers
  * would bypass the response-key resolver the entity fields need here.
  */
-export function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: Registry, hub: ChangeHub, resolveEntity: EntityResolver, maxBatchIds: number): GraphQLSchema {
+export function buildSubscriptionSchema(
+  gatewaySchema: GraphQLSchema, registry: Registry, hub: ChangeHub, resolveEntity: EntityResolver, maxBatchIds: number, live?: LiveOperations,
+): GraphQLSchema {
   const apiSdl = printSchema(gatewaySchema);
   const api = buildASTSchema(parse(apiSdl));
   for (const name of subscriptionTypeNames) {
@@ -70,8 +73,17 @@ export function buildSubscriptionSchema(gatewaySchema: GraphQLSchema, registry: 
     return (context.stream ??= context.connection.track(hub.open(readableOnly(registry, args, context.principal), maxBatchIds)));
   };
   featureChanged.resolve = (c: unknown) => c;
-  assertValidSchema(schema);
-  return schema;
+  if (!live) {
+    assertValidSchema(schema);
+    return schema;
+  }
+  // `liveOperation` and its JSON types are built as type objects by live-operations.ts (its scalars carry their own parsing).
+  const base = schema.toConfig();
+  const own = subscription.toConfig();
+  const withLive = new GraphQLObjectType({ ...own, fields: { ...own.fields, ...live.fields(api, hub) } as typeof own.fields });
+  const combined = new GraphQLSchema({ ...base, subscription: withLive, types: base.types.map((t) => (t.name === own.name ? withLive : t)) });
+  assertValidSchema(combined);
+  return combined;
 }
 
 /**

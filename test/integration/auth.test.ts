@@ -165,9 +165,19 @@ describe('authentication and authorization (co-located gateway)', () => {
     const subscription = 'subscription { featureChanged(entity: USER, ids: ["u1"]) { id view user { clickStats { clickRate } } } }';
     const subscribes: Record<Who, boolean> = { inference: false, analyst: true, dashboard: true, admin: true, anonymous: false };
     for (const who of WHO) {
-      it(`subscription as ${who} → ${subscribes[who] ? 'delivered' : `closed ${who === 'anonymous' ? 4401 : 4403}`}`, async () => {
+      it(`subscription as ${who} → ${subscribes[who] ? 'delivered' : who === 'inference' ? 'refused (FORBIDDEN)' : `closed ${who === 'anonymous' ? 4401 : 4403}`}`, async () => {
         const socket = await Socket.connect(gateway.url, who === 'anonymous' ? undefined : { 'x-api-key': creds.keys[who] });
         try {
+          if (who === 'inference') {
+            // Let in for liveOperation (manifest operations, test/integration/live-operation.test.ts); featureChanged is refused.
+            assert.ok(socket.acknowledged);
+            socket.subscribe('s1', subscription);
+            const message = await socket.next('s1');
+            assert.equal(message.type, 'error');
+            assert.equal(message.payload[0].extensions.code, 'FORBIDDEN');
+            assert.match(message.payload[0].message, /Not allowed to subscribe to feature changes/);
+            return;
+          }
           if (!subscribes[who]) {
             await eventually(async () => assert.ok(socket.closed));
             assert.equal(socket.closed!.code, who === 'anonymous' ? 4401 : 4403);

@@ -29,11 +29,21 @@ describe('introspection shows the subscriptions', () => {
     await store.close();
   });
 
-  test('__schema lists Subscription.featureChanged and its argument types', async () => {
+  test('__schema lists Subscription.featureChanged and liveOperation and their argument types, each described', async () => {
     const reply = await gql(open.url, '{ __schema { subscriptionType { fields { name args { name } } } } __type(name: "EntityType") { enumValues { name } } ' +
       'version: __type(name: "FeatureViewVersion") { kind inputFields { name type { kind ofType { name } } } } }');
     assert.equal(reply.status, 200, reply.text);
-    assert.deepEqual(reply.json.data.__schema.subscriptionType.fields, [{ name: 'featureChanged', args: [{ name: 'entity' }, { name: 'ids' }, { name: 'views' }, { name: 'versions' }] }]);
+    assert.deepEqual(reply.json.data.__schema.subscriptionType.fields, [
+      { name: 'featureChanged', args: [{ name: 'entity' }, { name: 'ids' }, { name: 'views' }, { name: 'versions' }] },
+      { name: 'liveOperation', args: [{ name: 'operation' }, { name: 'variables' }] },
+    ]);
+    // Analysts read the descriptions in Sandbox: every type, field and argument of live operations has one.
+    const live = await gql(open.url, '{ __schema { subscriptionType { fields { name description args { description } } } } ' +
+      'update: __type(name: "LiveOperationUpdate") { description fields { description } } json: __type(name: "JSON") { description } object: __type(name: "JSONObject") { description } }');
+    const field = live.json.data.__schema.subscriptionType.fields.find((f: { name: string }) => f.name === 'liveOperation');
+    for (const described of [field, ...field.args, live.json.data.update, ...live.json.data.update.fields, live.json.data.json, live.json.data.object]) {
+      assert.ok(typeof described.description === 'string' && described.description.length > 20, JSON.stringify(described));
+    }
     assert.deepEqual(reply.json.data.__type.enumValues.map((v: { name: string }) => v.name), ['USER', 'ITEM', 'MERCHANT']);
     assert.deepEqual(reply.json.data.version, {
       kind: 'INPUT_OBJECT',

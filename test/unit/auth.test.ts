@@ -11,7 +11,7 @@ import { Authenticator } from '../../auth/authenticator.js';
 import { AccessError } from '../../auth/errors.js';
 import { principalFromHeaders, principalHeaders } from '../../auth/internal.js';
 import { JwtVerifier } from '../../auth/jwt.js';
-import { ALLOWED, authorize, kindsOf, mayDo, mayReadView, type OperationKind } from '../../auth/policy.js';
+import { ALLOWED, authorize, authorizeSubscriber, kindsOf, mayDo, mayReadView, type OperationKind } from '../../auth/policy.js';
 import { ROLES, type Principal, type Role } from '../../auth/principal.js';
 import { RateLimiter } from '../../auth/rate-limiter.js';
 import { operationCost } from '../../gateway/limits.js';
@@ -108,10 +108,10 @@ describe('policy', () => {
   test('roles × operation kinds: the table the README documents', () => {
     const table = Object.fromEntries(ROLES.map((role) => [role, (Object.keys(ALLOWED) as OperationKind[]).filter((k) => mayDo(principal(role), k))]));
     assert.deepEqual(table, {
-      inference: ['persisted'],
-      analyst: ['persisted', 'ad-hoc', 'introspection', 'subscription', 'sandbox'],
-      dashboard: ['subscription'],
-      admin: ['persisted', 'ad-hoc', 'introspection', 'subscription', 'push', 'sandbox'],
+      inference: ['persisted', 'live'],
+      analyst: ['persisted', 'ad-hoc', 'introspection', 'subscription', 'live', 'sandbox'],
+      dashboard: ['subscription', 'live'],
+      admin: ['persisted', 'ad-hoc', 'introspection', 'subscription', 'live', 'push', 'sandbox'],
     });
     assert.equal(mayDo(undefined, 'persisted'), false);
     assert.equal(mayDo(principal(), 'persisted'), false);
@@ -126,6 +126,13 @@ describe('policy', () => {
     assert.match(authorize(principal(), 'persisted')!.message, /has no role/);
   });
 
+  test('a graphql-ws connection lets in whoever may subscribe to something: inference for live operations alone', () => {
+    for (const role of ROLES) assert.equal(authorizeSubscriber(principal(role)), undefined, role);
+    assert.match(authorizeSubscriber(principal())!.message, /subscribe to live persisted operations: principal "p" has no role; needs one of inference, dashboard, analyst, admin/);
+    assert.equal(authorizeSubscriber(undefined)?.code, 'FORBIDDEN');
+    assert.match(authorize(principal('inference'), 'subscription')!.message, /subscribe to feature changes/);
+  });
+
   test('kinds of an operation: push, subscription, introspection (also through fragments), persisted or ad-hoc', () => {
     const kinds = (query: string, persisted = false) => {
       const document = parse(query);
@@ -133,6 +140,10 @@ describe('policy', () => {
     };
     assert.deepEqual(kinds('mutation { x }'), ['push']);
     assert.deepEqual(kinds('subscription { x }'), ['subscription']);
+    // liveOperation runs manifest operations only: its own kind, which inference services have too.
+    assert.deepEqual(kinds('subscription { liveOperation(operation: "RankingFeatures") { revision } }'), ['live']);
+    assert.deepEqual(kinds('subscription { ... on Subscription { live: liveOperation(operation: "X") { patch } } }'), ['live']);
+    assert.deepEqual(kinds('subscription { featureChanged(entity: USER, ids: ["1"]) { id } }'), ['subscription']);
     assert.deepEqual(kinds('{ __schema { types { name } } }'), ['introspection']);
     assert.deepEqual(kinds('{ __type(name: "User") { name } __typename }'), ['introspection']);
     assert.deepEqual(kinds('{ user(id: 1) { id } __schema { types { name } } }'), ['ad-hoc', 'introspection']);
