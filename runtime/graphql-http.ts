@@ -316,6 +316,15 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
   }
 
   async function graphql(req: http.IncomingMessage, res: http.ServerResponse, parsed: URL | undefined): Promise<void> {
+    if (req.method === 'PUT') {
+      // graphql-sse's single-connection mode reserves its stream with a PUT: say what is served instead.
+      rejectedRequests.inc({ code: ErrorCode.BadRequest });
+      res.setHeader('allow', 'GET, POST');
+      req.resume();
+      return sendErrors(res, 405, ErrorCode.BadRequest,
+        'PUT reserves a stream in graphql-sse\'s single-connection mode, which this server does not serve; use its distinct-connections mode ' +
+        `(createClient({ singleConnection: false })), or any of the subscription transports served: ${subscriptionTransports}`);
+    }
     const deadline = options.requestDeadlineMs === undefined ? undefined : Deadline.after(options.requestDeadlineMs);
     // Parsed only where a GET or the generic path needs it; `req.url === path` means no query string.
     let url = parsed;
@@ -354,7 +363,10 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
         if (typeof body === 'object' && body !== null && !Array.isArray(body)) operation = body as IncomingOperation;
       } else body = text;
     } else if (req.method === 'GET') {
-      if (csrfSuspect(req.headers, mediaTypeOf(req.headers['content-type']))) return generic(req, res, urlOf(), undefined, requestContext(deadline, principal));
+      // A subscription over SSE by GET is exempt: it has no side effect for CSRF prevention to guard, and a
+      // browser's EventSource cannot send the preflight header Apollo Server asks of a GET.
+      const csrfExempt = streamTransportOf(req.headers.accept) === 'sse';
+      if (!csrfExempt && csrfSuspect(req.headers, mediaTypeOf(req.headers['content-type']))) return generic(req, res, urlOf(), undefined, requestContext(deadline, principal));
       let extensions: unknown;
       const params = urlOf().searchParams;
       try {
@@ -371,6 +383,8 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
     if (streamed !== undefined) {
       if (options.streams) {
         if (await options.streams.serve(req, res, operation, principal, streamed)) return;
+        // Not a subscription: a GET is subject to CSRF prevention again (it was exempt only as one).
+        if (req.method === 'GET' && csrfSuspect(req.headers, mediaTypeOf(req.headers['content-type']))) return generic(req, res, urlOf(), undefined, requestContext(deadline, principal));
       } else {
         rejectedRequests.inc({ code: ErrorCode.BadRequest });
         return sendErrors(res, 406, ErrorCode.BadRequest,

@@ -234,14 +234,22 @@ export const fastPathRequests = new BindableCounter({
 
 export const subscriptionsActive = new Gauge({
   name: 'subscriptions_active',
-  help: 'GraphQL subscriptions currently open over graphql-ws.',
+  help: 'GraphQL subscriptions currently open, over every transport (graphql-ws, SSE, multipart HTTP); a live operation counts once per entity type it watches.',
   registers: [metricsRegistry],
 });
+
+/** One function per change hub, answering the events waiting in its queues: counted when scraped, not per queue operation. */
+export const subscriptionQueueSources = new Set<() => number>();
 
 export const subscriptionQueuedEvents = new Gauge({
   name: 'subscription_queued_events',
   help: 'Change events waiting in subscription queues (each queue is bounded by SUBSCRIPTION_QUEUE_SIZE).',
   registers: [metricsRegistry],
+  collect() {
+    let queued = 0;
+    for (const source of subscriptionQueueSources) queued += source();
+    this.set(queued);
+  },
 });
 
 export const subscriptionEventsDropped = new Counter({

@@ -5,7 +5,7 @@ import type { LogRecord } from '../../eventlog/event-log.js';
 import { ErrorCode } from '../../runtime/errors.js';
 import { log as rootLog } from '../../runtime/log.js';
 import {
-  changeFeedDuplicates, rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueuedEvents, subscriptionsActive,
+  changeFeedDuplicates, rejectedRequests, subscriptionChangeEvents, subscriptionEventsDropped, subscriptionEventsSuperseded, subscriptionQueueSources, subscriptionsActive,
 } from '../../runtime/metrics.js';
 import type { Entity, FeatureView, Registry } from '../../schema/types.js';
 
@@ -74,7 +74,15 @@ export class ChangeHub {
   dropped = 0;
   superseded = 0;
 
+  /** This hub's share of `subscription_queued_events`, summed when scraped (a gauge update per queue operation cost more than the queue). */
+  private readonly queued = (): number => {
+    let n = 0;
+    for (const stream of this.streams) n += stream.length;
+    return n;
+  };
+
   constructor(private readonly registry: Registry, private readonly queueCapacity: number) {
+    subscriptionQueueSources.add(this.queued);
     for (const entity of registry.entities) {
       this.views.set(entity.name, new Set(entity.views.map((v) => v.name)));
       for (const v of entity.views) this.entityOfView.set(v.name, entity.name);
@@ -170,6 +178,7 @@ export class ChangeHub {
 
   closeAll(): void {
     for (const stream of [...this.streams]) stream.close();
+    subscriptionQueueSources.delete(this.queued);
   }
 
   /** Ends every stream once its queue is sent (see ChangeStream.finish). */
@@ -306,13 +315,11 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
       this.size--;
       this.hub.dropped++;
       subscriptionEventsDropped.inc();
-      subscriptionQueuedEvents.dec();
     }
     const at = (this.head + this.size) % this.capacity;
     this.ring[at] = change;
     this.slots.set(key, at);
     this.size++;
-    subscriptionQueuedEvents.inc();
   }
 
   next(): Promise<IteratorResult<FeatureChange>> {
@@ -322,7 +329,6 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
       this.ring[this.head] = undefined;
       this.head = (this.head + 1) % this.capacity;
       this.size--;
-      subscriptionQueuedEvents.dec();
       return Promise.resolve({ value, done: false });
     }
     if (this.finishing) this.close();
@@ -350,7 +356,6 @@ export class ChangeStream implements AsyncIterableIterator<FeatureChange> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    subscriptionQueuedEvents.dec(this.size);
     this.ring.fill(undefined);
     this.slots.clear();
     this.size = 0;

@@ -445,7 +445,8 @@ describe('subscriptions (co-located, embedded store and log)', () => {
     await active(0);
 
     s = await raw(null);
-    assert.equal((await s.closedWith()).code, 4406, 'no graphql-transport-ws subprotocol');
+    // The reason names what is served (graphql-ws alone says "Subprotocol not acceptable").
+    assert.deepEqual(await s.closedWith(), { code: 4406, reason: 'Subprotocol not acceptable: speak graphql-transport-ws (graphql-ws), or use SSE or multipart HTTP' });
 
     await assert.rejects(RawSocket.open(`${baseUrl(gateway.url)}/elsewhere`), /404/);
 

@@ -1,6 +1,6 @@
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { handleProtocols, makeServer, type Context } from 'graphql-ws';
+import { GRAPHQL_TRANSPORT_WS_PROTOCOL, handleProtocols, makeServer, type Context } from 'graphql-ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { ErrorCode } from '../../../runtime/errors.js';
 import { upgradeOriginAllowed, type HttpServer } from '../../../runtime/graphql-http.js';
@@ -103,6 +103,11 @@ export function useWebSocket(core: SubscriptionCore, options: WsOptions): Transp
   server.on('upgrade', onUpgrade);
 
   function open(client: WebSocket, request: http.IncomingMessage): void {
+    if (client.protocol !== GRAPHQL_TRANSPORT_WS_PROTOCOL) {
+      // graphql-ws would close with a bare "Subprotocol not acceptable" (e.g. for subscriptions-transport-ws's `graphql-ws`): name what is served.
+      client.close(CloseCode.SubprotocolNotAcceptable, 'Subprotocol not acceptable: speak graphql-transport-ws (graphql-ws), or use SSE or multipart HTTP');
+      return;
+    }
     const streams = new ConnectionStreams();
     const gate = new SendGate(
       {
