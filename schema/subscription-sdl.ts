@@ -10,6 +10,8 @@ import type { Registry } from './types.js';
 
 /** Type names the subscription schema adds; the API schema must not have them already. */
 export const subscriptionTypeNames = ['EntityType', 'FeatureChange', 'FeatureViewVersion', 'Subscription'] as const;
+/** Type names live persisted operations add besides. */
+export const liveOperationTypeNames = ['LiveOperationUpdate', 'JSON', 'JSONObject'] as const;
 
 /** Fields of FeatureChange besides one per entity. */
 export const featureChangeFields = ['entity', 'id', 'view', 'version', 'eventTime'] as const;
@@ -26,11 +28,13 @@ function described(text: string | undefined, indent = ''): string {
 }
 
 /**
- * The SDL of EntityType, FeatureChange, FeatureViewVersion and Subscription.
+ * The SDL of EntityType, FeatureChange, FeatureViewVersion and Subscription;
+ * with `liveOperations` (the manifest queries that can be watched, by name)
+ * also `Subscription.liveOperation` and its types (gateway/subscriptions/live-operations.ts).
  * `maxBatchIds` is named in the `ids` description. Throws when an entity's
  * field would clash with a field of FeatureChange.
  */
-export function subscriptionSdl(registry: Registry, maxBatchIds: number): string {
+export function subscriptionSdl(registry: Registry, maxBatchIds: number, liveOperations?: readonly string[]): string {
   const reserved = new Set<string>(featureChangeFields);
   const entityFields = registry.entities.map((entity) => {
     if (reserved.has(entity.singularField)) throw new Error(`entity ${entity.name}: its field name "${entity.singularField}" clashes with a field of FeatureChange`);
@@ -82,6 +86,56 @@ export function subscriptionSdl(registry: Registry, maxBatchIds: number): string
     described('Watch these exact view versions of `entity`, e.g. `[{ view: "clickStats", version: 1 }]` (select `clickStatsV1` to read it).', '    '),
     '    versions: [FeatureViewVersion!]\n',
     '  ): FeatureChange!\n',
+    ...(liveOperations ? liveOperationField(liveOperations) : []),
     '}\n',
+    ...(liveOperations ? liveOperationTypes() : []),
   ].join('');
+}
+
+function liveOperationField(names: readonly string[]): string[] {
+  return [
+    described(
+      'A persisted operation of the manifest, kept live: the first update (revision 0) carries its full `result`, exactly what ' +
+        'POST /graphql answers for it with these variables; each later one a JSON Patch (RFC 6902) of what changed since, sent ' +
+        'only when something did. Applying the patches in order to the first result gives the result of running the operation ' +
+        'at that moment. Changes that arrive while an update is computed or sent are coalesced into the next one. Values that ' +
+        "turn stale or expire with time (eventTime + the view's TTL) are patched too, without a change event. A re-run that " +
+        'fails (a store shard down) is patched to the errors the operation answers then, and run again every second until it ' +
+        `answers without them. Known operations: ${names.join(', ')}.`,
+      '  ',
+    ),
+    '  liveOperation(\n',
+    described('The manifest operation, by its name (e.g. `RankingFeatures`) or its id (the SHA-256 of its body, as in `extensions.persistedQuery.sha256Hash`).', '    '),
+    '    operation: String!\n',
+    described('The operation\'s variables, as POST /graphql takes them (e.g. `{ "user": "1", "items": ["1", "2"] }`); checked the same way.', '    '),
+    '    variables: JSONObject\n',
+    '  ): LiveOperationUpdate!\n',
+  ];
+}
+
+function liveOperationTypes(): string[] {
+  return [
+    '\n',
+    described('Any JSON value (object, array, string, number, boolean or null), sent as it is.'),
+    'scalar JSON\n\n',
+    described('A JSON object, e.g. the variables of an operation: `{ "user": "1", "items": ["1", "2"] }`.'),
+    'scalar JSONObject\n\n',
+    described(
+      'One update of a live persisted operation. Revision 0 carries the full `result`; every later revision carries `patch`, ' +
+        'to be applied in order to the document so far. Revisions count up by one: a gap would mean an update was missed ' +
+        '(it cannot be, on one subscription; resubscribe to start again from a full result).',
+    ),
+    'type LiveOperationUpdate {\n',
+    described('0 for the first update (the full result), then 1, 2, … for each patch.', '  '),
+    '  revision: Int!\n',
+    described('Revision 0 only: the full response `{ "data": …, "errors"?: […] }`, exactly as POST /graphql answers the operation with these variables; null in later revisions.', '  '),
+    '  result: JSON\n',
+    described(
+      'Later revisions only: an RFC 6902 JSON Patch (a list of `{ "op", "path", "value"? }`; paths are JSON Pointers into the document, ' +
+        "e.g. `/data/items/3/itemStats/ctr`) taking the previous revision's document to this one. Never empty. Null in revision 0.",
+      '  ',
+    ),
+    '  patch: JSON\n',
+    '}\n',
+  ];
 }

@@ -1,8 +1,8 @@
 import type { ApolloServer, BaseContext } from '@apollo/server';
 import jsonPatch, { type Operation as PatchOperation } from 'fast-json-patch';
 import {
-  GraphQLError, GraphQLInt, GraphQLNonNull, GraphQLObjectType, GraphQLScalarType, GraphQLString, Kind, getVariableValues, parse, valueFromASTUntyped,
-  type GraphQLFieldConfig, type GraphQLSchema, type OperationDefinitionNode,
+  GraphQLError, Kind, getVariableValues, parse, valueFromASTUntyped,
+  type GraphQLSchema, type OperationDefinitionNode, type ValueNode,
 } from 'graphql';
 import { mayReadView, viewRefusalMessage } from '../../auth/policy.js';
 import { principalKey, type Principal } from '../../auth/principal.js';
@@ -44,16 +44,14 @@ import type { ChangeStream, FeatureChangedArgs } from './hub.js';
  * the store's recovery sends no event either, such a result is run again every `failedRetryMs`
  * until it has no errors.
  *
- * The interface to the subscription code is narrow on purpose: `fields(apiSchema, hub)` gives the
- * Subscription field to add, given anything that opens hub streams; the subscription context needs
- * only its principal and its connection's stream tracker.
+ * The interface to the subscription code is narrow on purpose: `subscribe(args, context, schema, hub)`
+ * is the field's source stream, given anything that opens hub streams; the subscription context needs
+ * only its principal and its connection's stream tracker. The field and its types are SDL generated
+ * with the rest of the subscription schema (schema/subscription-sdl.ts).
  */
 
 const log = rootLog.child({ component: 'live-operations' });
 const { compare } = jsonPatch;
-
-/** The types this adds to the subscription schema (the API schema must not have them). */
-export const liveOperationTypeNames = ['LiveOperationUpdate', 'JSON', 'JSONObject'] as const;
 
 /** What live operations need of the subscription hub: streams of the changes of some ids' view versions. */
 export interface LiveHub {
@@ -203,40 +201,16 @@ export class LiveOperations {
     }
   }
 
-  /** The Subscription fields to add (`liveOperation`), reading through `hub`. Throws if the API schema already has a type of ours. */
-  fields(apiSchema: GraphQLSchema, hub: LiveHub): Record<string, GraphQLFieldConfig<unknown, LiveContext>> {
-    for (const name of liveOperationTypeNames) {
-      if (apiSchema.getType(name)) throw new Error(`the API schema already has a type ${name}; live operations cannot add theirs`);
-    }
-    return {
-      liveOperation: {
-        type: new GraphQLNonNull(updateType),
-        description:
-          'A persisted operation of the manifest, kept live: the first update (revision 0) carries its full `result`, exactly what ' +
-          'POST /graphql answers for it with these variables; each later one a JSON Patch (RFC 6902) of what changed since, sent ' +
-          'only when something did. Applying the patches in order to the first result gives the result of running the operation ' +
-          'at that moment. Changes that arrive while an update is computed or sent are coalesced into the next one. Values that ' +
-          'turn stale or expire with time (eventTime + the view\'s TTL) are patched too, without a change event. A re-run that ' +
-          'fails (a store shard down) is patched to the errors the operation answers then, and run again every second until it ' +
-          `answers without them. Known operations: ${this.names.join(', ')}.`,
-        args: {
-          operation: {
-            type: new GraphQLNonNull(GraphQLString),
-            description: 'The manifest operation, by its name (e.g. `RankingFeatures`) or its id (the SHA-256 of its body, as in `extensions.persistedQuery.sha256Hash`).',
-          },
-          variables: {
-            type: jsonObjectType,
-            description: 'The operation\'s variables, as POST /graphql takes them (e.g. `{ "user": "1", "items": ["1", "2"] }`); checked the same way.',
-          },
-        },
-        subscribe: (_root, args: LiveOperationArgs, context, info) => {
-          let run = this.runs.get(context);
-          if (!run) this.runs.set(context, (run = this.open(args, context, info.schema, hub)));
-          return run;
-        },
-        resolve: (update: unknown) => update,
-      },
-    };
+  /** The manifest queries that can be watched, by name (the subscription SDL lists them: schema/subscription-sdl.ts). */
+  get operationNames(): readonly string[] {
+    return this.names;
+  }
+
+  /** `Subscription.liveOperation`'s source stream: one run per subscription, opened when its request is checked and handed back after. */
+  subscribe(args: LiveOperationArgs, context: LiveContext, schema: GraphQLSchema, hub: LiveHub): AsyncIterableIterator<LiveOperationUpdate> {
+    let run = this.runs.get(context);
+    if (!run) this.runs.set(context, (run = this.open(args, context, schema, hub)));
+    return run;
   }
 
   /** Checks a subscription as POST /graphql checks the same request, opens its hub streams, and returns its updates. Throws a coded GraphQLError. */
@@ -453,53 +427,15 @@ class LiveRun implements AsyncIterableIterator<LiveOperationUpdate> {
   }
 }
 
-// --- the types ---------------------------------------------------------------------------------
+// --- the JSONObject scalar ------------------------------------------------------------------------
 
-const jsonType = new GraphQLScalarType({
-  name: 'JSON',
-  description: 'Any JSON value (object, array, string, number, boolean or null), sent as it is.',
-  serialize: (value) => value,
-  parseValue: (value) => value,
-  parseLiteral: (ast, variables) => valueFromASTUntyped(ast, variables),
-});
+/** `JSONObject`'s input parsing (the SDL declares the scalar; schema.ts attaches these): a JSON object, nothing else. */
+export function parseJsonObject(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new TypeError(`JSONObject cannot represent a non-object value: ${JSON.stringify(value)}`);
+  return value;
+}
 
-const jsonObjectType = new GraphQLScalarType({
-  name: 'JSONObject',
-  description: 'A JSON object, e.g. the variables of an operation: `{ "user": "1", "items": ["1", "2"] }`.',
-  serialize: (value) => value,
-  parseValue: (value) => {
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new TypeError(`JSONObject cannot represent a non-object value: ${JSON.stringify(value)}`);
-    return value;
-  },
-  parseLiteral: (ast, variables) => {
-    if (ast.kind !== Kind.OBJECT) throw new TypeError(`JSONObject cannot represent a non-object value (${ast.kind})`);
-    return valueFromASTUntyped(ast, variables);
-  },
-});
-
-const updateType = new GraphQLObjectType<LiveOperationUpdate>({
-  name: 'LiveOperationUpdate',
-  description:
-    'One update of a live persisted operation. Revision 0 carries the full `result`; every later revision carries `patch`, ' +
-    'to be applied in order to the document so far. Revisions count up by one: a gap would mean an update was missed ' +
-    '(it cannot be, on one subscription; resubscribe to start again from a full result).',
-  fields: {
-    revision: {
-      type: new GraphQLNonNull(GraphQLInt),
-      description: '0 for the first update (the full result), then 1, 2, … for each patch.',
-      resolve: (update) => update.revision,
-    },
-    result: {
-      type: jsonType,
-      description: 'Revision 0 only: the full response `{ "data": …, "errors"?: […] }`, exactly as POST /graphql answers the operation with these variables; null in later revisions.',
-      resolve: (update) => update.result ?? null,
-    },
-    patch: {
-      type: jsonType,
-      description:
-        'Later revisions only: an RFC 6902 JSON Patch (a list of `{ "op", "path", "value"? }`; paths are JSON Pointers into the document, ' +
-        'e.g. `/data/items/3/itemStats/ctr`) taking the previous revision\'s document to this one. Never empty. Null in revision 0.',
-      resolve: (update) => update.patch ?? null,
-    },
-  },
-});
+export function parseJsonObjectLiteral(ast: ValueNode, variables?: { readonly [name: string]: unknown } | null): unknown {
+  if (ast.kind !== Kind.OBJECT) throw new TypeError(`JSONObject cannot represent a non-object value (${ast.kind})`);
+  return valueFromASTUntyped(ast, variables);
+}

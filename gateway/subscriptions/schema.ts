@@ -1,16 +1,17 @@
 import {
-  GraphQLError, GraphQLObjectType, GraphQLSchema, assertValidSchema, buildASTSchema, isObjectType, parse, printSchema,
+  GraphQLError, assertValidSchema, buildASTSchema, isObjectType, isScalarType, parse, printSchema,
+  type GraphQLObjectType, type GraphQLSchema,
   type GraphQLFieldResolver, type GraphQLFormattedError, type GraphQLResolveInfo,
 } from 'graphql';
 import type { FeatureChange } from '../../eventlog/change-event.js';
 import { ErrorCode } from '../../runtime/errors.js';
 import { rejectedRequests } from '../../runtime/metrics.js';
-import { entityEnumValue, subscriptionSdl, subscriptionTypeNames } from '../../schema/subscription-sdl.js';
+import { entityEnumValue, liveOperationTypeNames, subscriptionSdl, subscriptionTypeNames } from '../../schema/subscription-sdl.js';
 import type { Entity, Registry } from '../../schema/types.js';
 import { mayReadView } from '../../auth/policy.js';
 import type { Principal } from '../../auth/principal.js';
 import type { ChangeHub, ChangeStream, ConnectionStreams, FeatureChangedArgs } from './hub.js';
-import type { LiveOperations } from './live-operations.js';
+import { parseJsonObject, parseJsonObjectLiteral, type LiveOperationArgs, type LiveOperations, type LiveOperationUpdate } from './live-operations.js';
 import type { EntityQuery } from './payload.js';
 
 /** The context of one subscription's execution, on every transport. */
@@ -41,7 +42,7 @@ export function buildSubscriptionSchema(
 ): GraphQLSchema {
   const apiSdl = printSchema(gatewaySchema);
   const api = buildASTSchema(parse(apiSdl));
-  for (const name of subscriptionTypeNames) {
+  for (const name of [...subscriptionTypeNames, ...(live ? liveOperationTypeNames : [])]) {
     if (api.getType(name)) throw new Error(`the API schema already has a type ${name}; subscriptions cannot add theirs`);
   }
   if (api.getSubscriptionType()) throw new Error('the API schema already has a subscription type');
@@ -49,7 +50,7 @@ export function buildSubscriptionSchema(
     if (!isObjectType(api.getType(entity.typeName))) throw new Error(`the API schema has no object type ${entity.typeName} for entity ${entity.name}`);
   }
 
-  const schema = buildASTSchema(parse(`${apiSdl}\n\n${subscriptionSdl(registry, maxBatchIds)}`));
+  const schema = buildASTSchema(parse(`${apiSdl}\n\n${subscriptionSdl(registry, maxBatchIds, live?.operationNames)}`));
   const entityOfEnum = new Map(registry.entities.map((e) => [entityEnumValue(e.name), e.name]));
   const change = schema.getType('FeatureChange');
   const subscription = schema.getSubscriptionType();
@@ -73,17 +74,25 @@ export function buildSubscriptionSchema(
     return (context.stream ??= context.connection.track(hub.open(readableOnly(registry, args, context.principal), maxBatchIds)));
   };
   featureChanged.resolve = (c: unknown) => c;
-  if (!live) {
-    assertValidSchema(schema);
-    return schema;
-  }
-  // `liveOperation` and its JSON types are built as type objects by live-operations.ts (its scalars carry their own parsing).
-  const base = schema.toConfig();
-  const own = subscription.toConfig();
-  const withLive = new GraphQLObjectType({ ...own, fields: { ...own.fields, ...live.fields(api, hub) } as typeof own.fields });
-  const combined = new GraphQLSchema({ ...base, subscription: withLive, types: base.types.map((t) => (t.name === own.name ? withLive : t)) });
-  assertValidSchema(combined);
-  return combined;
+  if (live) attachLiveOperations(schema, subscription, live, hub);
+  assertValidSchema(schema);
+  return schema;
+}
+
+/** The resolvers of `liveOperation` and its types, and JSONObject's input parsing. */
+function attachLiveOperations(schema: GraphQLSchema, subscription: GraphQLObjectType, live: LiveOperations, hub: ChangeHub): void {
+  const field = subscription.getFields().liveOperation!;
+  field.subscribe = (_root, args: LiveOperationArgs, context: SubscriptionContext, info) => live.subscribe(args, context, info.schema, hub);
+  field.resolve = (update: unknown) => update;
+  const update = schema.getType('LiveOperationUpdate');
+  const jsonObject = schema.getType('JSONObject');
+  if (!isObjectType(update) || !isScalarType(jsonObject)) throw new Error('the subscription SDL lacks LiveOperationUpdate or JSONObject');
+  const fields = update.getFields();
+  fields.revision!.resolve = (u: LiveOperationUpdate) => u.revision;
+  fields.result!.resolve = (u: LiveOperationUpdate) => u.result ?? null;
+  fields.patch!.resolve = (u: LiveOperationUpdate) => u.patch ?? null;
+  jsonObject.parseValue = parseJsonObject;
+  jsonObject.parseLiteral = parseJsonObjectLiteral;
 }
 
 /**
