@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { MIMEType } from 'node:util';
 import { HeaderMap, type ApolloServer, type BaseContext, type HTTPGraphQLRequest } from '@apollo/server';
 import { AccessError } from '../auth/errors.js';
@@ -178,6 +178,8 @@ export interface RunningHttpServer {
 interface Drain {
   phase: 'serving' | 'unready' | 'closing';
   readonly inFlight: Set<http.ServerResponse>;
+  /** Every open connection: Node's closeIdleConnections leaves one that never sent a request (an HTTP client's spare). */
+  readonly sockets: Set<Socket>;
 }
 const drains = new WeakMap<HttpServer, Drain>();
 
@@ -185,7 +187,7 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
   const path = options.path ?? '/graphql';
   const cors = options.corsOrigins ?? null;
   const doors = new Map((options.doors ?? []).map((door) => [door.path, door]));
-  const drain: Drain = { phase: 'serving', inFlight: new Set() };
+  const drain: Drain = { phase: 'serving', inFlight: new Set(), sockets: new Set() };
   // One listener for every response (not a closure per request): `this` is the response.
   function onResponseClose(this: http.ServerResponse): void {
     drain.inFlight.delete(this);
@@ -229,6 +231,16 @@ export function createGraphQLHttpServer(options: GraphQLHttpOptions): HttpServer
     ? https.createServer({ cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, requestCert: true, rejectUnauthorized: true } : {}) }, onRequest)
     : http.createServer(onRequest);
   server.keepAliveTimeout = 65_000;
+  server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => {
+    drain.sockets.add(socket);
+    socket.once('close', () => drain.sockets.delete(socket));
+  });
+  // An upgraded connection (a subscription WebSocket) is its transport's to close, after its drain.
+  server.on('upgrade', (_req: http.IncomingMessage, socket: Socket) => {
+    drain.sockets.delete(socket);
+    // No transport took upgrades (no change feed): what Node does when nobody listens.
+    if (server.listenerCount('upgrade') === 1) socket.destroy();
+  });
   drains.set(server, drain);
 
   function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> | void {
@@ -612,13 +624,23 @@ export async function listen(server: HttpServer, host: string, port: number): Pr
           drain.phase = 'closing';
           if (drain.inFlight.size > 0) log.info({ inFlight: drain.inFlight.size }, 'draining: waiting for the requests in flight');
           for (const res of drain.inFlight) {
-            // Their connections close after the response instead of idling until keepAliveTimeout.
+            // Their connections close after the response instead of idling until keepAliveTimeout. A response whose
+            // headers are out (a subscription stream) kept its keep-alive decision with them: its socket is ended
+            // once the response is (by then the response no longer holds it, hence taken now).
             if (!res.headersSent) res.setHeader('connection', 'close');
-            else res.shouldKeepAlive = false;
+            else {
+              const socket = res.socket;
+              res.once('finish', () => socket?.destroySoon());
+            }
           }
         }
         server.close(() => resolve());
         server.closeIdleConnections();
+        if (drain) {
+          // A connection with nothing in flight, also one that never sent a request, would hold the close for keepAliveTimeout.
+          const busy = new Set([...drain.inFlight].map((res) => res.socket));
+          for (const socket of drain.sockets) if (!busy.has(socket)) socket.destroy();
+        }
       }),
   };
 }

@@ -9,13 +9,13 @@ import {
  * WebSocket's `bufferedAmount`, a response's `writableLength`; the kernel's
  * buffers come on top and are not in the process's memory).
  *
- * Each subscription's loop awaits `send` before it pulls its next event, so
- * a client that stops reading stalls its own subscriptions; but each of its
- * subscriptions (up to MAX_SUBSCRIPTIONS_PER_CONNECTION on a WebSocket) still
- * hands over its next message, whatever its size. The gate stops passing
- * messages to the sink while it holds more than `maxBufferedBytes`: a held
- * send's promise does not resolve, so its subscription does not pull the next
- * event, which stays in the subscription's bounded queue (superseded or
+ * Each subscription's loop awaits `send` before it pulls its next event. The
+ * gate passes messages to the sink while it holds at most `maxBufferedBytes`;
+ * a message that takes it over the bound is written, but its send resolves
+ * only once the write completed, and later ones (of the connection's other
+ * subscriptions, up to MAX_SUBSCRIPTIONS_PER_CONNECTION on a WebSocket) are
+ * held and their sends do not resolve: their subscriptions do not pull the
+ * next event, which stays in the subscription's bounded queue (superseded or
  * dropped there, with their metrics: hub.ts). Sends resume in order as the
  * buffer drains. A connection that stays paused for `stallTimeoutMs` is
  * closed as too slow (close code 4413, or the response ended) and cut off a
@@ -86,17 +86,32 @@ export class SendGate {
     for (const message of this.held.splice(0)) message.resolve();
   }
 
+  /**
+   * Hands one message to the sink. Its sender may go on at once when the buffer is still within the
+   * bound; when this message took it over, the sender waits for the write to complete and the
+   * connection counts as paused (the stall clock runs). So a connection with a single subscription
+   * (every SSE or multipart response) pauses and stalls like one with many, and the bound is
+   * `maxBufferedBytes` plus one message.
+   */
   private pass(message: Held): void {
+    let resolved = false;
+    const settle = (): void => {
+      if (resolved) return;
+      resolved = true;
+      message.resolve();
+    };
     // Each completed write shrank the buffer: the moment to let held messages through.
     this.sink.write(message.data, () => {
-      message.resolve();
-      if (this.held.length > 0) this.flush();
+      settle();
+      this.flush();
     });
+    if (this.sink.bufferedBytes() <= this.limits.maxBufferedBytes) settle();
+    else this.pause();
   }
 
   private flush(): void {
     while (this.held.length > 0 && !this.released && this.sink.isOpen() && this.sink.bufferedBytes() <= this.limits.maxBufferedBytes) this.pass(this.held.shift()!);
-    if (this.held.length === 0) this.unpause();
+    if (this.held.length === 0 && this.sink.bufferedBytes() <= this.limits.maxBufferedBytes) this.unpause();
   }
 
   private unpause(): void {

@@ -1,10 +1,12 @@
 /**
  * Authentication and authorization end to end (README, "Security"): every
  * role × operation kind (persisted query, ad-hoc query, introspection,
- * subscription, push), credentials by API key and by JWT (HS256 and RS256
- * through a local JWKS), per-view read roles as field errors, per-principal
- * rate limits and query cost, and the principal's trip to subgraph
- * processes (signed) in the distributed shape.
+ * push), credentials by API key and by JWT (HS256 and RS256 through a local
+ * JWKS), per-view read roles as field errors, per-principal rate limits and
+ * query cost, and the principal's trip to subgraph processes (signed) in the
+ * distributed shape. Subscriptions (who may subscribe, restricted views in
+ * payloads and filters) are in subscription-transports.test.ts, over every
+ * transport; the graphql-ws upgrade's own credentials stay here.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +16,6 @@ import path from 'node:path';
 import WebSocket from 'ws';
 import { principalHeaders } from '../../auth/internal.js';
 import type { Role } from '../../auth/principal.js';
-import { changeTopic, encodeChange } from '../../eventlog/change-event.js';
 import { EmbeddedLog } from '../../eventlog/embedded-log.js';
 import { startGateway, type RunningGateway } from '../../gateway/server.js';
 import { readManifest } from '../../schema/manifest.js';
@@ -44,7 +45,7 @@ async function seed(store: CodecStore): Promise<void> {
   await store.write(activeVersionOf(findView(registry, 'riskProfile')!), [{ entityId: 'u1', values: { riskScore: 0.9, flagged: true }, eventTimeMs: now }]);
 }
 
-/** A graphql-ws connection by hand: what it was answered at connection_init, and its messages. */
+/** A graphql-ws connection by hand: what it was answered at connection_init. */
 class Socket {
   readonly messages: any[] = [];
   closed: { code: number; reason: string } | undefined;
@@ -69,18 +70,6 @@ class Socket {
     return this.messages.some((m) => m.type === 'connection_ack');
   }
 
-  subscribe(id: string, query: string): void {
-    this.ws.send(JSON.stringify({ id, type: 'subscribe', payload: { query } }));
-  }
-
-  async next(id: string): Promise<any> {
-    return eventually(async () => {
-      const found = this.messages.find((m) => m.id === id && (m.type === 'next' || m.type === 'error'));
-      assert.ok(found, `a message for subscription ${id}; got ${JSON.stringify(this.messages)} closed ${JSON.stringify(this.closed)}`);
-      return found;
-    });
-  }
-
   close(): void {
     this.ws.terminate();
   }
@@ -92,16 +81,7 @@ describe('authentication and authorization (co-located gateway)', () => {
   let store: CodecStore;
   let eventLog: EmbeddedLog;
   let gateway: RunningGateway;
-  let offset = 0;
   const headersOf = (who: Who): Record<string, string> => (who === 'anonymous' ? {} : { 'x-api-key': creds.keys[who] });
-
-  /** A change event as the materializer would produce it, for the subscription rows. */
-  const publishChange = async (id: string) => {
-    await eventLog.produce([encodeChange({
-      entity: 'user', id, view: 'clickStats', version: 2, values: { clickRate: 0.25, clicks: 1, impressions: 4 },
-      eventTime: new Date().toISOString(), source: { topic: 'test', partition: 0, offset: offset++ },
-    })]);
-  };
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fg-auth-'));
@@ -162,41 +142,7 @@ describe('authentication and authorization (co-located gateway)', () => {
       assert.match(reply.json.errors[0].message, /outside the persisted-query manifest: principal "inference-service" has role\(s\) inference; ad-hoc queries need analyst or admin/);
     });
 
-    const subscription = 'subscription { featureChanged(entity: USER, ids: ["u1"]) { id view user { clickStats { clickRate } } } }';
-    const subscribes: Record<Who, boolean> = { inference: false, analyst: true, dashboard: true, admin: true, anonymous: false };
-    for (const who of WHO) {
-      it(`subscription as ${who} → ${subscribes[who] ? 'delivered' : who === 'inference' ? 'refused (FORBIDDEN)' : `closed ${who === 'anonymous' ? 4401 : 4403}`}`, async () => {
-        const socket = await Socket.connect(gateway.url, who === 'anonymous' ? undefined : { 'x-api-key': creds.keys[who] });
-        try {
-          if (who === 'inference') {
-            // Let in for liveOperation (manifest operations, test/integration/live-operation.test.ts); featureChanged is refused.
-            assert.ok(socket.acknowledged);
-            socket.subscribe('s1', subscription);
-            const message = await socket.next('s1');
-            assert.equal(message.type, 'error');
-            assert.equal(message.payload[0].extensions.code, 'FORBIDDEN');
-            assert.match(message.payload[0].message, /Not allowed to subscribe to feature changes/);
-            return;
-          }
-          if (!subscribes[who]) {
-            await eventually(async () => assert.ok(socket.closed));
-            assert.equal(socket.closed!.code, who === 'anonymous' ? 4401 : 4403);
-            assert.match(socket.closed!.reason, who === 'anonymous' ? /Credentials required/ : /Not allowed to subscribe/);
-            assert.equal(socket.acknowledged, false);
-            return;
-          }
-          assert.ok(socket.acknowledged);
-          socket.subscribe('s1', subscription);
-          await eventually(async () => assert.ok(gateway.subscriptions!.stats().active >= 1));
-          await publishChange('u1');
-          const message = await socket.next('s1');
-          assert.deepEqual(message.payload, { data: { featureChanged: { id: 'u1', view: 'clickStats', user: { clickStats: { clickRate: 0.25 } } } } });
-        } finally {
-          socket.close();
-        }
-      });
-    }
-
+    // Which roles may subscribe, over every transport: subscription-transports.test.ts.
     it('a subscription takes its credentials from the upgrade request headers when connection_init carries none', async () => {
       const socket = await Socket.connect(gateway.url, undefined, { 'x-api-key': creds.keys.dashboard });
       try {
@@ -232,43 +178,13 @@ describe('authentication and authorization (co-located gateway)', () => {
       assert.deepEqual(reply.json, { data: { user: { id: 'u1', clickStats: { clickRate: 0.25 }, riskProfile: { riskScore: 0.9, flagged: true } } } });
     });
 
+    // In subscription payloads and `views`/`versions`, over every transport: subscription-transports.test.ts.
     it('the restricted view alone, for an analyst: the entity resolves and only the field errors (no existence leak)', async () => {
       const reply = await post(gateway.url, { query: 'query { users(ids: ["u1", "nobody"]) { id riskProfile { riskScore } } }' }, headersOf('analyst'));
       assert.deepEqual(reply.json.data, { users: [{ id: 'u1', riskProfile: null }, { id: 'nobody', riskProfile: null }] });
       assert.deepEqual(codes(reply), ['FORBIDDEN', 'FORBIDDEN']);
     });
 
-    it('in a subscription payload, the restricted field errors alone for a dashboard', async () => {
-      const socket = await Socket.connect(gateway.url, { 'x-api-key': creds.keys.dashboard });
-      try {
-        socket.subscribe('r1', 'subscription { featureChanged(entity: USER, ids: ["u2"]) { id user { clickStats { clickRate } riskProfile { riskScore } } } }');
-        await eventually(async () => assert.ok(gateway.subscriptions!.stats().active >= 1));
-        await store.write(activeVersionOf(findView(registry, 'clickStats')!), [{ entityId: 'u2', values: { clickRate: 0.5, clicks: 1, impressions: 2 }, eventTimeMs: Date.now() }]);
-        await publishChange('u2');
-        const message = await socket.next('r1');
-        assert.equal(message.type, 'next');
-        assert.deepEqual(message.payload.data, { featureChanged: { id: 'u2', user: { clickStats: { clickRate: 0.5 }, riskProfile: null } } });
-        assert.deepEqual(message.payload.errors.map((e: any) => [e.path.join('.'), e.extensions.code]), [['featureChanged.user.riskProfile', 'FORBIDDEN']]);
-      } finally {
-        socket.close();
-      }
-    });
-
-    it('a dashboard naming the restricted view in `views` or `versions` is refused', async () => {
-      const socket = await Socket.connect(gateway.url, { 'x-api-key': creds.keys.dashboard });
-      try {
-        socket.subscribe('r2', 'subscription { featureChanged(entity: USER, ids: ["u1"], views: ["riskProfile"]) { id } }');
-        socket.subscribe('r3', 'subscription { featureChanged(entity: USER, ids: ["u1"], versions: [{ view: "riskProfile", version: 1 }]) { id } }');
-        for (const id of ['r2', 'r3']) {
-          const message = await socket.next(id);
-          assert.equal(message.type, 'error');
-          assert.equal(message.payload[0].extensions.code, 'FORBIDDEN');
-          assert.match(message.payload[0].message, /riskProfile: it is readable by admin only/);
-        }
-      } finally {
-        socket.close();
-      }
-    });
   });
 
   describe('credentials', () => {

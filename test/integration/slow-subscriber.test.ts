@@ -1,13 +1,17 @@
 /**
- * A subscriber that never reads, against a gateway process with a heavy
- * change stream (the embedded pipeline of `npm start`: demo events at
- * 1000/s through the in-process materializer): its connection's send buffer
- * stays at SUBSCRIPTION_SEND_BUFFER_BYTES (the gate pauses it), the
- * gateway (its V8 old space capped) stays up and under an RSS bound while
- * the events withheld from that client add up to several times the bound,
- * a normal subscriber keeps getting its updates, and the stuck connection
- * is closed after SUBSCRIPTION_STALL_TIMEOUT_MS. Then a client that stops
- * reading only for a while is paused, resumed and kept.
+ * A graphql-ws subscriber with 400 subscriptions on one connection that
+ * never reads, against a gateway process with a heavy change stream (the
+ * embedded pipeline of `npm start`: demo events at 1000/s through the
+ * in-process materializer): its connection's send buffer stays at
+ * SUBSCRIPTION_SEND_BUFFER_BYTES with 400 senders at once (the gate pauses
+ * it), the gateway (its V8 old space capped) stays up and under an RSS bound
+ * while the events withheld from that client add up to several times the
+ * bound, and a normal subscriber keeps getting its updates with bounded
+ * delay until the stuck connection is closed. Then a client that stops
+ * reading only for a while is paused, resumed and kept. That a reader that
+ * stops reading is held at the bound and closed after
+ * SUBSCRIPTION_STALL_TIMEOUT_MS, its subscriptions ending then, over every
+ * transport: subscription-transports.test.ts.
  *
  * The embedded pipeline rather than Kafka: it makes thousands of change
  * events a second without a broker JVM on a shared 2-core machine, and the
@@ -19,7 +23,6 @@ import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
-import { CloseCode } from '../../gateway/subscriptions/close-codes.js';
 import { NodeProcess, waitUntilReady } from '../support/gateway.js';
 import { freePort } from '../support/redis-server.js';
 import { eventually } from '../support/wait.js';
@@ -61,11 +64,9 @@ class RawSubscriber {
   nexts = 0;
   firstNextBytes = 0;
   refused: string | undefined;
-  readonly closed: Promise<[number, Buffer]>;
 
   private constructor(url: string) {
     this.ws = new WebSocket(url, 'graphql-transport-ws');
-    this.closed = once(this.ws, 'close') as Promise<[number, Buffer]>;
   }
 
   /** Connects and opens `subscriptions` subscriptions of `query`; resolves once the first event arrived. */
@@ -126,7 +127,7 @@ describe('a subscriber that never reads', () => {
     await gateway?.stop();
   });
 
-  it('holds its send buffer at the bound, keeps memory bounded, serves the others, and closes it', async () => {
+  it('holds its send buffer at the bound with 400 subscriptions sending, keeps memory bounded and serves the others until it is closed', async () => {
     const wsUrl = `${base.replace('http', 'ws')}/graphql`;
 
     // The normal subscriber: 20 users' clickStats, with their receipt times.
@@ -147,7 +148,7 @@ describe('a subscriber that never reads', () => {
 
     // The stuck subscriber: 400 subscriptions to all 1000 users, every view; after its first event it reads nothing.
     stuck = await RawSubscriber.open(wsUrl, SUBSCRIPTIONS, heavy, USERS);
-    const { socket, closed } = stuck;
+    const { socket } = stuck;
     const firstNextBytes = stuck.firstNextBytes;
     socket.pause();
 
@@ -170,17 +171,11 @@ describe('a subscriber that never reads', () => {
       maxBuffered = Math.max(maxBuffered, m('subscription_send_buffered_bytes'));
       withheld = m('subscription_events_dropped_total') + m('subscription_events_superseded_total') + m('subscription_queued_events') - withheldAtStart;
       stalledClosed = m('subscription_connections_stalled_closed_total');
-      // Its subscriptions end in the step that closes it, not once its socket is gone (a second later at best,
-      // more on a busy event loop): in the scrape that first counts the close, only the normal one is left.
-      if (stalledClosed > 0) {
-        assert.equal(m('subscriptions_active'), 1, 'subscriptions of the connection closed as too slow');
-        assert.equal(m('subscription_connections_send_paused'), 0, 'the connection closed as too slow still counts as paused');
-      }
       assert.ok(Date.now() < stuckFrom + STALL_MS + 30_000, `the stuck connection was not closed within ${STALL_MS / 1000 + 30} s\n${gateway.output.slice(-2000)}`);
     }
     const stuckUntil = Date.now();
 
-    // Send buffer: at most the bound plus the message that crossed it (without the gate: one per subscription).
+    // Send buffer, with 400 subscriptions sending: at most the bound plus the message that crossed it (without the gate: one per subscription).
     assert.ok(maxBuffered <= SEND_BUFFER + 2 * firstNextBytes, `send buffers held ${maxBuffered} bytes; bound ${SEND_BUFFER} + one message of ~${firstNextBytes}`);
     // Memory: bounded, while what the stuck client would have been sent is far larger.
     const wouldBeBacklog = withheld * firstNextBytes;
@@ -206,11 +201,6 @@ describe('a subscriber that never reads', () => {
     const p95 = lags[Math.floor(lags.length * 0.95)]!;
     assert.ok(p95 < 10_000, `95th percentile delay from event to the normal subscriber: ${p95} ms`);
 
-    // The stuck connection was closed (its subscriptions ended then, checked above); once it reads again it sees the close.
-    socket.resume();
-    const [code] = await closed;
-    // 4413 when the close frame got through before the cut-off, 1006 when it was cut off first.
-    assert.ok(code === CloseCode.SubscriberTooSlow || code === 1006, `close code ${code}`);
   });
 
   it('pauses a client that stops reading for a while, resumes it when it reads again, and keeps it', async () => {

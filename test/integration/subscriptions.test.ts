@@ -1,9 +1,11 @@
 /**
- * GraphQL subscriptions over graphql-ws on the gateway: live feature changes
- * from the `feature-updates` topic (embedded log), the entity resolved
- * through the gateway with exactly the subscriber's selection, filters,
- * fragments, slow subscribers (bounded queues, drop-oldest), protocol
- * errors and limits, in the co-located and the distributed shape.
+ * GraphQL subscriptions on the gateway, what is particular to graphql-ws and
+ * to the change feed: malformed change events, bounded queues (drop-oldest),
+ * graphql-ws's protocol errors and close codes, subscriptions per
+ * connection, and the distributed shape. What a subscription delivers and
+ * refuses whatever the transport (selection, filters, fragments, errors,
+ * limits, a reader that stops reading, the drain on close) is in
+ * subscription-transports.test.ts, over graphql-ws, SSE and multipart.
  *
  * A change is simulated as the materializer makes it: the new value is
  * written to the store, then its change event is produced. No assertion
@@ -20,7 +22,6 @@ import { startGateway, type RunningGateway } from '../../gateway/server.js';
 import { activeVersionOf } from '../../schema/types.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
-import { recordKey } from '../../store/backends/byte-backend.js';
 import type { FeatureValues } from '../../store/codec.js';
 import { startSubgraph, type RunningSubgraph } from '../../subgraphs/server.js';
 import { registry, testConfig } from '../support/gateway.js';
@@ -197,155 +198,6 @@ describe('subscriptions (co-located, embedded store and log)', () => {
     await store?.close();
   });
 
-  it('delivers a change of a watched user with exactly the selected fields, and nothing for other ids or entities', async () => {
-    const watch = new Watch(open(), 'subscription { featureChanged(entity: USER, ids: ["1", "2", "3"]) { id view user { id clickStats { clickRate } } } }');
-    await active(1);
-    await feed.publish('user', '4', 'clickStats', userChange(0.25));
-    await feed.publish('item', '1', 'itemStats', { ctr: 0.5, price: 9.5, category: 'books' });
-    await feed.publish('user', '2', 'clickStats', userChange(0.5));
-    await watch.waitForEvents(1);
-    // In order per subscription: user 4 and item 1 came first and would have arrived first.
-    assert.deepEqual(watch.events, [{ data: { featureChanged: { id: '2', view: 'clickStats', user: { id: '2', clickStats: { clickRate: 0.5 } } } } }]);
-
-    await feed.publish('user', '3', 'clickStats', userChange(0.75));
-    await watch.waitForEvents(2);
-    assert.deepEqual(watch.events[1], { data: { featureChanged: { id: '3', view: 'clickStats', user: { id: '3', clickStats: { clickRate: 0.75 } } } } });
-  });
-
-  it('carries entity, version and event time; the other entity fields are null', async () => {
-    const watch = new Watch(open(), 'subscription { featureChanged(entity: ITEM, ids: ["7"]) { entity id view version eventTime user { id } item { itemStats { ctr category } } merchant { id } } }');
-    await active(1);
-    const eventTime = await feed.publish('item', '7', 'itemStats', { ctr: 0.125, price: 3, category: 'games' });
-    await watch.waitForEvents(1);
-    assert.deepEqual(watch.events, [{
-      data: { featureChanged: { entity: 'ITEM', id: '7', view: 'itemStats', version: 1, eventTime, user: null, item: { itemStats: { ctr: 0.125, category: 'games' } }, merchant: null } },
-    }]);
-  });
-
-  it('filters by views', async () => {
-    const watch = new Watch(open(), 'subscription { featureChanged(entity: USER, ids: ["5"], views: ["profile"]) { view user { profile { country } } } }');
-    await active(1);
-    await feed.publish('user', '5', 'clickStats', userChange(0.5));
-    await feed.publish('user', '5', 'profile', { sessionLength: 10, isPremium: true, country: 'DE', embedding: [1, 2] });
-    await watch.waitForEvents(1);
-    assert.deepEqual(watch.events, [{ data: { featureChanged: { view: 'profile', user: { profile: { country: 'DE' } } } } }]);
-  });
-
-  it('sends one event per change of what is watched: a view by name is its active version; `versions` watches exact ones', async () => {
-    const c = open();
-    const byName = new Watch(c, 'subscription { featureChanged(entity: USER, ids: ["6"], views: ["clickStats"]) { view version user { clickStats { clicks } } } }');
-    const v1 = new Watch(c, 'subscription { featureChanged(entity: USER, ids: ["6"], versions: [{ view: "clickStats", version: 1 }]) { view version user { clickStatsV1 { clickRate } } } }');
-    const both = new Watch(open(), `subscription ($v: [FeatureViewVersion!]) { featureChanged(entity: USER, ids: ["6"], views: ["profile"], versions: $v) { view version } }`,
-      { v: [{ view: 'clickStats', version: 1 }, { view: 'clickStats', version: 2 }] });
-    await active(3);
-    // One raw event, as the materializer handles it: both live versions of clickStats change, from the same source event.
-    const clickStats = registry.entities[0]!.views.find((v) => v.name === 'clickStats')!;
-    const eventTimeMs = NOW - 2000;
-    await store.write(clickStats.versions[0]!, [{ entityId: '6', values: { clickRate: 0.5 }, eventTimeMs }]);
-    await store.write(clickStats.versions[1]!, [{ entityId: '6', values: userChange(0.5), eventTimeMs }]);
-    const source = { topic: 'click-events', partition: 0, offset: 7 };
-    await eventLog.produce([1, 2].map((version) => encodeChange({
-      ...feed.change('user', '6', 'clickStats', version, version === 1 ? { clickRate: 0.5 } : userChange(0.5), eventTimeMs), source,
-    })));
-    await feed.publish('user', '6', 'profile', { sessionLength: 3, isPremium: false, country: 'PT', embedding: [3] });
-    await byName.waitForEvents(1);
-    await v1.waitForEvents(1);
-    await both.waitForEvents(3);
-    // A later change shows what arrived before it: nothing more of clickStats for the first two.
-    await feed.publish('user', '6', 'clickStats', userChange(0.25));
-    await byName.waitForEvents(2);
-    assert.deepEqual(byName.events.map((e) => e.data.featureChanged), [
-      { view: 'clickStats', version: 2, user: { clickStats: { clicks: 50 } } },
-      { view: 'clickStats', version: 2, user: { clickStats: { clicks: 25 } } },
-    ]);
-    assert.deepEqual(v1.events, [{ data: { featureChanged: { view: 'clickStats', version: 1, user: { clickStatsV1: { clickRate: 0.5 } } } } }]);
-    await both.waitForEvents(4);
-    assert.deepEqual(both.events.map((e) => `${e.data.featureChanged.view}:v${e.data.featureChanged.version}`), ['clickStats:v1', 'clickStats:v2', 'profile:v1', 'clickStats:v2']);
-  });
-
-  it('rejects unknown views, views of another entity, empty or oversized id lists and bad variables with clear errors', async () => {
-    const c = open();
-    const cases: { query: string; variables?: Record<string, unknown>; code: string; message: RegExp }[] = [
-      { query: 'subscription { featureChanged(entity: USER, ids: ["1"], views: ["nope"]) { id } }', code: 'BAD_USER_INPUT', message: /Unknown feature view "nope" for entity user; its views are: clickStats, profile/ },
-      { query: 'subscription { featureChanged(entity: USER, ids: ["1"], views: ["itemStats"]) { id } }', code: 'BAD_USER_INPUT', message: /Unknown feature view "itemStats" for entity user/ },
-      { query: 'subscription { featureChanged(entity: USER, ids: []) { id } }', code: 'BAD_USER_INPUT', message: /at least one/ },
-      { query: 'subscription { featureChanged(entity: USER, ids: ["1"], views: []) { id } }', code: 'BAD_USER_INPUT', message: /leave it out to watch all/ },
-      { query: 'subscription { featureChanged(entity: USER, ids: ["1"], versions: []) { id } }', code: 'BAD_USER_INPUT', message: /`versions` must name at least one view version/ },
-      { query: 'subscription { featureChanged(entity: USER, ids: ["1"], versions: [{ view: "clickStats", version: 3 }]) { id } }', code: 'BAD_USER_INPUT', message: /^Feature view clickStats has no version 3; its versions are 1, 2 \(active: 2\)$/ },
-      { query: 'subscription { featureChanged(entity: USER, ids: ["1"], versions: [{ view: "itemStats", version: 1 }]) { id } }', code: 'BAD_USER_INPUT', message: /Unknown feature view "itemStats" for entity user/ },
-      { query: 'subscription { featureChanged(entity: USER, ids: ["1"], versions: [{ view: "clickStats" }]) { id } }', code: 'GRAPHQL_VALIDATION_FAILED', message: /Field "FeatureViewVersion.version" of required type "Int!" was not provided/ },
-      { query: 'subscription ($v: [FeatureViewVersion!]) { featureChanged(entity: USER, ids: ["1"], versions: $v) { id } }', variables: { v: [{ view: 'clickStats', version: 'two' }] }, code: 'BAD_USER_INPUT', message: /\$v.*Int cannot represent/ },
-      {
-        query: 'subscription ($ids: [ID!]!) { featureChanged(entity: USER, ids: $ids) { id } }',
-        variables: { ids: Array.from({ length: 11 }, (_, i) => String(i)) },
-        code: 'BATCH_TOO_LARGE',
-        message: /11 items; at most 10/,
-      },
-      { query: 'subscription ($ids: [ID!]!) { featureChanged(entity: USER, ids: $ids) { id } }', variables: { ids: [{}] }, code: 'BAD_USER_INPUT', message: /\$ids/ },
-      { query: 'subscription ($e: EntityType!) { featureChanged(entity: $e, ids: ["1"]) { id } }', variables: { e: 'SHOP' }, code: 'BAD_USER_INPUT', message: /\$e/ },
-    ];
-    for (const { query, variables, code, message } of cases) {
-      const errors = await new Watch(c, query, variables).waitForError();
-      assert.equal(errors[0].extensions?.code, code, `${query}: ${JSON.stringify(errors)}`);
-      assert.match(errors[0].message, message);
-    }
-    assert.equal(gateway.subscriptions!.stats().active, 0);
-  });
-
-  it('resolves fragments, inline fragments, aliases and @include with variables in the selection', async () => {
-    const query = `
-      subscription Watch($ids: [ID!]!, $withStats: Boolean!) {
-        featureChanged(entity: USER, ids: $ids) { ...Change }
-      }
-      fragment Change on FeatureChange { changed: id who: user { ...UserBits ... on User { profile { country } } } }
-      fragment UserBits on User { id stats: clickStats @include(if: $withStats) { rate: clickRate clicks } v1: clickStatsV1 { clickRate } }`;
-    const withStats = new Watch(open(), query, { ids: ['8'], withStats: true });
-    const withoutStats = new Watch(open(), query, { ids: ['8'], withStats: false });
-    await active(2);
-    await store.write(activeVersionOf(registry.entities[0]!.views[1]!), [{ entityId: '8', values: { sessionLength: 1, isPremium: false, country: 'FR', embedding: [0] }, eventTimeMs: NOW - 1000 }]);
-    await feed.publish('user', '8', 'clickStats', userChange(0.25));
-    await withStats.waitForEvents(1);
-    await withoutStats.waitForEvents(1);
-    assert.deepEqual(withStats.events, [{ data: { featureChanged: { changed: '8', who: { id: '8', stats: { rate: 0.25, clicks: 25 }, v1: null, profile: { country: 'FR' } } } } }]);
-    assert.deepEqual(withoutStats.events, [{ data: { featureChanged: { changed: '8', who: { id: '8', v1: null, profile: { country: 'FR' } } } } }]);
-  });
-
-  it('gives two subscribers of one user each its own shape', async () => {
-    const c = open();
-    const a = new Watch(c, 'subscription { featureChanged(entity: USER, ids: ["9"]) { user { clickStats { clickRate } } } }');
-    const b = new Watch(open(), 'subscription { featureChanged(entity: USER, ids: ["9", "10"]) { id eventTime user { __typename clickStats { impressions stale } } } }');
-    await active(2);
-    const eventTime = await feed.publish('user', '9', 'clickStats', userChange(0.5));
-    await a.waitForEvents(1);
-    await b.waitForEvents(1);
-    assert.deepEqual(a.events, [{ data: { featureChanged: { user: { clickStats: { clickRate: 0.5 } } } } }]);
-    assert.deepEqual(b.events, [{ data: { featureChanged: { id: '9', eventTime, user: { __typename: 'User', clickStats: { impressions: 100, stale: false } } } } }]);
-  });
-
-  it('passes the gateway\'s errors for the entity on, at their paths below the subscription field', async () => {
-    const selection = '{ id stats: clickStats { clickRate } profile { country } }';
-    const watch = new Watch(open(), `subscription { featureChanged(entity: USER, ids: ["13"]) { id user ${selection} } }`);
-    await active(1);
-    await feed.publish('user', '13', 'profile', { sessionLength: 1, isPremium: true, country: 'NL', embedding: [1] });
-    await watch.waitForEvents(1);
-    assert.deepEqual(watch.events[0], { data: { featureChanged: { id: '13', user: { id: '13', stats: null, profile: { country: 'NL' } } } } });
-
-    // A stored value that does not decode: the subscriber gets what a query of the same selection gets.
-    const clickStats = activeVersionOf(registry.entities[0]!.views[0]!);
-    await store.backend.setMany([{ record: recordKey(clickStats, '13'), value: Buffer.from('not a value'), expireAtMs: NOW + 60_000 }]);
-    await eventLog.produce([encodeChange(feed.change('user', '13', 'clickStats', clickStats.version, {}, NOW - 1000))]);
-    await watch.waitForEvents(2);
-    const query = (await gql(gateway.url, `{ user(id: "13") ${selection} }`)).json;
-    assert.ok(query.errors?.length > 0, JSON.stringify(query));
-    const event = watch.events[1];
-    assert.deepEqual(event.data, { featureChanged: { id: '13', user: query.data.user } });
-    assert.deepEqual(
-      event.errors.map((e: any) => ({ message: e.message, path: e.path, code: e.extensions.code })),
-      query.errors.map((e: any) => ({ message: e.message, path: ['featureChanged', ...e.path], code: e.extensions.code })),
-    );
-    assert.equal(event.errors[0].extensions.code, 'STORE_CORRUPT_VALUE');
-  });
-
   it('skips a malformed change event, counting it, and keeps serving', async () => {
     const watch = new Watch(open(), 'subscription { featureChanged(entity: USER, ids: ["11"]) { id } }');
     await active(1);
@@ -470,7 +322,8 @@ describe('subscriptions (co-located, embedded store and log)', () => {
     await s.message((m) => m.type === 'pong', 'pong');
     assert.equal(s.closed, undefined);
 
-    // Still serving: HTTP and a new subscription.
+    // Still serving: HTTP (a user this test wrote: the tests that wrote others moved to subscription-transports) and a new subscription.
+    await feed.publish('user', '2', 'clickStats', userChange(0.5));
     const reply = await gql(gateway.url, '{ user(id: "2") { id } }');
     assert.deepEqual(reply.json, { data: { user: { id: '2' } } });
     const watch = new Watch(open(), 'subscription { featureChanged(entity: USER, ids: ["12"]) { id } }');
@@ -517,39 +370,6 @@ describe('subscriptions (co-located, embedded store and log)', () => {
     await other.waitForEvents(1);
   });
 
-  it('ends open subscriptions and stalled connections when the gateway closes', async () => {
-    const other = await startGateway({ config: testConfig(env), registry, store, eventLog });
-    const c = client(other);
-    try {
-      const watch = new Watch(c, 'subscription { featureChanged(entity: USER, ids: ["1"]) { id } }');
-      const stalled = await RawSocket.open(wsUrl(other));
-      await stalled.init();
-      stalled.send({ id: 's', type: 'subscribe', payload: { query: 'subscription { featureChanged(entity: USER, ids: ["1"]) { id } }' } });
-      await waitFor(() => other.subscriptions!.stats().active === 2, 'two subscriptions');
-      stalled.ws.pause(); // will not answer the close handshake
-      await other.close();
-      assert.deepEqual(other.subscriptions!.stats(), { active: 0, connections: 0, queued: 0, deepestQueue: 0, queueCapacity: QUEUE, dropped: 0, superseded: 0 });
-      await waitFor(() => watch.completed || watch.error !== undefined, 'the client to see the end');
-      stalled.close();
-    } finally {
-      await c.dispose();
-    }
-  });
-
-  it('applies MAX_QUERY_DEPTH to subscriptions', async () => {
-    const deep = await startGateway({ config: testConfig({ ...env, MAX_QUERY_DEPTH: '3' }), registry, store, eventLog });
-    try {
-      const c = client(deep);
-      try {
-        const errors = await new Watch(c, 'subscription { featureChanged(entity: USER, ids: ["1"]) { user { clickStats { clickRate } } } }').waitForError();
-        assert.equal(errors[0].extensions.code, 'QUERY_TOO_DEEP');
-      } finally {
-        await c.dispose();
-      }
-    } finally {
-      await deep.close();
-    }
-  });
 });
 
 describe('subscriptions (distributed shape)', () => {
