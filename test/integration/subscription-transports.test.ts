@@ -295,6 +295,21 @@ for (const transport of TRANSPORTS) {
       assert.equal(event.errors![0]!.extensions!.code, 'STORE_CORRUPT_VALUE');
     });
 
+    it('keeps a persisted operation live: its full result first, then a JSON Patch of what changed', async () => {
+      await feed.publish('user', '21', 'clickStats', userChange(0.1));
+      const live = subscribe('subscription ($v: JSONObject) { liveOperation(operation: "UserClickRate", variables: $v) { revision result patch } }', { v: { ids: ['21'] } });
+      await live.waitForEvents(1);
+      const first = (live.events[0]!.data as any).liveOperation;
+      assert.equal(first.revision, 0);
+      assert.deepEqual(first.result, { data: { users: [{ id: '21', clickStats: { clickRate: 0.1, stale: false } }] } });
+      await feed.publish('user', '21', 'clickStats', userChange(0.2));
+      await live.waitForEvents(2);
+      const second = (live.events[1]!.data as any).liveOperation;
+      assert.equal(second.revision, 1);
+      assert.equal(second.result, null);
+      assert.ok(second.patch.some((op: any) => op.op === 'replace' && op.path.endsWith('/clickRate') && op.value === 0.2), JSON.stringify(second.patch));
+    });
+
     it('applies MAX_QUERY_DEPTH to subscriptions', async () => {
       const deep = await startGateway({ config: testConfig({ ...env, MAX_QUERY_DEPTH: '3' }), registry, store, eventLog });
       try {
