@@ -21,15 +21,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Role } from '../../auth/principal.js';
-import { encodeChange, type FeatureChange } from '../../eventlog/change-event.js';
+import { encodeChange } from '../../eventlog/change-event.js';
 import { EmbeddedLog } from '../../eventlog/embedded-log.js';
 import { startGateway, type RunningGateway } from '../../gateway/server.js';
 import { activeVersionOf, findView } from '../../schema/types.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
 import { recordKey } from '../../store/backends/byte-backend.js';
-import type { FeatureValues } from '../../store/codec.js';
 import { testCredentials, type TestCredentials } from '../support/auth.js';
+import { TestFeed } from '../support/change-feed.js';
 import { registry, testConfig } from '../support/gateway.js';
 import { baseUrl, get, gql } from '../support/http.js';
 import {
@@ -39,31 +39,6 @@ import {
 
 const NOW = Date.now();
 const env = { MAX_BATCH_IDS: '10', SUBSCRIPTION_QUEUE_SIZE: '64' };
-
-/** A store and an event log standing in for the materializer. */
-class Feed {
-  private offset = 0;
-  private clock = NOW - 50_000; // event times stay fresh (clickStats TTL 60 s) and strictly increase
-
-  constructor(readonly store: CodecStore, readonly log: EmbeddedLog) {}
-
-  /** Writes the new value, then produces its change event. Returns the event time used. */
-  async publish(entityName: string, id: string, viewName: string, values: FeatureValues): Promise<string> {
-    const eventTimeMs = this.clock++;
-    const view = registry.entities.find((e) => e.name === entityName)!.views.find((v) => v.name === viewName)!;
-    const version = activeVersionOf(view);
-    await this.store.write(version, [{ entityId: id, values, eventTimeMs }]);
-    await this.log.produce([encodeChange(this.change(entityName, id, viewName, version.version, values, eventTimeMs))]);
-    return new Date(eventTimeMs).toISOString();
-  }
-
-  change(entity: string, id: string, view: string, version: number, values: FeatureValues, eventTimeMs: number): FeatureChange {
-    return {
-      entity, id, view, version, values, eventTime: new Date(eventTimeMs).toISOString(),
-      source: { topic: 'test-events', partition: 0, offset: this.offset++ },
-    };
-  }
-}
 
 async function metric(gateway: RunningGateway, name: string, labels = ''): Promise<number> {
   const text = (await get(`${baseUrl(gateway.url)}/metrics`)).text;
@@ -116,7 +91,7 @@ for (const transport of TRANSPORTS) {
     let store: CodecStore;
     let eventLog: EmbeddedLog;
     let gateway: RunningGateway;
-    let feed: Feed;
+    let feed: TestFeed;
     const clients = new Clients(transport);
     const subscribe = (query: string, variables?: Record<string, unknown>) => clients.client(gateway).subscribe(query, variables);
     const active = (n: number, ...watched: LiveSubscription[]) => activeSubscriptions(gateway, n, ...watched);
@@ -125,7 +100,7 @@ for (const transport of TRANSPORTS) {
       store = createStore({ kind: 'embedded' }, () => NOW);
       eventLog = new EmbeddedLog();
       gateway = await startGateway({ config: testConfig(env), registry, store, eventLog });
-      feed = new Feed(store, eventLog);
+      feed = new TestFeed(registry, store, eventLog, NOW);
     });
 
     afterEach(async () => {
@@ -439,7 +414,7 @@ for (const transport of TRANSPORTS) {
     let store: CodecStore;
     let eventLog: EmbeddedLog;
     let gateway: RunningGateway;
-    let feed: Feed;
+    let feed: TestFeed;
     const clients = new Clients(transport);
     let stalled: StalledReader | undefined;
 
@@ -450,7 +425,7 @@ for (const transport of TRANSPORTS) {
         config: testConfig({ ...env, SUBSCRIPTION_SEND_BUFFER_BYTES: String(SEND_BUFFER), SUBSCRIPTION_STALL_TIMEOUT_MS: String(STALL_MS) }),
         registry, store, eventLog,
       });
-      feed = new Feed(store, eventLog);
+      feed = new TestFeed(registry, store, eventLog, NOW);
     });
 
     after(async () => {

@@ -16,54 +16,20 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
-import { changeTopic, encodeChange, type FeatureChange } from '../../eventlog/change-event.js';
+import { changeTopic, encodeChange } from '../../eventlog/change-event.js';
 import { EmbeddedLog } from '../../eventlog/embedded-log.js';
 import { startGateway, type RunningGateway } from '../../gateway/server.js';
-import { activeVersionOf } from '../../schema/types.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
-import type { FeatureValues } from '../../store/codec.js';
 import { startSubgraph, type RunningSubgraph } from '../../subgraphs/server.js';
+import { TestFeed } from '../support/change-feed.js';
+import { waitFor } from '../support/subscription-clients.js';
 import { registry, testConfig } from '../support/gateway.js';
 import { baseUrl, get, gql } from '../support/http.js';
 
 const NOW = Date.now();
 const QUEUE = 64;
 const env = { MAX_BATCH_IDS: '10', MAX_SUBSCRIPTIONS_PER_CONNECTION: '3', SUBSCRIPTION_QUEUE_SIZE: String(QUEUE) };
-
-/** Polls `predicate` until it holds; fails naming `what` after a generous timeout (never a timing assertion). */
-async function waitFor(predicate: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** A store and an event log standing in for the materializer. */
-class Feed {
-  private offset = 0;
-  private clock = NOW - 50_000; // event times stay fresh (clickStats TTL 60 s) and strictly increase
-
-  constructor(readonly store: CodecStore, readonly log: EmbeddedLog) {}
-
-  /** Writes the new value, then produces its change event. Returns the event time used. */
-  async publish(entityName: string, id: string, viewName: string, values: FeatureValues): Promise<string> {
-    const eventTimeMs = this.clock++;
-    const view = registry.entities.find((e) => e.name === entityName)!.views.find((v) => v.name === viewName)!;
-    const version = activeVersionOf(view);
-    await this.store.write(version, [{ entityId: id, values, eventTimeMs }]);
-    await this.log.produce([encodeChange(this.change(entityName, id, viewName, version.version, values, eventTimeMs))]);
-    return new Date(eventTimeMs).toISOString();
-  }
-
-  change(entity: string, id: string, view: string, version: number, values: FeatureValues, eventTimeMs: number): FeatureChange {
-    return {
-      entity, id, view, version, values, eventTime: new Date(eventTimeMs).toISOString(),
-      source: { topic: 'test-events', partition: 0, offset: this.offset++ },
-    };
-  }
-}
 
 /** One subscription through the graphql-ws client, recording what it receives. */
 class Watch {
@@ -160,7 +126,7 @@ describe('subscriptions (co-located, embedded store and log)', () => {
   let store: CodecStore;
   let eventLog: EmbeddedLog;
   let gateway: RunningGateway;
-  let feed: Feed;
+  let feed: TestFeed;
   const clients: Client[] = [];
   const sockets: RawSocket[] = [];
   const open = (): Client => {
@@ -179,7 +145,7 @@ describe('subscriptions (co-located, embedded store and log)', () => {
     store = createStore({ kind: 'embedded' }, () => NOW);
     eventLog = new EmbeddedLog();
     gateway = await startGateway({ config: testConfig(env), registry, store, eventLog });
-    feed = new Feed(store, eventLog);
+    feed = new TestFeed(registry, store, eventLog, NOW);
   });
 
   afterEach(async () => {
@@ -394,7 +360,7 @@ describe('subscriptions (distributed shape)', () => {
   });
 
   it('delivers changes resolved through the gateway over the subgraph processes', async () => {
-    const feed = new Feed(store, eventLog);
+    const feed = new TestFeed(registry, store, eventLog, NOW);
     const c = client(gateway);
     try {
       const watch = new Watch(c, 'subscription { featureChanged(entity: MERCHANT, ids: ["m-1"]) { id view merchant { id riskStats { txnCount1h chargebackRate } } } }');
