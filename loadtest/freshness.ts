@@ -15,7 +15,8 @@ import { mulberry32 } from '../store/demo-data.js';
 import { groupProgress, waitForGroup } from '../test/support/event-stream.js';
 import { NodeProcess, waitUntilReady } from '../test/support/gateway.js';
 import { KafkaBroker } from '../test/support/kafka-broker.js';
-import { freePort, RedisProcess } from '../test/support/redis-server.js';
+import { freePort } from '../test/support/ports.js';
+import { RedisProcess } from '../test/support/redis-server.js';
 import { assertLoopback, newHistogram, percentiles, type Percentiles } from './runner.js';
 import { log, runBounded, Started } from './lifecycle.js';
 

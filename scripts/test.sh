@@ -20,7 +20,14 @@ if [ "$#" -gt 0 ]; then files=("$@"); else mapfile -t files < <(find dist/test -
 node --test --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$results" "${files[@]}" &
 runner=$!
+# A hang must end as a failure, not as a run that never reports: past the limit the run is
+# stopped and counted from what it reported so far, plus one failure for what did not finish.
+limit_s="${FG_TEST_LIMIT_S:-3600}"
+( sleep "$limit_s" && touch "$FG_TEST_TMP/timed-out" && kill -TERM -- "-$runner" ) 2>/dev/null &
+watchdog=$!
+disown "$watchdog"
 cleanup() {
+  kill -TERM -- "-$watchdog" 2>/dev/null
   kill -TERM -- "-$runner" 2>/dev/null
   sleep 0.5
   kill -KILL -- "-$runner" 2>/dev/null
@@ -30,6 +37,19 @@ cleanup() {
 trap cleanup EXIT
 wait "$runner"
 status=$?
+
+if [ -e "$FG_TEST_TMP/timed-out" ]; then
+  # Leaf test points of the partial TAP (a describe block's point carries "type: 'suite'").
+  read -r passed failed skipped < <(awk '
+    /^ *(not )?ok [0-9]+ / { pend = ($0 ~ /^ *not ok/) ? "f" : ($0 ~ /# SKIP/ ? "s" : "p"); suite = 0; next }
+    /^ *type: .suite.$/ { suite = 1; next }
+    /^ *\.\.\.$/ { if (pend != "" && !suite) n[pend]++; pend = ""; next }
+    END { printf "%d %d %d\n", n["p"], n["f"], n["s"] }' "$results")
+  echo
+  echo "the test run did not finish within ${limit_s} s (FG_TEST_LIMIT_S) and was stopped: the output above ends where it hung"
+  echo "${passed} passed, $(( failed + 1 )) failed, ${skipped} skipped"
+  exit 1
+fi
 
 passed=$(grep -E '^# pass ' "$results" | tail -1 | awk '{print $3}')
 failed=$(grep -E '^# fail ' "$results" | tail -1 | awk '{print $3}')

@@ -11,6 +11,7 @@ import type { CodecStore } from '../../store/codec-store.js';
 import { KafkaLog } from '../../eventlog/kafka-log.js';
 import { NodeProcess } from '../support/gateway.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
+import { startTogether } from '../support/start-together.js';
 import { RedisProcess } from '../support/redis-server.js';
 import { makeStream, waitForGroup, type Stream } from '../support/event-stream.js';
 
@@ -52,7 +53,7 @@ describe('backfill a new view version from the earliest offset, then switch to i
   const running: NodeProcess[] = [];
 
   before(async () => {
-    [broker, redis] = await Promise.all([KafkaBroker.start(), RedisProcess.start()]);
+    [broker, redis] = await startTogether(KafkaBroker.start(), RedisProcess.start());
     store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 });
     dir = fs.mkdtempSync(path.join(process.env.FG_TEST_TMP ?? os.tmpdir(), 'fg-backfill-'));
   });

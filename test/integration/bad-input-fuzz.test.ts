@@ -25,7 +25,7 @@ import {
   Rng, describeCase, generateHttpCases, generateWsCases, inputsOf, knownCodes, type FuzzCase, type FuzzLimits, type HttpCase, type WsCase,
 } from '../support/fuzz.js';
 import { NodeProcess, registry, waitUntilReady } from '../support/gateway.js';
-import { freePort } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
 
 const seed = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : Math.floor(Math.random() * 2 ** 31);
 const httpCount = Number(process.env.FUZZ_HTTP ?? 7000);

@@ -11,9 +11,10 @@ import { NodeProcess, waitUntilReady } from '../support/gateway.js';
 import { materializerGroup as group, rawTopics, registry, streamSize, verifyAgainstTruth } from '../support/ground-truth.js';
 import { get } from '../support/http.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
+import { startTogether } from '../support/start-together.js';
 import { Load } from '../support/load.js';
 import { bulk, RedisCluster } from '../support/redis-cluster.js';
-import { freePort } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
 import { eventually } from '../support/wait.js';
 
 /**
@@ -39,7 +40,7 @@ describe('Redis Cluster resharding under load: a fourth master takes a quarter o
   let load: Load;
 
   before(async () => {
-    [broker, cluster] = await Promise.all([KafkaBroker.start(), RedisCluster.start({ masters: 3, replicasPerMaster: 1 })]);
+    [broker, cluster] = await startTogether(KafkaBroker.start(), RedisCluster.start({ masters: 3, replicasPerMaster: 1 }));
     store = createStore({ kind: 'redis-cluster', nodes: cluster.seeds.split(','), readFromReplicas: false, commandTimeoutMs: 2000 });
     stream = makeStream({ ...streamSize, seed: 3, baseMs: Date.now() - 100_000 });
     await eventually(() => store.ping(), 15_000, 50);

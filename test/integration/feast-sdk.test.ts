@@ -14,7 +14,8 @@ import { feastTime } from '../../serving/feast/encode.js';
 import { testCredentials, type TestCredentials } from '../support/auth.js';
 import { NodeProcess, registry, waitUntilReady } from '../support/gateway.js';
 import { post } from '../support/http.js';
-import { RedisProcess, freePort } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
+import { RedisProcess } from '../support/redis-server.js';
 import { eventually } from '../support/wait.js';
 
 /**

@@ -20,6 +20,7 @@ import { createStore } from '../../store/create-store.js';
 import { NodeProcess, registry, testConfig } from '../support/gateway.js';
 import { gql } from '../support/http.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
+import { startTogether } from '../support/start-together.js';
 import { RedisProcess } from '../support/redis-server.js';
 
 const timeoutMs = 30_000;
@@ -61,7 +62,7 @@ describe('freshness end to end: Kafka → materializer process → Redis → gat
   const clients: Client[] = [];
 
   before(async () => {
-    [broker, redis] = await Promise.all([KafkaBroker.start(), RedisProcess.start()]);
+    [broker, redis] = await startTogether(KafkaBroker.start(), RedisProcess.start());
     producer = new KafkaLog({ brokers: broker.brokers, clientId: 'freshness-e2e-producer' });
     // The raw topics as the registry sizes them (the materializer creates them too, but events may
     // come first). The change topic is created by whichever of the materializer and the gateway

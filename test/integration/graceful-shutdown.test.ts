@@ -13,7 +13,9 @@ import { groupProgress, makeStream, waitForGroup, type Stream } from '../support
 import { materializerGroup as group, rawTopics, registry, streamSize, verifyAgainstTruth } from '../support/ground-truth.js';
 import { gql, type Reply } from '../support/http.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
-import { freePort, RedisProcess } from '../support/redis-server.js';
+import { startTogether } from '../support/start-together.js';
+import { freePort } from '../support/ports.js';
+import { RedisProcess } from '../support/redis-server.js';
 import { eventually } from '../support/wait.js';
 
 /**
@@ -43,7 +45,7 @@ describe('graceful shutdown on SIGTERM', () => {
   const processes: NodeProcess[] = [];
 
   before(async () => {
-    [broker, redis] = await Promise.all([KafkaBroker.start(), RedisProcess.start()]);
+    [broker, redis] = await startTogether(KafkaBroker.start(), RedisProcess.start());
     store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 });
     await eventually(() => store.ping());
   });

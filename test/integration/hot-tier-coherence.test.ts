@@ -40,6 +40,7 @@ import { testCredentials } from '../support/auth.js';
 import { testConfig } from '../support/gateway.js';
 import { post } from '../support/http.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
+import { startTogether } from '../support/start-together.js';
 import { RedisProcess } from '../support/redis-server.js';
 import { replaceOnce } from '../support/registry-text.js';
 import { eventually } from '../support/wait.js';
@@ -98,7 +99,7 @@ for (const kind of ['embedded', 'kafka'] as const) {
     const changes: Change[] = [];
 
     before(async () => {
-      [redis, broker] = await Promise.all([RedisProcess.start(), kind === 'kafka' ? KafkaBroker.start() : Promise.resolve(undefined)]);
+      [redis, broker] = await startTogether(RedisProcess.start(), kind === 'kafka' ? KafkaBroker.start() : Promise.resolve(undefined));
       store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 });
       await eventually(() => store.ping());
       if (broker) {

@@ -21,7 +21,7 @@ import { activeVersionOf } from '../../schema/types.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
 import { recordKey } from '../../store/backends/byte-backend.js';
-import { freePort } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
 import { registry, startTestGateway, testConfig } from '../support/gateway.js';
 import { baseUrl, get, post, type Reply } from '../support/http.js';
 

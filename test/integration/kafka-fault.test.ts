@@ -6,7 +6,9 @@ import { KafkaLog } from '../../eventlog/kafka-log.js';
 import WebSocket from 'ws';
 import { NodeProcess, waitUntilReady } from '../support/gateway.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
-import { freePort, RedisProcess } from '../support/redis-server.js';
+import { startTogether } from '../support/start-together.js';
+import { freePort } from '../support/ports.js';
+import { RedisProcess } from '../support/redis-server.js';
 import { groupProgress, makeStream, waitForGroup, type Stream } from '../support/event-stream.js';
 import { materializerGroup as group, rawTopics, registry, streamSize, verifyAgainstTruth } from '../support/ground-truth.js';
 import { eventually } from '../support/wait.js';
@@ -35,7 +37,7 @@ describe('Kafka broker outage under a running materializer', () => {
   let stream: Stream;
 
   before(async () => {
-    [broker, redis] = await Promise.all([KafkaBroker.start(), RedisProcess.start()]);
+    [broker, redis] = await startTogether(KafkaBroker.start(), RedisProcess.start());
     store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 });
     stream = makeStream({ ...streamSize, seed: 3, baseMs: Date.now() - 100_000 });
   });

@@ -6,8 +6,10 @@ import { KafkaLog } from '../../eventlog/kafka-log.js';
 import { aerospikeHosts, aerospikeSkip } from '../support/aerospike.js';
 import { NodeProcess } from '../support/gateway.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
+import { startTogether } from '../support/start-together.js';
 import { RedisCluster } from '../support/redis-cluster.js';
-import { freePort, RedisProcess } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
+import { RedisProcess } from '../support/redis-server.js';
 import { groupProgress, makeStream, waitForGroup, type Stream } from '../support/event-stream.js';
 import { materializerGroup as group, rawTopics, registry, streamSize, verifyAgainstTruth as verify } from '../support/ground-truth.js';
 import { mulberry32 } from '../../store/demo-data.js';
@@ -25,6 +27,7 @@ interface StoreUnderTest {
   /** The store's variables for the materializer processes. */
   readonly env: Record<string, string>;
   readonly store: CodecStore;
+  /** Closes the store client, then stops the servers. */
   destroy(): Promise<void>;
 }
 
@@ -33,17 +36,19 @@ const stores: { readonly name: string; readonly skip?: string; start(): Promise<
     name: 'Redis',
     async start() {
       const redis = await RedisProcess.start();
-      return { env: { REDIS_URL: redis.url }, store: createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 }), destroy: () => redis.destroy() };
+      const store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 });
+      return { env: { REDIS_URL: redis.url }, store, destroy: async () => { await store.close(); await redis.destroy(); } };
     },
   },
   {
     name: 'Redis Cluster',
     async start() {
       const cluster = await RedisCluster.start({ masters: 3, replicasPerMaster: 1 });
+      const store = createStore({ kind: 'redis-cluster', nodes: cluster.seeds.split(','), readFromReplicas: false, commandTimeoutMs: 2000 });
       return {
         env: { REDIS_CLUSTER_NODES: cluster.seeds, STORE_TIMEOUT_MS: '2000' },
-        store: createStore({ kind: 'redis-cluster', nodes: cluster.seeds.split(','), readFromReplicas: false, commandTimeoutMs: 2000 }),
-        destroy: () => cluster.destroy(),
+        store,
+        destroy: async () => { await store.close(); await cluster.destroy(); },
       };
     },
   },
@@ -54,10 +59,11 @@ const stores: { readonly name: string; readonly skip?: string; start(): Promise<
       const hosts = aerospikeHosts()!;
       const set = `materializer_${process.pid}_${Date.now() % 100_000}`;
       const namespace = process.env.AEROSPIKE_NAMESPACE ?? 'test';
+      const store = createStore({ kind: 'aerospike', hosts: hosts.split(','), namespace, set, commandTimeoutMs: 2000 });
       return {
         env: { AEROSPIKE_HOSTS: hosts, AEROSPIKE_NAMESPACE: namespace, AEROSPIKE_SET: set, STORE_TIMEOUT_MS: '2000' },
-        store: createStore({ kind: 'aerospike', hosts: hosts.split(','), namespace, set, commandTimeoutMs: 2000 }),
-        destroy: async () => {},
+        store,
+        destroy: () => store.close(),
       };
     },
   },
@@ -77,14 +83,13 @@ for (const target of stores) {
     let stream: Stream;
 
     before(async () => {
-      [broker, backing] = await Promise.all([KafkaBroker.start(), target.start()]);
+      [broker, backing] = await startTogether(KafkaBroker.start(), target.start());
       store = backing.store;
       stream = makeStream({ ...streamSize, seed: 1, baseMs: Date.now() - 100_000 });
     });
 
     after(async () => {
       await Promise.all(processes.map((p) => p.stop()));
-      await store?.close();
       await broker?.destroy();
       await backing?.destroy();
     });
@@ -117,14 +122,13 @@ for (const target of stores) {
     let stream: Stream;
 
     before(async () => {
-      [broker, backing] = await Promise.all([KafkaBroker.start(), target.start()]);
+      [broker, backing] = await startTogether(KafkaBroker.start(), target.start());
       store = backing.store;
       stream = makeStream({ ...streamSize, seed: 2, baseMs: Date.now() - 100_000 });
     });
 
     after(async () => {
       await current?.stop();
-      await store?.close();
       await broker?.destroy();
       await backing?.destroy();
     });

@@ -7,6 +7,7 @@ import { consumerSessionTimeoutMs as sessionTimeoutMs, KafkaLog } from '../../ev
 import { mulberry32 } from '../../store/demo-data.js';
 import { NodeProcess } from '../support/gateway.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
+import { startTogether } from '../support/start-together.js';
 import { RedisProcess } from '../support/redis-server.js';
 import { groupProgress, makeStream, waitForGroup, type Stream } from '../support/event-stream.js';
 import { materializerGroup as group, rawTopics, registry, streamSize, verifyAgainstTruth } from '../support/ground-truth.js';
@@ -106,7 +107,7 @@ function scenario(name: string, seed: number, fault: (ctx: FaultContext) => Prom
     const members: Member[] = [];
 
     before(async () => {
-      [broker, redis] = await Promise.all([KafkaBroker.start(), RedisProcess.start()]);
+      [broker, redis] = await startTogether(KafkaBroker.start(), RedisProcess.start());
       store = createStore({ kind: 'redis', urls: [redis.url], commandTimeoutMs: 2000 });
       stream = makeStream({ ...streamSize, seed, baseMs: Date.now() - 100_000 });
     });

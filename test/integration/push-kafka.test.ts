@@ -18,7 +18,7 @@ import { createStore } from '../../store/create-store.js';
 import { buildEntitySubgraph, type EntitySubgraph } from '../../subgraphs/factory.js';
 import { NodeProcess, registry, waitUntilReady } from '../support/gateway.js';
 import { post } from '../support/http.js';
-import { freePort } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
 import { KafkaBroker } from '../support/kafka-broker.js';
 import { viewOf } from '../support/registry-text.js';
 import { eventually } from '../support/wait.js';

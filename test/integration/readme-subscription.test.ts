@@ -23,7 +23,7 @@ import WebSocket from 'ws';
 import { fromRoot } from '../../runtime/paths.js';
 import { activeVersionOf } from '../../schema/types.js';
 import { NodeProcess, registry, waitUntilReady } from '../support/gateway.js';
-import { freePort } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
 import { eventually } from '../support/wait.js';
 
 /** The first GraphQL block of the README's "Subscriptions" section. */

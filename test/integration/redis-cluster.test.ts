@@ -13,7 +13,8 @@ import { NodeProcess, registry, waitUntilReady } from '../support/gateway.js';
 import { get } from '../support/http.js';
 import { Load, type Sample } from '../support/load.js';
 import { bulk, RedisCluster, serves, type ClusterNodeInfo } from '../support/redis-cluster.js';
-import { freePort, type RedisProcess } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
+import { type RedisProcess } from '../support/redis-server.js';
 import { eventually } from '../support/wait.js';
 
 /**

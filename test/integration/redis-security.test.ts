@@ -17,7 +17,8 @@ import { createStore } from '../../store/create-store.js';
 import { StoreUnavailableError } from '../../store/online-store.js';
 import { NodeProcess, registry, startTestGateway, testConfig, waitUntilReady } from '../support/gateway.js';
 import { baseUrl, get } from '../support/http.js';
-import { freePort, RedisProcess } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
+import { RedisProcess } from '../support/redis-server.js';
 import { makeTestPki, type TestPki } from '../support/tls-certs.js';
 import { eventually } from '../support/wait.js';
 

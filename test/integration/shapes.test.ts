@@ -12,7 +12,8 @@ import { writeRows } from '../../store/rows.js';
 import type { RunningGateway } from '../../gateway/server.js';
 import { NodeProcess, registry, spawnSubgraphs, startTestGateway, testConfig, waitUntilReady } from '../support/gateway.js';
 import { get, post, type Reply } from '../support/http.js';
-import { freePort, RedisProcess } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
+import { RedisProcess } from '../support/redis-server.js';
 import { eventually } from '../support/wait.js';
 
 /**

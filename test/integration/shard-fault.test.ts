@@ -12,7 +12,8 @@ import { writeRows } from '../../store/rows.js';
 import { NodeProcess, registry, startTestGateway, waitUntilReady } from '../support/gateway.js';
 import { get, post } from '../support/http.js';
 import { adhocQuery, Load, persistedId, type Sample } from '../support/load.js';
-import { RedisProcess, freePort } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
+import { RedisProcess } from '../support/redis-server.js';
 import { eventually } from '../support/wait.js';
 
 /**

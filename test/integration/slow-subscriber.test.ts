@@ -24,7 +24,7 @@ import type { Socket } from 'node:net';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { NodeProcess, waitUntilReady } from '../support/gateway.js';
-import { freePort } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
 import { eventually } from '../support/wait.js';
 
 const SEND_BUFFER = 16_384;

@@ -17,7 +17,7 @@ import { activeVersionOf } from '../../schema/types.js';
 import type { CodecStore } from '../../store/codec-store.js';
 import { createStore } from '../../store/create-store.js';
 import { NodeProcess, registry, testConfig } from '../support/gateway.js';
-import { freePort } from '../support/redis-server.js';
+import { freePort } from '../support/ports.js';
 import { makeTestPki, type TestPki } from '../support/tls-certs.js';
 import { eventually } from '../support/wait.js';
 

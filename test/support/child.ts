@@ -12,3 +12,20 @@ export async function signalAndWait(child: ChildProcess, signal: NodeJS.Signals,
   await exited;
   if (timer) clearTimeout(timer);
 }
+
+/**
+ * Children still running: SIGKILLed when this test process exits without having stopped them
+ * (a failed hook, or the runner's --test-force-exit), so no server outlives the file that
+ * started it.
+ */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+/** Registers `child` to be killed if this process exits first; returns it. */
+export function killOnExit<T extends ChildProcess>(child: T): T {
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  return child;
+}

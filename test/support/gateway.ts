@@ -1,13 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { inheritedEnv } from './aerospike.js';
-import { signalAndWait } from './child.js';
+import { killOnExit, signalAndWait } from './child.js';
 import { loadConfig, type Config } from '../../runtime/config.js';
 import { fromRoot } from '../../runtime/paths.js';
 import { startGateway, type RunningGateway } from '../../gateway/server.js';
 import { loadRegistry } from '../../schema/registry.js';
 import type { Registry } from '../../schema/types.js';
 import type { OnlineStore } from '../../store/online-store.js';
-import { freePort } from './redis-server.js';
+import { freePort } from './ports.js';
 
 export const registry: Registry = loadRegistry();
 
@@ -33,7 +33,7 @@ export class NodeProcess {
       env: { ...inheritedEnv(), LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    return new NodeProcess(child);
+    return new NodeProcess(killOnExit(child));
   }
 
   async stop(): Promise<void> {

@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { signalAndWait } from './child.js';
+import { killOnExit, signalAndWait } from './child.js';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { fromRoot } from '../../runtime/paths.js';
-import { freePort } from './redis-server.js';
+import { freePort } from './ports.js';
 
 export interface KafkaBrokerOptions {
   /** JVM heap ceiling (-Xmx), in MiB. Default 512. */
@@ -30,12 +30,6 @@ export interface KafkaBrokerOptions {
 
 /** The jars scripts/ensure-kafka.sh fetched from Maven Central (infra/kafka/pom.xml). */
 const libsDir = fromRoot('infra', 'kafka', 'target', 'libs');
-
-/** Brokers whose JVM may still run: SIGKILLed if this process exits without stopping them. */
-const live = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of live) child.kill('SIGKILL');
-});
 
 /**
  * A real Apache Kafka broker (KRaft mode, combined broker + controller, one
@@ -178,11 +172,9 @@ export class KafkaBroker {
     } finally {
       fs.closeSync(out);
     }
-    this.child = child;
-    live.add(child);
+    this.child = killOnExit(child);
     let exited: string | null = null;
     child.once('exit', (code, signal) => {
-      live.delete(child);
       exited = `exited with ${signal ?? `code ${code}`}`;
       if (this.child === child) this.child = null;
     });

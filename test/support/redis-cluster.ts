@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { freePort, RedisProcess } from './redis-server.js';
+import { freePort } from './ports.js';
+import { RedisProcess } from './redis-server.js';
 import { eventually } from './wait.js';
 
 const execFileAsync = promisify(execFile);

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { signalAndWait } from './child.js';
+import { killOnExit, signalAndWait } from './child.js';
+import { freePort } from './ports.js';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -83,7 +84,7 @@ export class RedisProcess {
       '--save', '', '--appendonly', 'no', '--dbfilename', 'dump.rdb', '--protected-mode', 'yes',
       ...this.securityArgs, ...this.extraArgs,
     ], { stdio: ['ignore', 'ignore', 'pipe'] });
-    this.child = child;
+    this.child = killOnExit(child);
     child.once('exit', () => {
       if (this.child === child) this.child = null;
     });
@@ -135,18 +136,6 @@ export class RedisProcess {
     await this.kill();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitForPort(port: number, timeoutMs: number, password?: string): Promise<void> {
