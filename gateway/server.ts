@@ -24,7 +24,7 @@ import type { OnlineStore } from '../store/online-store.js';
 import { HotTier, loadWarmUpKeys, saveWarmUpKeys } from '../store/hot-tier.js';
 import { CompiledOperations } from '../serving/compiled-operations.js';
 import { buildAllSubgraphs } from '../subgraphs/factory.js';
-import { composeSupergraph, type SubgraphDefinition } from './compose.js';
+import { composeSupergraph, type SubgraphDefinition } from '../schema/supergraph.js';
 import { authorizationPlugin, gatewayAdmission, gatewayAuthentication, gatewayPrincipal, trustedOperation } from './authorization.js';
 import { feastDoor } from './feast-door.js';
 import { costFunction, limitsPlugin, nestingAdmission } from './limits.js';

@@ -6,7 +6,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Kind, parse, print, type DocumentNode, type InputObjectTypeDefinitionNode, type ObjectTypeDefinitionNode } from 'graphql';
-import { composeSupergraph } from '../../gateway/compose.js';
+import { composeSupergraph } from '../../schema/supergraph.js';
 import { loadRegistry, parseRegistry } from '../../schema/registry.js';
 import { entitySubgraphSdl, isPushable, pushFieldsOf } from '../../schema/sdl.js';
 import { activeVersionOf, findEntity, type Entity } from '../../schema/types.js';

@@ -7,7 +7,7 @@ import {
 import { entitySubgraphSdl, versionFieldName, viewTypeName } from '../../schema/sdl.js';
 import { loadRegistry, parseRegistry } from '../../schema/registry.js';
 import { findEntity, type Entity } from '../../schema/types.js';
-import { composeSupergraph, CompositionError, type SubgraphDefinition } from '../../gateway/compose.js';
+import { composeSupergraph, CompositionError, type SubgraphDefinition } from '../../schema/supergraph.js';
 
 const registry = loadRegistry();
 
