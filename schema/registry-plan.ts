@@ -1,6 +1,6 @@
 import {
-  BreakingChangeType, GraphQLError, buildASTSchema, findBreakingChanges, isObjectType, parse, printSchema, validate,
-  type GraphQLNamedType, type GraphQLSchema,
+  BreakingChangeType, buildASTSchema, findBreakingChanges, isObjectType, parse, printSchema, validate,
+  type GraphQLObjectType, type GraphQLSchema,
 } from 'graphql';
 import { ROLES, type Role } from '../auth/principal.js';
 import type { PersistedQueryManifest } from './manifest.js';
@@ -309,7 +309,7 @@ function schemaBreaksOf(before: GraphQLSchema, after: GraphQLSchema): SchemaBrea
 }
 
 /** `User.clickStats changed type from UserClickStatsV2 to UserClickStatsV3.`, when both are object types, nullable alike. */
-function retypedObjectField(description: string, before: GraphQLSchema, after: GraphQLSchema): { field: string; from: GraphQLNamedType & { getFields(): Record<string, { type: unknown }> }; to: GraphQLNamedType & { getFields(): Record<string, { type: unknown }> } } | null {
+function retypedObjectField(description: string, before: GraphQLSchema, after: GraphQLSchema): { field: string; from: GraphQLObjectType; to: GraphQLObjectType } | null {
   const m = /^(\w+\.\w+) changed type from (\w+) to (\w+)\.$/.exec(description);
   if (!m) return null;
   const from = before.getType(m[2]!);
@@ -336,17 +336,13 @@ function operationsBroken(
     const document = parse(op.body);
     if (validate(oldSchema, document).length > 0) continue; // already invalid today: not this change's doing
     const errors = validate(newSchema, document);
-    if (errors.length > 0) broken.push({ name: op.name, id: op.id, errors: errors.map(messageOf) });
+    if (errors.length > 0) broken.push({ name: op.name, id: op.id, errors: errors.map((e) => e.message) });
   }
   return broken;
 }
 
 function withSubscriptions(api: GraphQLSchema, registry: Registry): GraphQLSchema {
   return buildASTSchema(parse(`${printSchema(api)}\n${subscriptionSdl(registry, 1)}`));
-}
-
-function messageOf(error: GraphQLError): string {
-  return error.message;
 }
 
 // ---------------------------------------------------------------------------
